@@ -1,0 +1,57 @@
+# VramCram — make help lists the targets.
+export GOTOOLCHAIN := go1.27.3
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+CONFIG   ?= config.example.yaml
+FUZZTIME ?= 30s
+BENCHCOUNT ?= 1
+
+.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean
+
+help: ## list targets
+	@awk 'BEGIN{FS=":.*## "} /^[a-z][a-z-]*:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/vramcram (cgo on)
+	CGO_ENABLED=1 $(GO) build -ldflags '$(LDFLAGS)' -o bin/vramcram .
+
+testengine: ## build the stand-in engine bin/testengine
+	$(GO) build -o bin/testengine ./runner/testengine
+
+run: build ## run with $(CONFIG)
+	./bin/vramcram -config $(CONFIG)
+
+test: ## all tests with -race (end-to-end included)
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 10m ./...
+
+test-short: ## unit tests only
+	$(GO) test -race -count=1 -short -timeout 5m ./...
+
+bench: ## benchmarks: durable enqueue, claim→complete, scheduler decisions
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./store/ ./scheduler/
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+lint: ## gofmt, go vet, dependency rule
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
+	$(GO) vet ./...
+	@$(MAKE) -s deps
+
+deps: ## leaves (store, runner, vram) import nothing of ours
+	@for p in store runner vram; do \
+	  if $(GO) list -f '{{join .Imports "\n"}}' ./$$p | grep -q 'vramcram/vramcram/'; then echo "$$p imports project packages"; exit 1; fi; done
+	@echo "deps ok"
+
+tidy: ## go mod tidy
+	$(GO) mod tidy
+
+cover: ## coverage report
+	$(GO) test -count=1 -coverprofile=cover.out ./... && $(GO) tool cover -func=cover.out | tail -1
+
+clean: ## remove build outputs
+	rm -rf bin cover.out

@@ -1,0 +1,306 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/vramcram/vramcram/scheduler"
+	"github.com/vramcram/vramcram/store"
+)
+
+// submitRequest is the body of POST /jobs.
+type submitRequest struct {
+	Model    string          `json:"model"`
+	Prompt   *string         `json:"prompt"`
+	Params   json.RawMessage `json:"params"`
+	Priority *int            `json:"priority"`
+}
+
+// jobView is the JSON of GET /jobs/{id}.
+type jobView struct {
+	JobID         string              `json:"job_id"`
+	Status        string              `json:"status"`
+	Model         string              `json:"model"`
+	Type          string              `json:"type"`
+	Priority      int                 `json:"priority"`
+	Attempts      int                 `json:"attempts"`
+	MaxAttempts   int                 `json:"max_attempts"`
+	Error         string              `json:"error,omitempty"`
+	CreatedAt     time.Time           `json:"created_at"`
+	StartedAt     *time.Time          `json:"started_at,omitempty"`
+	FinishedAt    *time.Time          `json:"finished_at,omitempty"`
+	QueuePosition *int                `json:"queue_position,omitempty"`
+	Progress      *scheduler.Progress `json:"progress,omitempty"`
+}
+
+// readJSON reads a body of at most MaxBodyBytes and decodes it strictly into v.
+func (s *Server) readJSON(c echo.Context, v any) error {
+	r := http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxBodyBytes)
+	body, err := io.ReadAll(r)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return apiErr(http.StatusRequestEntityTooLarge, CodeBodyTooLarge,
+				fmt.Sprintf("request body exceeds %d bytes (server.max_body_bytes)", s.cfg.MaxBodyBytes))
+		}
+		return apiErr(http.StatusBadRequest, CodeInvalidJSON, "cannot read request body")
+	}
+	return decodeBody(body, v)
+}
+
+// decodeBody decodes one JSON object, rejecting unknown fields and trailing
+// data; errors name the field.
+func decodeBody(body []byte, v any) error {
+	if !utf8.Valid(body) {
+		return apiErr(http.StatusBadRequest, CodeInvalidJSON, "request body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &te) && te.Field != "":
+			return apiErr(http.StatusBadRequest, CodeInvalid, fmt.Sprintf("%s: wrong type (got JSON %s)", te.Field, te.Value))
+		case errors.As(err, &te):
+			return apiErr(http.StatusBadRequest, CodeInvalidJSON, "request body must be a JSON object")
+		case errors.As(err, &se):
+			return apiErr(http.StatusBadRequest, CodeInvalidJSON, fmt.Sprintf("malformed JSON at byte %d: %v", se.Offset, err))
+		case errors.Is(err, io.EOF):
+			return apiErr(http.StatusBadRequest, CodeInvalidJSON, "request body is empty; expected a JSON object")
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return apiErr(http.StatusBadRequest, CodeInvalid, name+": unknown field")
+		}
+		return apiErr(http.StatusBadRequest, CodeInvalidJSON, "malformed JSON: "+err.Error())
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return apiErr(http.StatusBadRequest, CodeInvalidJSON, "unexpected data after the JSON object")
+	}
+	return nil
+}
+
+// validateSubmit checks a decoded submit request and returns the job to queue.
+func (s *Server) validateSubmit(req submitRequest) (*store.Job, error) {
+	if req.Model == "" {
+		return nil, apiErr(http.StatusBadRequest, CodeInvalid, "model: required")
+	}
+	typ, ok := s.cfg.ModelTypes[req.Model]
+	if !ok {
+		return nil, s.unknownModel(req.Model)
+	}
+	if req.Prompt == nil || strings.TrimSpace(*req.Prompt) == "" {
+		return nil, apiErr(http.StatusBadRequest, CodeInvalid, "prompt: required, a non-empty string")
+	}
+	if n := utf8.RuneCountInString(*req.Prompt); n > s.cfg.MaxPromptChars {
+		return nil, apiErr(http.StatusBadRequest, CodeInvalid,
+			fmt.Sprintf("prompt: %d characters exceeds the limit of %d (server.max_prompt_chars)", n, s.cfg.MaxPromptChars))
+	}
+	prio := 0
+	if req.Priority != nil {
+		prio = *req.Priority
+		if prio < store.MinPriority || prio > store.MaxPriority {
+			return nil, apiErr(http.StatusBadRequest, CodeInvalid,
+				fmt.Sprintf("priority: must be between %d and %d", store.MinPriority, store.MaxPriority))
+		}
+	}
+	params := req.Params
+	if typ == "llm" {
+		p, err := scheduler.ParseLLMParams(req.Params)
+		if err != nil {
+			return nil, apiErr(http.StatusBadRequest, CodeInvalid, err.Error())
+		}
+		params, _ = json.Marshal(p) // normalised: only known fields are stored
+		if string(params) == "{}" {
+			params = nil
+		}
+	}
+	return &store.Job{
+		ID: store.NewID(), Model: req.Model, Type: typ, Prompt: *req.Prompt,
+		Params: params, Priority: prio, MaxAttempts: s.cfg.MaxAttempts,
+	}, nil
+}
+
+func (s *Server) unknownModel(name string) *Error {
+	names := make([]string, 0, len(s.cfg.ModelTypes))
+	for n := range s.cfg.ModelTypes {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return apiErr(http.StatusNotFound, CodeUnknownModel,
+		fmt.Sprintf("model: unknown model %q; configured models: %s", name, strings.Join(names, ", ")))
+}
+
+// submit handles POST /jobs: 202 once the job is on disk.
+func (s *Server) submit(c echo.Context) error {
+	var req submitRequest
+	if err := s.readJSON(c, &req); err != nil {
+		return err
+	}
+	job, err := s.validateSubmit(req)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if err := s.sched.Admit(ctx, job.Model); err != nil {
+		return admitError(err)
+	}
+	if err := s.store.Enqueue(ctx, job); err != nil {
+		if errors.Is(err, store.ErrQueueFull) {
+			c.Response().Header().Set("Retry-After", "5")
+			return apiErr(http.StatusTooManyRequests, CodeQueueFull, "the queue is full (scheduling.max_queue); retry later")
+		}
+		return fmt.Errorf("enqueue job: %w", err)
+	}
+	s.sched.Notify(job.Model)
+	s.sched.Bus().Publish(scheduler.Event{Type: scheduler.EvJobQueued, Model: job.Model, JobID: job.ID})
+	c.Response().Header().Set("Location", "/jobs/"+job.ID)
+	return c.JSON(http.StatusAccepted, map[string]string{"job_id": job.ID, "status": string(store.JobStateQueued)})
+}
+
+func admitError(err error) error {
+	switch {
+	case errors.Is(err, scheduler.ErrUnknownModel):
+		return apiErr(http.StatusNotFound, CodeUnknownModel, "model: "+err.Error())
+	case errors.Is(err, scheduler.ErrUnavailable):
+		return apiErr(http.StatusServiceUnavailable, CodeUnavailable, err.Error())
+	case errors.Is(err, scheduler.ErrTooLarge):
+		return apiErr(http.StatusUnprocessableEntity, CodeTooLarge, err.Error())
+	case errors.Is(err, scheduler.ErrStopped):
+		return apiErr(http.StatusServiceUnavailable, CodeShuttingDown, "the server is shutting down")
+	}
+	return err
+}
+
+// loadJob fetches the job named by the :id path parameter.
+func (s *Server) loadJob(c echo.Context) (store.Job, error) {
+	id := c.Param("id")
+	if !store.ValidID(id) {
+		return store.Job{}, apiErr(http.StatusNotFound, CodeNotFound, "no job with that id")
+	}
+	j, err := s.store.Get(id)
+	if errors.Is(err, store.ErrNotFound) {
+		return j, apiErr(http.StatusNotFound, CodeNotFound, fmt.Sprintf("no job %q", id))
+	}
+	if err != nil {
+		return j, fmt.Errorf("get job %s: %w", id, err)
+	}
+	return j, nil
+}
+
+func (s *Server) view(ctx context.Context, j store.Job) jobView {
+	v := jobView{
+		JobID: j.ID, Status: string(j.State), Model: j.Model, Type: j.Type, Priority: j.Priority,
+		Attempts: j.Attempts, MaxAttempts: j.MaxAttempts, Error: j.Error, CreatedAt: j.CreatedAt,
+	}
+	if !j.StartedAt.IsZero() {
+		v.StartedAt = &j.StartedAt
+	}
+	if !j.FinishedAt.IsZero() {
+		v.FinishedAt = &j.FinishedAt
+	}
+	switch j.State {
+	case store.JobStateQueued:
+		if pos, err := s.store.Position(j.ID); err == nil {
+			v.QueuePosition = &pos
+		}
+	case store.JobStateRunning:
+		if p, ok, err := s.sched.JobProgress(ctx, j.ID); err == nil && ok {
+			v.Progress = &p
+		}
+	}
+	return v
+}
+
+// getJob handles GET /jobs/{id}.
+func (s *Server) getJob(c echo.Context) error {
+	j, err := s.loadJob(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, s.view(c.Request().Context(), j))
+}
+
+// getResult handles GET /jobs/{id}/result: the stored result, or 409 with the
+// job's status while it is not completed.
+func (s *Server) getResult(c echo.Context) error {
+	j, err := s.loadJob(c)
+	if err != nil {
+		return err
+	}
+	if j.State != store.JobStateCompleted {
+		msg := "job is " + string(j.State)
+		if j.Error != "" {
+			msg += ": " + j.Error
+		}
+		return &Error{Status: http.StatusConflict, Code: CodeNotCompleted, Message: msg, Extra: map[string]any{"status": j.State}}
+	}
+	res, err := s.store.Result(j.ID)
+	if err != nil {
+		return fmt.Errorf("read result %s: %w", j.ID, err)
+	}
+	return c.JSONBlob(http.StatusOK, res)
+}
+
+// cancelJob handles DELETE /jobs/{id}.
+func (s *Server) cancelJob(c echo.Context) error {
+	j, err := s.loadJob(c)
+	if err != nil {
+		return err
+	}
+	prev, err := s.store.Cancel(j.ID)
+	if errors.Is(err, store.ErrStateConflict) {
+		cur, _ := s.store.Get(j.ID)
+		return &Error{Status: http.StatusConflict, Code: CodeFinished, Message: "job already " + string(cur.State),
+			Extra: map[string]any{"status": cur.State}}
+	}
+	if err != nil {
+		return fmt.Errorf("cancel job %s: %w", j.ID, err)
+	}
+	if prev == store.JobStateRunning {
+		if _, err := s.sched.Cancel(c.Request().Context(), j.ID); err != nil {
+			s.log.Warn("abort running job", "job_id", j.ID, "err", err)
+		}
+	}
+	s.sched.Bus().Publish(scheduler.Event{Type: scheduler.EvJobFinished, Model: j.Model, JobID: j.ID, State: string(store.JobStateCancelled)})
+	return c.JSON(http.StatusOK, map[string]string{"job_id": j.ID, "status": string(store.JobStateCancelled), "previous_status": string(prev)})
+}
+
+// listJobs handles GET /jobs?model=&state=&limit=: newest first.
+func (s *Server) listJobs(c echo.Context) error {
+	f := store.ListFilter{Model: c.QueryParam("model"), Limit: 50}
+	if st := c.QueryParam("state"); st != "" {
+		if !slices.Contains(store.JobStates(), store.JobState(st)) {
+			return apiErr(http.StatusBadRequest, CodeInvalid, "state: must be one of queued, running, completed, failed, cancelled")
+		}
+		f.State = store.JobState(st)
+	}
+	if l := c.QueryParam("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 1000 {
+			return apiErr(http.StatusBadRequest, CodeInvalid, "limit: must be an integer between 1 and 1000")
+		}
+		f.Limit = n
+	}
+	jobs, err := s.store.List(f)
+	if err != nil {
+		return fmt.Errorf("list jobs: %w", err)
+	}
+	out := make([]jobView, 0, len(jobs))
+	for _, j := range jobs {
+		out = append(out, s.view(c.Request().Context(), j))
+	}
+	return c.JSON(http.StatusOK, map[string]any{"jobs": out})
+}

@@ -1,0 +1,137 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/vramcram/vramcram/scheduler"
+	"github.com/vramcram/vramcram/store"
+)
+
+// Scheduler is what the API needs of the scheduler.
+type Scheduler interface {
+	Admit(ctx context.Context, model string) error
+	Notify(model string)
+	Cancel(ctx context.Context, id string) (bool, error)
+	Snapshot(ctx context.Context) (scheduler.Snapshot, error)
+	JobProgress(ctx context.Context, id string) (scheduler.Progress, bool, error)
+	LastBeat() time.Time
+	Bus() *scheduler.Bus
+}
+
+// Store is what the API needs of the job store.
+type Store interface {
+	Enqueue(ctx context.Context, j *store.Job) error
+	Get(id string) (store.Job, error)
+	Result(id string) ([]byte, error)
+	Cancel(id string) (store.JobState, error)
+	Position(id string) (int, error)
+	List(f store.ListFilter) ([]store.Job, error)
+}
+
+// Config holds the API's settings.
+type Config struct {
+	APIKeys        []string
+	MaxBodyBytes   int64             // default 1 MiB
+	MaxPromptChars int               // default 100000
+	MaxAttempts    int               // stored on each job; default 3
+	ModelTypes     map[string]string // model name → "llm" | "diffusion"
+	Version        string
+	Logger         *slog.Logger
+	NowFunc        func() time.Time
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg     Config
+	sched   Scheduler
+	store   Store
+	log     *slog.Logger
+	now     func() time.Time
+	started time.Time
+	echo    *echo.Echo
+}
+
+// New builds the server and its routes.
+func New(cfg Config, sched Scheduler, st Store) *Server {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.MaxPromptChars <= 0 {
+		cfg.MaxPromptChars = 100_000
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 3
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.NowFunc == nil {
+		cfg.NowFunc = time.Now
+	}
+	s := &Server{cfg: cfg, sched: sched, store: st, log: cfg.Logger, now: cfg.NowFunc}
+	s.started = s.now()
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(s.recoverPanics, s.auth)
+	e.GET("/health", s.health)
+	e.GET("/models", s.models)
+	e.POST("/jobs", s.submit)
+	e.GET("/jobs", s.listJobs)
+	e.GET("/jobs/:id", s.getJob)
+	e.GET("/jobs/:id/result", s.getResult)
+	e.DELETE("/jobs/:id", s.cancelJob)
+	e.GET("/events", s.events)
+	s.echo = e
+	return s
+}
+
+// Handler returns the http.Handler to serve.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// auth requires a Bearer key on every route but /health when keys are set.
+// Keys are compared in constant time.
+func (s *Server) auth(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if len(s.cfg.APIKeys) == 0 || c.Request().URL.Path == "/health" {
+			return next(c)
+		}
+		h := c.Request().Header.Get("Authorization")
+		token, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok || !s.validKey(strings.TrimSpace(token)) {
+			return apiErr(http.StatusUnauthorized, CodeUnauthorized, "missing or invalid API key (Authorization: Bearer KEY)")
+		}
+		return next(c)
+	}
+}
+
+func (s *Server) validKey(token string) bool {
+	found := 0
+	for _, k := range s.cfg.APIKeys {
+		found |= subtle.ConstantTimeCompare([]byte(token), []byte(k))
+	}
+	return found == 1
+}
+
+// recoverPanics turns a handler panic into a 500 and a log line.
+func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				s.log.Error("handler panic", "path", c.Path(), "panic", r)
+				err = apiErr(http.StatusInternalServerError, CodeInternal, "internal error; see the server log")
+			}
+		}()
+		return next(c)
+	}
+}

@@ -1,0 +1,239 @@
+// Command vramcram serves many AI models on one GPU behind one HTTP API: a
+// durable bbolt job queue, a scheduler that loads and evicts models within a
+// VRAM budget, and supervised llama-server engines.
+//
+// Usage:
+//
+//	vramcram [serve] [-config FILE]   run the server (the default command)
+//	vramcram version                  print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/lmittmann/tint"
+
+	"github.com/vramcram/vramcram/api"
+	"github.com/vramcram/vramcram/runner"
+	"github.com/vramcram/vramcram/scheduler"
+	"github.com/vramcram/vramcram/store"
+	"github.com/vramcram/vramcram/vram"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches the subcommand and returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serveCmd(args, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "vramcram", version)
+		return 0
+	case "help", "-h", "--help":
+		usage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "vramcram: unknown command %q\n", cmd)
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  vramcram [serve] [-config FILE]   run the server (default command)
+  vramcram version                  print the version
+
+The config path may also come from VRAMCRAM_CONFIG; VRAMCRAM_* variables
+override keys (VRAMCRAM_SERVER__PORT=9000 sets server.port).
+`)
+}
+
+func serveCmd(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", os.Getenv("VRAMCRAM_CONFIG"), "config file (YAML); default $VRAMCRAM_CONFIG")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := LoadConfig(*path, os.Environ())
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	log := newLogger(cfg.Logging, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, log); err != nil {
+		log.Error("vramcram stopped with an error", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// newLogger returns tint on a terminal and JSON otherwise (logging.format auto).
+func newLogger(c LoggingConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	format := c.Format
+	if format == "auto" || format == "" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+				format = "tint"
+			}
+		}
+	}
+	switch format {
+	case "tint":
+		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly}))
+	case "text":
+		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+func seconds(n int) time.Duration { return time.Duration(n) * time.Second }
+
+// serve runs the daemon until ctx ends, then shuts down in order: stop
+// accepting requests, let running jobs finish (graceful_shutdown_timeout),
+// requeue the rest, stop every engine, close the store.
+func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	dataDir := cfg.Storage.DataDir
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	st, err := store.Open(filepath.Join(dataDir, "vramcram.db"), store.Options{MaxQueued: cfg.Scheduling.MaxQueue})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("close store", "err", err)
+		}
+	}()
+	if n := st.Recovered(); n > 0 {
+		log.Warn("requeued jobs left running by a previous run", "jobs", n)
+	}
+	records, err := runner.OpenRecords(filepath.Join(dataDir, "engines"))
+	if err != nil {
+		return err
+	}
+	orphans, err := records.ReapOrphans(5 * time.Second)
+	for _, o := range orphans {
+		log.Warn("stopped engine left behind by a previous run", "model", o.Model, "pid", o.PID)
+	}
+	if err != nil {
+		log.Warn("reap orphan engines", "err", err)
+	}
+
+	meter, err := vram.NewStatic(cfg.VRAM.TotalMB)
+	if err != nil {
+		return err
+	}
+	log.Info("VRAM from config (NVML not in use)", "vram_total_mb", cfg.VRAM.TotalMB, "vram_budget_mb", cfg.VRAM.TotalMB-cfg.VRAM.SafetyMarginMB)
+
+	sched, err := scheduler.New(schedulerConfig(cfg), st, newLaunchers(cfg, records, log), meter, log.With("component", "scheduler"))
+	if err != nil {
+		return err
+	}
+	sched.Start(ctx)
+
+	srv := &http.Server{
+		Handler:           api.New(apiConfig(cfg, log), sched, st).Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	addr := net.JoinHostPort(cfg.Server.Host, strconv.Itoa(cfg.Server.Port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		_ = sched.Stop(context.Background())
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	log.Info("vramcram listening", "addr", "http://"+ln.Addr().String(), "version", version, "models", len(cfg.Models.LLM)+len(cfg.Models.Diffusion))
+	srvErr := make(chan error, 1)
+	go func() { srvErr <- srv.Serve(ln) }()
+	go retention(ctx, st, cfg.Storage.RetentionHours, log)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "graceful_shutdown_timeout_seconds", cfg.Agents.GracefulShutdownTimeoutSeconds)
+	case err = <-srvErr:
+		log.Error("HTTP server failed", "err", err)
+	}
+	return shutdown(srv, sched, cfg, log, err)
+}
+
+// shutdown stops the API, then the scheduler (which stops the engines). A
+// second SIGINT/SIGTERM cuts the wait for running jobs short.
+func shutdown(srv *http.Server, sched *scheduler.Scheduler, cfg *Config, log *slog.Logger, cause error) error {
+	hctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := srv.Shutdown(hctx); err != nil {
+		_ = srv.Close() // event streams do not end by themselves
+	}
+	cancel()
+	grace := seconds(cfg.Agents.GracefulShutdownTimeoutSeconds)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(again)
+	go func() {
+		select {
+		case <-again:
+			log.Warn("second signal: requeueing running jobs now")
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	if err := sched.Stop(sctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	log.Info("stopped")
+	return cause
+}
+
+// retention deletes finished jobs older than the retention period, hourly.
+func retention(ctx context.Context, st *store.Store, hours int, log *slog.Logger) {
+	if hours <= 0 {
+		return
+	}
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		n, err := st.Cleanup(time.Now().Add(-time.Duration(hours) * time.Hour))
+		if err != nil {
+			log.Warn("retention cleanup", "err", err)
+		} else if n > 0 {
+			log.Info("retention removed finished jobs", "jobs", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

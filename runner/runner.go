@@ -1,0 +1,638 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Errors returned by Start, WaitReady, Stop and Err. Callers branch on them
+// with errors.Is; the returned errors wrap them with the engine name and
+// details.
+var (
+	// ErrBinaryNotFound: Config.Binary is neither an existing path nor a name
+	// found in PATH. Returned by Start.
+	ErrBinaryNotFound = errors.New("engine binary not found")
+	// ErrReadyTimeout: ReadyPath did not answer 200 within ReadyTimeout of
+	// Start. Returned by WaitReady (which then stops the engine) and by Err.
+	ErrReadyTimeout = errors.New("engine not ready before deadline")
+	// ErrHeartbeatLost: ReadyPath did not answer 200 for HeartbeatTimeout
+	// after the engine was ready; the process group was SIGKILLed. Err only.
+	ErrHeartbeatLost = errors.New("engine missed heartbeats")
+	// ErrStopped: we stopped the engine (Stop, or WaitReady's ctx ended).
+	ErrStopped = errors.New("engine stopped")
+)
+
+// State is where a Process is in its life; see the package doc for the
+// transitions. Read it for display only: a state read to decide whether to
+// act is a race, act and handle the error instead.
+type State string
+
+const (
+	StateStarting State = "starting"
+	StateReady    State = "ready"
+	StateStopping State = "stopping"
+	StateExited   State = "exited"
+)
+
+// States lists every State in lifecycle order.
+func States() []State {
+	return []State{StateStarting, StateReady, StateStopping, StateExited}
+}
+
+// Defaults applied by Start to zero Config fields.
+const (
+	DefaultReadyPath         = "/health"
+	DefaultReadyTimeout      = 60 * time.Second
+	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultHeartbeatTimeout  = 30 * time.Second
+	DefaultStopGrace         = 10 * time.Second
+	DefaultLogLines          = 200
+)
+
+const (
+	// readyPollInterval is how often WaitReady asks ReadyPath: llama-server
+	// loads a small model in ~160 ms, so readiness is noticed within tens of
+	// milliseconds.
+	readyPollInterval = 10 * time.Millisecond
+	// maxSpawns bounds the spawns of one Process when the chosen port turns
+	// out to be taken between our probe and the engine's bind.
+	maxSpawns = 3
+	// bindFailedMarker is what llama-server prints when its port is taken.
+	bindFailedMarker = "couldn't bind HTTP server socket"
+	// outputDrainWait bounds how long the supervisor waits for the output pipe
+	// to reach EOF after the group was killed (a process that escaped the
+	// group may hold it open forever).
+	outputDrainWait = 2 * time.Second
+	// exitNoticeWait is how long a failed request waits for the supervisor to
+	// notice that the engine died, so the error can say so.
+	exitNoticeWait = time.Second
+	// exitTailLines is how many output lines ExitError.Error and the
+	// heartbeat/ready errors show.
+	exitTailLines = 5
+)
+
+// Config describes one engine child. Binary and ArgsFunc are required; zero
+// values of the other fields take the defaults noted.
+type Config struct {
+	Name              string                  // model name, for logs and errors
+	Binary            string                  // path, or a name looked up in PATH
+	ArgsFunc          func(port int) []string // argv after the binary, given the chosen port
+	Env               []string                // extra KEY=VALUE appended to os.Environ()
+	ReadyPath         string                  // default "/health"; 200 = ready (503 while loading)
+	ReadyTimeout      time.Duration           // default 60s, counted from Start
+	HeartbeatInterval time.Duration           // default 10s
+	HeartbeatTimeout  time.Duration           // default 30s; no successful heartbeat for this long → SIGKILL group, Err = ErrHeartbeatLost
+	StopGrace         time.Duration           // default 10s; SIGTERM → grace → SIGKILL
+	LogLines          int                     // ring of last output lines (stdout+stderr merged), default 200
+	Logger            *slog.Logger            // default: discard
+	HTTPClient        *http.Client            // default: a keep-alive transport owned by the Process
+}
+
+func (c *Config) setDefaults() {
+	if c.ReadyPath == "" {
+		c.ReadyPath = DefaultReadyPath
+	}
+	if !strings.HasPrefix(c.ReadyPath, "/") {
+		c.ReadyPath = "/" + c.ReadyPath
+	}
+	if c.ReadyTimeout <= 0 {
+		c.ReadyTimeout = DefaultReadyTimeout
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.HeartbeatTimeout <= 0 {
+		c.HeartbeatTimeout = DefaultHeartbeatTimeout
+	}
+	if c.StopGrace <= 0 {
+		c.StopGrace = DefaultStopGrace
+	}
+	if c.LogLines <= 0 {
+		c.LogLines = DefaultLogLines
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// ExitError reports an engine that exited on its own, before or after it was
+// ready. Code is the exit status, or -1 when a signal killed it (Signal then
+// names it, e.g. "killed"). Tail holds the last output lines.
+type ExitError struct {
+	Name   string
+	Code   int
+	Signal string
+	Tail   []string
+}
+
+func (e *ExitError) Error() string {
+	var b strings.Builder
+	b.WriteString("engine ")
+	b.WriteString(e.Name)
+	if e.Signal != "" {
+		b.WriteString(" killed by signal ")
+		b.WriteString(e.Signal)
+	} else {
+		b.WriteString(" exited with code ")
+		b.WriteString(strconv.Itoa(e.Code))
+	}
+	if s := tailSummary(e.Tail); s != "" {
+		b.WriteString(": ")
+		b.WriteString(s)
+	}
+	return b.String()
+}
+
+// tailSummary joins the last few non-empty lines for an error message.
+func tailSummary(lines []string) string {
+	var keep []string
+	for i := len(lines) - 1; i >= 0 && len(keep) < exitTailLines; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			keep = append(keep, l)
+		}
+	}
+	for i, j := 0, len(keep)-1; i < j; i, j = i+1, j-1 {
+		keep[i], keep[j] = keep[j], keep[i]
+	}
+	return strings.Join(keep, " | ")
+}
+
+// Process is one supervised engine child. Create it with Start. All methods
+// are safe for concurrent use.
+type Process struct {
+	cfg     Config
+	bin     string // resolved Binary
+	log     *slog.Logger
+	client  *http.Client
+	ownTr   *http.Transport // non-nil when client is ours; closed on exit
+	ring    *ring
+	started time.Time
+
+	// lifeCtx is cancelled when the leader is reaped; it bounds health probes.
+	lifeCtx    context.Context
+	lifeCancel context.CancelFunc
+
+	exitedCh chan struct{} // closed by the supervisor once the leader is reaped
+	doneCh   chan struct{} // closed after exitedCh, once every helper goroutine returned
+	killCh   chan struct{} // closed to cut the stop grace short
+	killOnce sync.Once
+	wg       sync.WaitGroup // helpers: output readers, stopper, heartbeat
+
+	mu       sync.Mutex
+	state    State // written under mu
+	child    *child
+	spawns   int
+	cause    error // why we are stopping; set once, under mu
+	stopping bool  // the stopper goroutine was started
+	err      error // final; set when state becomes exited
+}
+
+// child is one spawned OS process; a Process has one at a time, more only
+// when a taken port forces a respawn during starting.
+type child struct {
+	cmd        *exec.Cmd
+	pid        int
+	port       int
+	out        *os.File      // read end of the merged stdout/stderr pipe
+	outDone    chan struct{} // closed when the reader returned
+	reaped     bool          // under Process.mu: no more signals to pid
+	bindFailed bool          // under Process.mu: output showed bindFailedMarker
+}
+
+// Start spawns the engine and returns at once; call WaitReady next. The child
+// gets a free 127.0.0.1 port (passed to ArgsFunc), its own process group,
+// and stdin from /dev/null; its merged output feeds the Tail ring and the
+// Logger at debug level. ctx bounds only the spawn, not the process's life.
+//
+// Returns an error wrapping ErrBinaryNotFound when Binary cannot be found.
+func Start(ctx context.Context, cfg Config) (*Process, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("start engine %s: %w", cfg.Name, err)
+	}
+	if cfg.Binary == "" {
+		return nil, fmt.Errorf("start engine %s: %w: empty binary path", cfg.Name, ErrBinaryNotFound)
+	}
+	if cfg.ArgsFunc == nil {
+		return nil, fmt.Errorf("start engine %s: no ArgsFunc", cfg.Name)
+	}
+	cfg.setDefaults()
+	bin, err := exec.LookPath(cfg.Binary)
+	if err != nil {
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("start engine %s: %w: %w", cfg.Name, ErrBinaryNotFound, err)
+		}
+		return nil, fmt.Errorf("start engine %s: %w", cfg.Name, err)
+	}
+	p := &Process{
+		cfg:      cfg,
+		bin:      bin,
+		log:      cfg.Logger.With("model", cfg.Name),
+		ring:     newRing(cfg.LogLines),
+		started:  time.Now(),
+		state:    StateStarting,
+		exitedCh: make(chan struct{}),
+		doneCh:   make(chan struct{}),
+		killCh:   make(chan struct{}),
+	}
+	p.lifeCtx, p.lifeCancel = context.WithCancel(context.Background())
+	if cfg.HTTPClient != nil {
+		p.client = cfg.HTTPClient
+	} else {
+		p.ownTr = newTransport()
+		p.client = &http.Client{Transport: p.ownTr}
+	}
+	p.mu.Lock()
+	c, err := p.spawnLocked()
+	p.mu.Unlock()
+	if err != nil {
+		p.lifeCancel()
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			err = fmt.Errorf("%w: %w", ErrBinaryNotFound, err)
+		}
+		return nil, fmt.Errorf("start engine %s: %w", cfg.Name, err)
+	}
+	go p.supervise(c)
+	return p, nil
+}
+
+func newTransport() *http.Transport {
+	return &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        64,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true, // loopback; and SSE must not be buffered by a decompressor
+	}
+}
+
+// spawnLocked starts one child on a fresh port. Called with p.mu held (so a
+// concurrent Stop either sees the new child or prevents the spawn).
+func (p *Process) spawnLocked() (*child, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, fmt.Errorf("pick port: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("output pipe: %w", err)
+	}
+	cmd := exec.Command(p.bin, p.cfg.ArgsFunc(port)...)
+	cmd.Env = append(os.Environ(), p.cfg.Env...)
+	cmd.Stdout = w
+	cmd.Stderr = w
+	// Own process group: signals reach the engine and anything it forks,
+	// and a Ctrl-C on our terminal does not reach the engine behind our back.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		r.Close()
+		w.Close()
+		return nil, err
+	}
+	w.Close() // the child holds its copy
+	c := &child{cmd: cmd, pid: cmd.Process.Pid, port: port, out: r, outDone: make(chan struct{})}
+	p.child = c
+	p.spawns++
+	p.log.Info("engine started", "pid", c.pid, "port", port, "binary", p.bin, "args", cmd.Args[1:])
+	p.wg.Add(1)
+	go p.readOutput(c)
+	return c, nil
+}
+
+// freePort asks the kernel for a free loopback port. Another process may
+// take it before the engine binds it; the supervisor respawns on a new port
+// when that happens.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// readOutput copies the child's merged output into the ring and the log.
+func (p *Process) readOutput(c *child) {
+	defer p.wg.Done()
+	defer close(c.outDone)
+	readLines(c.out, func(line string) {
+		p.ring.add(line)
+		if strings.Contains(line, bindFailedMarker) {
+			p.mu.Lock()
+			c.bindFailed = true
+			p.mu.Unlock()
+		}
+		p.log.Debug("engine output", "pid", c.pid, "line", line)
+	})
+}
+
+// supervise waits for each child to exit, respawns on a taken port during
+// starting, and finally records Err and closes Done.
+func (p *Process) supervise(c *child) {
+	for {
+		var waitErr error
+		if canWaitWithoutReap {
+			waitExited(c.pid)
+			p.mu.Lock()
+			// The leader is a zombie: kill whatever else is left in its
+			// group (grandchildren) while the group ID cannot be reused.
+			killGroup(c.pid, syscall.SIGKILL)
+			c.reaped = true
+			p.mu.Unlock()
+			waitErr = c.cmd.Wait()
+		} else {
+			waitErr = c.cmd.Wait()
+			p.mu.Lock()
+			c.reaped = true
+			killGroup(c.pid, syscall.SIGKILL)
+			p.mu.Unlock()
+		}
+
+		// cmd.Stdout is our own *os.File, so cmd.Wait did not wait for the
+		// output; drain it now that the group is dead.
+		select {
+		case <-c.outDone:
+		case <-time.After(outputDrainWait):
+			p.log.Warn("engine output still open after exit; closing it", "pid", c.pid)
+		}
+		c.out.Close() // unblocks the reader if something still holds the pipe
+		<-c.outDone
+		exitErr := p.exitError(c.cmd.ProcessState, waitErr)
+
+		p.mu.Lock()
+		if p.state == StateStarting && p.cause == nil && c.bindFailed && p.spawns < maxSpawns {
+			p.log.Warn("engine port taken; respawning on another port", "pid", c.pid, "port", c.port, "spawn", p.spawns+1)
+			nc, err := p.spawnLocked()
+			if err == nil {
+				p.mu.Unlock()
+				c = nc
+				continue
+			}
+			exitErr = fmt.Errorf("respawn engine %s after taken port: %w", p.cfg.Name, err)
+		}
+		p.err = exitErr
+		if p.cause != nil {
+			p.err = p.cause
+		}
+		p.state = StateExited
+		p.mu.Unlock()
+
+		p.log.Info("engine exited", "pid", c.pid, "err", p.err)
+		close(p.exitedCh)
+		p.lifeCancel()
+		p.wg.Wait()
+		if p.ownTr != nil {
+			p.ownTr.CloseIdleConnections()
+		}
+		close(p.doneCh)
+		return
+	}
+}
+
+// exitError describes how the leader ended.
+func (p *Process) exitError(ps *os.ProcessState, waitErr error) error {
+	if ps == nil {
+		return fmt.Errorf("wait engine %s: %w", p.cfg.Name, waitErr)
+	}
+	e := &ExitError{Name: p.cfg.Name, Code: -1, Tail: p.ring.lines()}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		e.Signal = ws.Signal().String()
+		return e
+	}
+	e.Code = ps.ExitCode()
+	return e
+}
+
+// killGroup signals the process group led by pid. Caller holds p.mu and has
+// checked the leader is not reaped.
+func killGroup(pid int, sig syscall.Signal) {
+	_ = syscall.Kill(-pid, sig) // ESRCH: already gone
+}
+
+// signalLocked signals the current child's group unless it was reaped.
+func (p *Process) signalLocked(sig syscall.Signal) {
+	if c := p.child; c != nil && !c.reaped {
+		killGroup(c.pid, sig)
+	}
+}
+
+// WaitReady polls ReadyPath every 10ms until it answers 200, then starts the
+// heartbeat watchdog and returns nil. It returns:
+//   - *ExitError if the engine exits first (a taken port is retried
+//     transparently, up to 3 spawns);
+//   - an error wrapping ErrReadyTimeout once ReadyTimeout has passed since
+//     Start; the engine is stopped before WaitReady returns;
+//   - ctx.Err() (wrapped) if ctx ends first; the engine is stopped too;
+//   - Err() (e.g. ErrStopped) if the engine was stopped meanwhile.
+//
+// Calling it again after success returns nil at once.
+func (p *Process) WaitReady(ctx context.Context) error {
+	deadline := p.started.Add(p.cfg.ReadyTimeout)
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	tick := time.NewTicker(readyPollInterval)
+	defer tick.Stop()
+	for {
+		p.mu.Lock()
+		st := p.state
+		p.mu.Unlock()
+		switch st {
+		case StateReady:
+			return nil
+		case StateStopping, StateExited:
+			<-p.doneCh
+			return p.Err()
+		}
+		if p.probe(ctx, time.Until(deadline)) {
+			if p.markReady() {
+				return nil
+			}
+			continue // stopped meanwhile; the switch above reports it
+		}
+		select {
+		case <-p.doneCh:
+			return p.Err()
+		case <-ctx.Done():
+			err := fmt.Errorf("wait ready engine %s: %w", p.cfg.Name, ctx.Err())
+			p.stop(context.WithoutCancel(ctx), fmt.Errorf("%w: %w", ErrStopped, err))
+			return err
+		case <-timer.C:
+			err := fmt.Errorf("engine %s: %w (%s)", p.cfg.Name, ErrReadyTimeout, p.cfg.ReadyTimeout)
+			if s := tailSummary(p.ring.lines()); s != "" {
+				err = fmt.Errorf("%w; last output: %s", err, s)
+			}
+			p.log.Warn("engine not ready in time; stopping it", "timeout", p.cfg.ReadyTimeout)
+			p.stop(context.WithoutCancel(ctx), err)
+			return err
+		case <-tick.C:
+		}
+	}
+}
+
+// markReady moves starting → ready and starts the heartbeat. It reports
+// false if the process left starting meanwhile.
+func (p *Process) markReady() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state != StateStarting {
+		return p.state == StateReady
+	}
+	p.state = StateReady
+	p.log.Info("engine ready", "pid", p.child.pid, "port", p.child.port, "after", time.Since(p.started).Round(time.Millisecond))
+	p.wg.Add(1)
+	go p.heartbeat()
+	return true
+}
+
+// probe GETs ReadyPath once and reports whether it answered 200. The request
+// is bounded by limit (capped at one second) and by the process's exit.
+func (p *Process) probe(ctx context.Context, limit time.Duration) bool {
+	if limit > time.Second {
+		limit = time.Second
+	}
+	if limit <= 0 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	defer context.AfterFunc(p.lifeCtx, cancel)()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+p.cfg.ReadyPath, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return false
+	}
+	drainClose(resp)
+	return resp.StatusCode == http.StatusOK
+}
+
+// Done is closed once the engine has exited, been reaped, and every
+// goroutine of this Process has returned.
+func (p *Process) Done() <-chan struct{} { return p.doneCh }
+
+// Err says why the engine ended; nil until Done is closed. See the package
+// doc for the values.
+func (p *Process) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// State returns the current state, for display.
+func (p *Process) State() State {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state
+}
+
+// Stop ends the engine: SIGTERM to its process group, then up to StopGrace
+// (less if ctx ends first), then SIGKILL to the group; it returns once the
+// leader is reaped and the Process's goroutines have returned. Stop is
+// idempotent and safe to call concurrently; it returns nil, and Err tells why
+// the engine ended (ErrStopped unless it had already exited on its own or
+// been killed for another reason). Drain in-flight requests first: see the
+// package doc.
+func (p *Process) Stop(ctx context.Context) error {
+	p.stop(ctx, ErrStopped)
+	return nil
+}
+
+// stop records cause (unless another cause came first), starts the stopper
+// once, and waits for Done; when ctx ends first it cuts the grace short.
+func (p *Process) stop(ctx context.Context, cause error) {
+	p.mu.Lock()
+	if p.state != StateExited {
+		if p.cause == nil {
+			p.cause = cause
+		}
+		p.state = StateStopping
+		if !p.stopping {
+			p.stopping = true
+			p.wg.Add(1)
+			go p.stopper()
+		}
+	}
+	p.mu.Unlock()
+	select {
+	case <-p.doneCh:
+		return
+	case <-ctx.Done():
+		p.killNow()
+	}
+	<-p.doneCh
+}
+
+// stopper sends SIGTERM, waits the grace, then SIGKILL.
+func (p *Process) stopper() {
+	defer p.wg.Done()
+	p.mu.Lock()
+	p.log.Info("stopping engine", "pid", p.child.pid, "grace", p.cfg.StopGrace)
+	p.signalLocked(syscall.SIGTERM)
+	p.mu.Unlock()
+	t := time.NewTimer(p.cfg.StopGrace)
+	defer t.Stop()
+	select {
+	case <-p.exitedCh:
+		return
+	case <-t.C:
+		p.log.Warn("engine ignored SIGTERM; killing it", "grace", p.cfg.StopGrace)
+	case <-p.killCh:
+	}
+	p.mu.Lock()
+	p.signalLocked(syscall.SIGKILL)
+	p.mu.Unlock()
+}
+
+func (p *Process) killNow() { p.killOnce.Do(func() { close(p.killCh) }) }
+
+// kill records cause and SIGKILLs the group without grace (hung engine).
+func (p *Process) kill(cause error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state == StateExited {
+		return
+	}
+	if p.cause == nil {
+		p.cause = cause
+	}
+	p.state = StateStopping
+	p.signalLocked(syscall.SIGKILL)
+}
+
+// PID returns the process ID (and process group ID) of the current child.
+func (p *Process) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.child.pid
+}
+
+// Port returns the loopback port the current child was told to listen on.
+func (p *Process) Port() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.child.port
+}
+
+// URL returns the engine's base URL, http://127.0.0.1:PORT.
+func (p *Process) URL() string {
+	return "http://127.0.0.1:" + strconv.Itoa(p.Port())
+}
+
+// Tail returns a copy of the last LogLines output lines, oldest first.
+func (p *Process) Tail() []string { return p.ring.lines() }
+
+// Name returns Config.Name.
+func (p *Process) Name() string { return p.cfg.Name }

@@ -1,0 +1,366 @@
+// Command testengine is a stand-in for llama.cpp's llama-server, for tests.
+// It takes the same flags, serves the same endpoints in the same JSON and SSE
+// shapes, and has the same readiness behaviour, but it loads nothing and
+// "generates" a fixed, deterministic answer. Flags of its own (--test-*) make
+// it load slowly, fail, crash mid-job, hang or ignore SIGTERM.
+//
+// # Flags
+//
+// llama-server flags it reads: -m/--model PATH (must exist, any content; if
+// absent the model is called "testengine"), -a/--alias NAME, --host (default
+// 127.0.0.1), --port (default 8080; 0 = any), -c/--ctx-size N,
+// -ngl/--gpu-layers/--n-gpu-layers N|auto|all, -np/--parallel N (slots,
+// default 4), --embeddings, --metrics. Any other flag is tolerated: --foo,
+// --foo=value, and --foo value (a following argument that does not start with
+// '-' is taken as its value).
+//
+// Test flags:
+//
+//	--test-load-delay D        time spent "loading" (default 0)
+//	--test-fail-load           after the load delay: "exiting due to model loading error", exit 1
+//	--test-token-delay D       time per generated token (default 0)
+//	--test-crash-after N       exit 2 while serving the N-th generation request, mid-stream
+//	--test-hang-after N        after the N-th generation request has been answered, answer
+//	                           nothing any more (/health included): handlers block until the
+//	                           client goes away
+//	--test-ignore-sigterm      log SIGTERM/SIGINT and carry on
+//	--test-sigterm-waits-clients  behave like the real server on SIGTERM: stop generating,
+//	                           never answer in-flight requests, exit 0 only when their
+//	                           clients are gone; a second signal exits 1 at once
+//	--test-fork-grandchild     start a copy of itself that sleeps (ignoring SIGTERM) in the
+//	                           same process group; logs "test: forked grandchild pid N"
+//	--test-exit-after D        exit 3 after D
+//
+// By default SIGTERM or SIGINT makes it log a line and exit 0 at once.
+//
+// # The generation rule
+//
+// The answer to a prompt is made of the words of "echo: " + prompt:
+//
+//	tokens  := strings.Fields("echo: " + prompt)
+//	n       := len(tokens), or n_predict (max_tokens) if that is > 0 and smaller
+//	content := strings.Join(tokens[:n], " ")
+//
+// so "hello world" gives "echo: hello world" (3 tokens predicted; the prompt
+// counts len(strings.Fields(prompt)) tokens evaluated). stop_type is "limit"
+// when n_predict cut the answer short, else "eos". A stop string ends the
+// answer just before its first occurrence (stop_type "word"). Streamed, the
+// first token comes as is and each later one with a leading space, one SSE
+// event per token, so the pieces concatenate to the non-stream content (text
+// that might be the start of a stop string is held back, as llama-server
+// does). For chat, the prompt is the message contents joined by "\n".
+// Sampling parameters (temperature, seed, …) are accepted and ignored.
+//
+// Embeddings (with --embeddings) are 16 floats derived from an FNV hash of
+// the input, L2-normalised: the same input gives the same vector.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the parsed command-line flags.
+type options struct {
+	model      string
+	alias      string
+	host       string
+	port       int
+	ctxSize    int
+	gpuLayers  string
+	parallel   int
+	embeddings bool
+	metrics    bool
+
+	loadDelay           time.Duration
+	failLoad            bool
+	tokenDelay          time.Duration
+	crashAfter          int
+	hangAfter           int
+	ignoreSigterm       bool
+	sigtermWaitsClients bool
+	forkGrandchild      bool
+	exitAfter           time.Duration
+	grandchild          bool // hidden: be the grandchild
+}
+
+func defaultOptions() options {
+	return options{host: "127.0.0.1", port: 8080, parallel: 4, gpuLayers: "auto"}
+}
+
+// parseArgs reads llama-server style flags, tolerating unknown ones.
+func parseArgs(args []string) (options, error) {
+	o := defaultOptions()
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		if !strings.HasPrefix(arg, "-") {
+			continue // stray positional argument: llama-server would reject it; we tolerate
+		}
+		name, inline, hasInline := strings.Cut(arg, "=")
+		// value returns the flag's value: inline, or the next argument.
+		value := func() (string, error) {
+			if hasInline {
+				return inline, nil
+			}
+			if i+1 >= len(args) {
+				return "", fmt.Errorf("error: expected value for argument: %s", name)
+			}
+			i++
+			return args[i], nil
+		}
+		var err error
+		var v string
+		switch name {
+		case "-m", "--model":
+			o.model, err = value()
+		case "-a", "--alias":
+			o.alias, err = value()
+		case "--host":
+			o.host, err = value()
+		case "--port":
+			if v, err = value(); err == nil {
+				o.port, err = strconv.Atoi(v)
+			}
+		case "-c", "--ctx-size":
+			if v, err = value(); err == nil {
+				o.ctxSize, err = strconv.Atoi(v)
+			}
+		case "-ngl", "--gpu-layers", "--n-gpu-layers":
+			if v, err = value(); err == nil {
+				o.gpuLayers = v
+				if v != "auto" && v != "all" {
+					_, err = strconv.Atoi(v)
+				}
+			}
+		case "-np", "--parallel":
+			if v, err = value(); err == nil {
+				o.parallel, err = strconv.Atoi(v)
+				if err == nil && o.parallel == 0 {
+					err = errors.New("invalid value for n_parallel")
+				}
+				if o.parallel < 0 {
+					o.parallel = 4 // -1 = auto
+				}
+			}
+		case "--embedding", "--embeddings":
+			o.embeddings = true
+		case "--metrics":
+			o.metrics = true
+		case "--test-load-delay":
+			if v, err = value(); err == nil {
+				o.loadDelay, err = time.ParseDuration(v)
+			}
+		case "--test-fail-load":
+			o.failLoad = true
+		case "--test-token-delay":
+			if v, err = value(); err == nil {
+				o.tokenDelay, err = time.ParseDuration(v)
+			}
+		case "--test-crash-after":
+			if v, err = value(); err == nil {
+				o.crashAfter, err = strconv.Atoi(v)
+			}
+		case "--test-hang-after":
+			if v, err = value(); err == nil {
+				o.hangAfter, err = strconv.Atoi(v)
+			}
+		case "--test-ignore-sigterm":
+			o.ignoreSigterm = true
+		case "--test-sigterm-waits-clients":
+			o.sigtermWaitsClients = true
+		case "--test-fork-grandchild":
+			o.forkGrandchild = true
+		case "--test-exit-after":
+			if v, err = value(); err == nil {
+				o.exitAfter, err = time.ParseDuration(v)
+			}
+		case "--test-grandchild":
+			o.grandchild = true
+		default:
+			// Unknown flag: take the next argument as its value unless it
+			// looks like a flag itself.
+			if !hasInline && i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+				i++
+			}
+		}
+		if err != nil {
+			return o, fmt.Errorf("error while handling argument %q: %w", name, err)
+		}
+	}
+	return o, nil
+}
+
+// logf writes one llama-ish log line to stderr.
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+}
+
+func main() {
+	o, err := parseArgs(os.Args[1:])
+	if err != nil {
+		logf("%v", err)
+		logf("to show complete usage, run with -h")
+		os.Exit(1)
+	}
+	if o.grandchild {
+		runGrandchild()
+		return
+	}
+	os.Exit(run(o))
+}
+
+// runGrandchild sleeps until killed, ignoring SIGTERM, so only a group
+// SIGKILL gets rid of it.
+func runGrandchild() {
+	signal.Ignore(syscall.SIGTERM, syscall.SIGINT)
+	for {
+		time.Sleep(time.Hour)
+	}
+}
+
+func run(o options) int {
+	logf("build: 0 (testengine) with go for linux")
+	logf("system info: n_threads = 1 | testengine")
+	logf("main: n_parallel = %d, n_ctx = %d, n_gpu_layers = %s", o.parallel, o.ctxSize, o.gpuLayers)
+
+	if o.forkGrandchild {
+		if err := forkGrandchild(); err != nil {
+			logf("test: fork grandchild: %v", err)
+			return 1
+		}
+	}
+
+	// Like llama-server: bind and serve (503 "Loading model") before loading.
+	ln, err := net.Listen("tcp", net.JoinHostPort(o.host, strconv.Itoa(o.port)))
+	if err != nil {
+		logf("srv          start: couldn't bind HTTP server socket, hostname: %s, port: %d", o.host, o.port)
+		logf("srv           main: exiting due to HTTP server error")
+		return 1
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	logf("main: HTTP server is listening, hostname: %s, port: %d, http threads: %d", o.host, port, o.parallel+1)
+
+	s := newServer(o)
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logf("srv  main: HTTP server error: %v", err)
+			os.Exit(1)
+		}
+	}()
+
+	if o.exitAfter > 0 {
+		time.AfterFunc(o.exitAfter, func() {
+			logf("test: exiting with code 3 after %s (--test-exit-after)", o.exitAfter)
+			os.Exit(3)
+		})
+	}
+	sigCh := make(chan os.Signal, 2)
+	signal.Notify(sigCh, syscall.SIGTERM, syscall.SIGINT)
+
+	// Load: the file must exist (checked at once, as llama-server's open
+	// fails within milliseconds), then the delay, then maybe fail.
+	logf("main: loading model")
+	if o.model != "" {
+		if _, err := os.Stat(o.model); err != nil {
+			logf("gguf_init_from_file: failed to open GGUF file '%s'", o.model)
+			logf("llama_model_load: error loading model: llama_model_loader: failed to open %s: %v", o.model, errors.Unwrap(err))
+			logf("llama_model_load_from_file_impl: failed to load model")
+			logf("srv    load_model: failed to load model, '%s'", o.model)
+			logf("srv    operator(): operator(): cleaning up before exit...")
+			logf("main: exiting due to model loading error")
+			return 1
+		}
+	}
+	if !sleepOrSignal(o.loadDelay, sigCh, o) {
+		return 0
+	}
+	if o.failLoad {
+		logf("llama_model_load: error loading model: test: --test-fail-load")
+		logf("srv    load_model: failed to load model, '%s'", o.model)
+		logf("main: exiting due to model loading error")
+		return 1
+	}
+	s.ready.Store(true)
+	logf("main: model loaded")
+	logf("main: server is listening on http://%s - starting the main loop", net.JoinHostPort(o.host, strconv.Itoa(port)))
+	logf("srv  update_slots: all slots are idle")
+
+	for sig := range sigCh {
+		switch {
+		case o.ignoreSigterm:
+			logf("test: received %v, ignoring it (--test-ignore-sigterm)", sig)
+		case s.terminating.Load():
+			logf("Received second interrupt, terminating immediately.")
+			return 1
+		case o.sigtermWaitsClients:
+			logf("srv    operator(): operator(): cleaning up before exit...")
+			s.terminating.Store(true)
+			go func() {
+				s.inflight.Wait() // requests return only when their clients go away
+				shutdown(srv)
+				os.Exit(0)
+			}()
+		default:
+			logf("srv    operator(): operator(): cleaning up before exit... (%v)", sig)
+			shutdown(srv)
+			return 0
+		}
+	}
+	return 0
+}
+
+// sleepOrSignal waits d while "loading"; a signal then ends the process
+// (reported as false) unless SIGTERM is ignored.
+func sleepOrSignal(d time.Duration, sigCh <-chan os.Signal, o options) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return true
+		case sig := <-sigCh:
+			if o.ignoreSigterm {
+				logf("test: received %v while loading, ignoring it (--test-ignore-sigterm)", sig)
+				continue
+			}
+			logf("srv    operator(): operator(): cleaning up before exit... (%v while loading)", sig)
+			return false
+		}
+	}
+}
+
+// shutdown closes the listener and idle connections without waiting for
+// busy ones (they are cut when the process exits).
+func shutdown(srv *http.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
+}
+
+// forkGrandchild starts a sleeping copy of this program in our process
+// group, sharing our stderr (so it also holds the parent's output pipe).
+func forkGrandchild() error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, "--test-grandchild")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	logf("test: forked grandchild pid %d (%s)", cmd.Process.Pid, filepath.Base(self))
+	return cmd.Process.Release()
+}

@@ -1,0 +1,136 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/vramcram/vramcram/store"
+)
+
+// fakeLauncher starts fakeEngines and records what the ledger would see on a
+// real GPU: the VRAM of every engine whose process is alive.
+type fakeLauncher struct {
+	mu          sync.Mutex
+	sizes       map[string]int // model → MiB its engine really holds
+	budget      int
+	loadDelay   time.Duration
+	failLoad    map[string]error
+	unavailable map[string]error
+	runFunc     func(ctx context.Context, e *fakeEngine, job store.Job) ([]byte, error)
+	alive       map[*fakeEngine]bool
+	peakMB      int
+	overBudget  []string
+	launches    []string
+	stops       []string
+	nextPID     int
+}
+
+func newFakeLauncher(budget int, sizes map[string]int) *fakeLauncher {
+	return &fakeLauncher{sizes: sizes, budget: budget, failLoad: map[string]error{}, unavailable: map[string]error{}, alive: map[*fakeEngine]bool{}}
+}
+
+func (l *fakeLauncher) Check(m Model) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.unavailable[m.Name]
+}
+
+func (l *fakeLauncher) Launch(ctx context.Context, m Model) (Engine, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.nextPID++
+	e := &fakeEngine{l: l, model: m.Name, pid: 1000 + l.nextPID, done: make(chan struct{}), stopped: make(chan struct{}), loadErr: l.failLoad[m.Name]}
+	l.alive[e] = true
+	l.launches = append(l.launches, m.Name)
+	used := 0
+	for a := range l.alive {
+		used += l.sizes[a.model]
+	}
+	l.peakMB = max(l.peakMB, used)
+	if used > l.budget {
+		l.overBudget = append(l.overBudget, fmt.Sprintf("launch %s: %d MiB alive > budget %d", m.Name, used, l.budget))
+	}
+	return e, nil
+}
+
+func (l *fakeLauncher) launched() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.launches...)
+}
+
+func (l *fakeLauncher) stopped() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.stops...)
+}
+
+// fakeEngine is an in-process engine. Its "process" ends on Stop or crash.
+type fakeEngine struct {
+	l       *fakeLauncher
+	model   string
+	pid     int
+	loadErr error
+	once    sync.Once
+	done    chan struct{}
+	stopped chan struct{}
+	err     error
+	running sync.WaitGroup
+}
+
+func (e *fakeEngine) exit(err error) {
+	e.once.Do(func() {
+		e.err = err
+		e.l.mu.Lock()
+		delete(e.l.alive, e)
+		e.l.mu.Unlock()
+		close(e.done)
+	})
+}
+
+func (e *fakeEngine) WaitReady(ctx context.Context) error {
+	select {
+	case <-time.After(e.l.loadDelay):
+	case <-ctx.Done():
+		e.exit(nil)
+		return ctx.Err()
+	case <-e.done:
+		return e.err
+	}
+	if e.loadErr != nil {
+		e.exit(e.loadErr)
+		return e.loadErr
+	}
+	return nil
+}
+
+func (e *fakeEngine) Done() <-chan struct{} { return e.done }
+func (e *fakeEngine) Err() error            { return e.err }
+func (e *fakeEngine) PID() int              { return e.pid }
+
+func (e *fakeEngine) Stop(ctx context.Context) error {
+	e.l.mu.Lock()
+	e.l.stops = append(e.l.stops, e.model)
+	e.l.mu.Unlock()
+	e.exit(nil)
+	return nil
+}
+
+// crash ends the engine as if the process died.
+func (e *fakeEngine) crash() { e.exit(errors.New("engine crashed (exit status 2)")) }
+
+func (e *fakeEngine) Run(ctx context.Context, job store.Job, progress func(Progress)) ([]byte, error) {
+	select {
+	case <-e.done:
+		return nil, errors.New("engine is gone")
+	default:
+	}
+	if e.l.runFunc != nil {
+		return e.l.runFunc(ctx, e, job)
+	}
+	progress(Progress{Tokens: 1, Chunk: "ok"})
+	return []byte(`{"type":"llm","text":"` + job.Model + `:` + job.Prompt + `"}`), nil
+}

@@ -1,0 +1,407 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/vramcram/vramcram/store"
+)
+
+// plan runs after every request, event and tick: it hands free slots to
+// queued work, retires idle drained instances, and starts loads that fit.
+func (s *Scheduler) plan(ctx context.Context) {
+	st := s.st
+	now := s.now()
+	for _, i := range st.instances() {
+		m := i.model
+		switch i.state {
+		case InstReady:
+			if st.closing {
+				continue
+			}
+			for i.inflight < m.Slots && m.queued > 0 {
+				s.dispatch(ctx, i)
+			}
+			if m.TTL > 0 && i.inflight == 0 && m.queued == 0 && now.Sub(i.lastUsed) >= m.TTL {
+				s.stopInstance(i, "idle for ttl")
+			}
+		case InstDraining:
+			if i.inflight == 0 {
+				s.stopInstance(i, i.stopReason)
+			}
+		}
+	}
+	if st.closing {
+		return
+	}
+	for _, name := range st.order {
+		m := st.models[name]
+		if m.queued == 0 || m.failing {
+			continue
+		}
+		switch {
+		case m.unavailable != "":
+			s.failQueued(m, "model unavailable: "+m.unavailable)
+		case s.reservation(m) > s.budget():
+			s.failQueued(m, "model needs more VRAM than the budget")
+		}
+	}
+	s.planLoads(ctx, now)
+}
+
+// planLoads starts the loads that the policy allows, evicting or draining
+// victims when the ledger is short.
+func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
+	st := s.st
+	var cands []candidate
+	for _, name := range st.order {
+		m := st.models[name]
+		if m.inst != nil || m.unavailable != "" || m.failing || now.Before(m.backoffUntil) {
+			continue
+		}
+		if s.reservation(m) > s.budget() {
+			continue
+		}
+		if m.queued > 0 || (m.Preload && m.lastUsed.IsZero()) {
+			cands = append(cands, candidate{Model: name})
+		}
+	}
+	if len(cands) == 0 {
+		return
+	}
+	heads, err := s.store.Heads()
+	if err != nil {
+		s.log.Error("read queue heads", "err", err)
+		return
+	}
+	for k := range cands {
+		if h, ok := heads[cands[k].Model]; ok {
+			cands[k].HasHead, cands[k].Priority, cands[k].Seq, cands[k].Since = true, h.Priority, h.Seq, h.CreatedAt
+		}
+	}
+	orderCandidates(cands)
+	budget := s.budget()
+	for _, c := range cands {
+		m := st.models[c.Model]
+		need := s.reservation(m)
+		reserved, releasing, notOurs := s.ledger()
+		free := budget - reserved - notOurs
+		if need <= free {
+			s.startLoad(ctx, m, need)
+			continue
+		}
+		if !c.HasHead {
+			continue // a preload wish never displaces anything
+		}
+		if need <= free+releasing {
+			return // memory is already on its way back; wait for it
+		}
+		victims, ok := chooseVictims(s.victims(m), need-free-releasing, scopeFor(s.cfg.Policy, c, now, s.cfg.MaxWait))
+		if ok {
+			for _, v := range victims {
+				s.evict(v, m.Name)
+			}
+			return
+		}
+		if s.cfg.Policy == PolicyFIFO && c.HasHead {
+			return // strict order: nobody overtakes the oldest job
+		}
+	}
+}
+
+// victims lists the instances that a load for m might displace.
+func (s *Scheduler) victims(m *modelState) []victim {
+	var out []victim
+	for _, i := range s.st.instances() {
+		if i.model == m || (i.state != InstReady && i.state != InstLoading) {
+			continue
+		}
+		if i.state == InstLoading {
+			continue // never kill a load half-way; it becomes a victim once ready
+		}
+		out = append(out, victim{
+			ID: i.id, Model: i.model.Name, ReservedMB: i.reservedMB, LastUsed: i.lastUsed,
+			Busy: i.inflight > 0, Queued: i.model.queued, Pinned: i.model.Pinned,
+		})
+	}
+	return out
+}
+
+// evict stops an idle victim or drains a busy one.
+func (s *Scheduler) evict(v victim, forModel string) {
+	i := s.st.models[v.Model].inst
+	if i == nil || i.id != v.ID {
+		return
+	}
+	reason := "evicted for " + forModel
+	s.log.Info("evicting model", "model", v.Model, "for", forModel, "busy", v.Busy, "vram_mb", v.ReservedMB)
+	s.bus.Publish(Event{Type: EvModelEvicted, Model: v.Model, Reason: reason})
+	if v.Busy {
+		i.state = InstDraining
+		i.stopReason = reason
+		return
+	}
+	s.stopInstance(i, reason)
+}
+
+// startLoad reserves need MiB for a new instance of m and spawns it.
+func (s *Scheduler) startLoad(ctx context.Context, m *modelState, need int) {
+	st := s.st
+	st.nextInstID++
+	lctx, cancel := context.WithCancel(ctx)
+	i := &instance{id: st.nextInstID, model: m, state: InstLoading, reservedMB: need, startedAt: s.now(), cancelLoad: cancel}
+	m.inst = i
+	s.log.Info("loading model", "model", m.Name, "vram_mb", need)
+	s.bus.Publish(Event{Type: EvModelLoading, Model: m.Name, VRAMMB: need})
+	go func() {
+		eng, err := s.launcher.Launch(lctx, m.Model)
+		if err != nil {
+			s.emit(loadDone{inst: i, err: err})
+			return
+		}
+		s.emit(launched{inst: i, eng: eng})
+		go func() {
+			<-eng.Done()
+			s.emit(instExited{inst: i})
+		}()
+		s.emit(loadDone{inst: i, err: eng.WaitReady(lctx)})
+	}()
+}
+
+func (s *Scheduler) onLoadDone(i *instance, err error) {
+	m := i.model
+	now := s.now()
+	if err == nil && i.state == InstLoading {
+		i.state = InstReady
+		i.readyAt, i.lastUsed = now, now
+		m.lastUsed = now
+		m.loadFailures, m.lastErr = 0, ""
+		secs := now.Sub(i.startedAt).Seconds()
+		s.log.Info("model ready", "model", m.Name, "pid", i.eng.PID(), "load_seconds", secs)
+		s.bus.Publish(Event{Type: EvModelReady, Model: m.Name, VRAMMB: i.reservedMB, Seconds: secs})
+		return
+	}
+	if err != nil && i.state != InstStopping {
+		m.loadFailures++
+		m.lastErr = err.Error()
+		m.backoffUntil = now.Add(backoff(m.loadFailures))
+		s.log.Error("model failed to load", "model", m.Name, "attempt", m.loadFailures, "err", err)
+		s.bus.Publish(Event{Type: EvModelFailed, Model: m.Name, Error: m.lastErr})
+		if m.loadFailures >= s.cfg.MaxAttempts {
+			s.failQueued(m, "model failed to load: "+m.lastErr)
+			m.loadFailures = 0
+		}
+	}
+	if i.state != InstStopping {
+		i.state = InstStopping
+		i.stopReason = "load failed"
+	}
+	if i.eng == nil {
+		s.remove(i) // nothing was started
+		return
+	}
+	s.terminate(i)
+}
+
+func (s *Scheduler) onExited(i *instance) {
+	i.exited = true
+	m := i.model
+	if i.state == InstReady || i.state == InstDraining {
+		err := i.eng.Err()
+		m.crashes++
+		m.lastErr = "engine exited: " + errString(err)
+		m.backoffUntil = s.now().Add(backoff(m.crashes - 1))
+		s.log.Error("engine exited unexpectedly", "model", m.Name, "pid", i.eng.PID(), "err", err)
+		s.bus.Publish(Event{Type: EvModelFailed, Model: m.Name, Error: m.lastErr})
+		// The jobs it was running fail in their runSlot and are requeued.
+	} else if i.state == InstStopping {
+		m.crashes = 0
+	}
+	s.remove(i)
+}
+
+// remove drops an exited (or never started) instance: its reservation leaves
+// the ledger.
+func (s *Scheduler) remove(i *instance) {
+	i.cancelLoad()
+	if i.model.inst == i {
+		i.model.inst = nil
+	}
+	s.bus.Publish(Event{Type: EvModelUnloaded, Model: i.model.Name, Reason: i.stopReason})
+}
+
+// stopInstance begins stopping i; its reservation stays until it has exited.
+func (s *Scheduler) stopInstance(i *instance, reason string) {
+	if i.state == InstStopping {
+		return
+	}
+	i.state = InstStopping
+	i.stopReason = reason
+	s.log.Info("stopping model", "model", i.model.Name, "reason", reason)
+	i.cancelLoad()
+	if i.eng != nil {
+		s.terminate(i)
+	}
+}
+
+// terminate stops the engine process in a goroutine; instExited follows.
+func (s *Scheduler) terminate(i *instance) {
+	eng := i.eng
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := eng.Stop(ctx); err != nil {
+			s.log.Warn("stop engine", "model", i.model.Name, "err", err)
+		}
+	}()
+}
+
+// dispatch hands one slot of i to a goroutine that claims and runs a job.
+func (s *Scheduler) dispatch(ctx context.Context, i *instance) {
+	i.inflight++
+	i.claiming++
+	i.model.queued--
+	go s.runSlot(ctx, i)
+}
+
+// runSlot claims the next job of i's model, runs it and records the outcome.
+func (s *Scheduler) runSlot(ctx context.Context, i *instance) {
+	job, err := s.store.Claim(i.model.Name)
+	if err != nil {
+		s.emit(slotDone{inst: i, empty: errors.Is(err, store.ErrEmpty), err: err})
+		return
+	}
+	jctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	run := &jobRun{id: job.ID, model: job.Model, inst: i, cancel: cancel}
+	s.emit(jobStarted{run: run})
+	result, err := i.eng.Run(jctx, job, func(p Progress) {
+		run.tokens.Store(int64(p.Tokens))
+		s.bus.Publish(Event{Type: EvJobProgress, Model: job.Model, JobID: job.ID, Tokens: p.Tokens, Chunk: p.Chunk})
+	})
+	outcome, ferr := s.finish(jctx, i, job, result, err)
+	s.emit(slotDone{inst: i, run: run, outcome: outcome, err: ferr})
+}
+
+// finish records a job's outcome in the store and returns its new state.
+func (s *Scheduler) finish(ctx context.Context, i *instance, job store.Job, result []byte, runErr error) (store.JobState, error) {
+	log := s.log.With("model", job.Model, "job_id", job.ID)
+	switch cause := context.Cause(ctx); {
+	case runErr == nil:
+		if err := s.store.Complete(job.ID, result); err != nil {
+			if errors.Is(err, store.ErrStateConflict) {
+				return store.JobStateCancelled, nil
+			}
+			log.Error("complete job", "err", err)
+			return store.JobStateRunning, err
+		}
+		return store.JobStateCompleted, nil
+	case errors.Is(cause, errCancelled):
+		log.Info("job cancelled while running")
+		return store.JobStateCancelled, nil
+	case errors.Is(cause, errShutdown):
+		if err := s.store.Release(job.ID); err != nil {
+			log.Error("release job", "err", err)
+		}
+		return store.JobStateQueued, errShutdown
+	}
+	// The engine failed. If it is dying, wait briefly so the error names why.
+	reason := runErr.Error()
+	select {
+	case <-i.eng.Done():
+		if e := i.eng.Err(); e != nil {
+			reason = "engine exited: " + e.Error()
+		}
+	case <-time.After(500 * time.Millisecond):
+	}
+	state, err := s.store.Requeue(job.ID, reason)
+	if err != nil {
+		log.Error("requeue job", "err", err)
+		return store.JobStateRunning, err
+	}
+	log.Warn("job failed on engine", "state", state, "err", reason)
+	return state, errors.New(reason)
+}
+
+// beginShutdown drains every instance: running jobs may finish within the
+// grace period; nothing new is claimed.
+func (s *Scheduler) beginShutdown() {
+	st := s.st
+	st.closing = true
+	grace := s.cfg.ShutdownGrace
+	if grace <= 0 {
+		grace = time.Nanosecond
+	}
+	st.graceCh = time.After(grace)
+	s.log.Info("scheduler draining", "running", len(st.runs), "grace", grace)
+	for _, i := range st.instances() {
+		switch i.state {
+		case InstLoading:
+			s.stopInstance(i, "shutdown")
+		case InstReady:
+			i.state = InstDraining
+			i.stopReason = "shutdown"
+		}
+	}
+}
+
+// forceStop returns running jobs to the queue and stops all engines.
+func (s *Scheduler) forceStop() {
+	st := s.st
+	if st.forced {
+		return
+	}
+	st.forced = true
+	if !st.closing {
+		s.beginShutdown()
+	}
+	for _, run := range st.runs {
+		run.cancel(errShutdown)
+	}
+}
+
+// snapshot builds a Snapshot for the loop.
+func (s *Scheduler) snapshot() Snapshot {
+	st := s.st
+	now := s.now()
+	reserved, _, notOurs := s.ledger()
+	budget := s.budget()
+	snap := Snapshot{
+		Policy: string(s.cfg.Policy), VRAMSource: string(st.reading.Source),
+		TotalMB: st.reading.TotalMB, BudgetMB: budget, ReservedMB: reserved, NotOursMB: notOurs,
+		FreeMB: max(budget-reserved-notOurs, 0), Running: len(st.runs),
+	}
+	for _, name := range st.order {
+		m := st.models[name]
+		ms := ModelStatus{
+			Name: name, Type: m.Type, State: modelStateName(m, now), VRAMMB: m.VRAMMB,
+			Pinned: m.Pinned, Slots: m.Slots, Queued: m.queued, LastUsed: timePtr(m.lastUsed),
+		}
+		if i := m.inst; i != nil {
+			ms.ReservedMB = i.reservedMB
+			ms.Running = i.inflight - i.claiming
+			ms.Queued += i.claiming
+			ms.LoadedAt = timePtr(i.readyAt)
+			if i.eng != nil {
+				ms.PID = i.eng.PID()
+			}
+		}
+		switch {
+		case m.unavailable != "":
+			ms.Reason = m.unavailable
+		case m.lastErr != "":
+			ms.Reason = m.lastErr
+		}
+		snap.QueueDepth += ms.Queued
+		snap.Models = append(snap.Models, ms)
+	}
+	return snap
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
+}

@@ -1,0 +1,110 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/vramcram/vramcram/runner"
+	"github.com/vramcram/vramcram/store"
+)
+
+// LlamaLauncher starts llama-server instances through the runner.
+type LlamaLauncher struct {
+	// Binary is the llama-server path (or a name looked up in PATH).
+	Binary string
+	// Options holds each model's engine options by model name.
+	Options map[string]runner.LlamaOptions
+	// Runner is the template for every process: timeouts, heartbeat, logger.
+	Runner runner.Config
+	// Records, when set, keeps a pid record per engine so that a restart after
+	// a crash of VramCram can stop engines left behind.
+	Records *runner.Records
+}
+
+// Check reports whether m can be started: the binary and the model file exist.
+func (l *LlamaLauncher) Check(m Model) error {
+	if _, err := exec.LookPath(l.Binary); err != nil {
+		return fmt.Errorf("llama-server binary %q not found (inference.llama_server_path)", l.Binary)
+	}
+	o, ok := l.Options[m.Name]
+	if !ok {
+		return fmt.Errorf("no engine options for model %q", m.Name)
+	}
+	fi, err := os.Stat(o.ModelPath)
+	if err != nil {
+		return fmt.Errorf("model file %q not found", o.ModelPath)
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("model path %q is a directory", o.ModelPath)
+	}
+	return nil
+}
+
+// Launch starts m's llama-server; it returns once the process runs.
+func (l *LlamaLauncher) Launch(ctx context.Context, m Model) (Engine, error) {
+	o, ok := l.Options[m.Name]
+	if !ok {
+		return nil, fmt.Errorf("launch %s: no engine options", m.Name)
+	}
+	cfg := l.Runner
+	cfg.Name = m.Name
+	cfg.Binary = l.Binary
+	cfg.ArgsFunc = runner.LlamaServerArgs(o)
+	p, err := runner.Start(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("launch %s: %w", m.Name, err)
+	}
+	if l.Records != nil {
+		l.Records.Track(m.Name, p.PID(), p.Done())
+	}
+	return &llamaEngine{Process: p}, nil
+}
+
+// llamaEngine runs LLM jobs on one llama-server process.
+type llamaEngine struct {
+	*runner.Process
+}
+
+// LLMResult is the stored result of an LLM job.
+type LLMResult struct {
+	Type            string `json:"type"` // "llm"
+	Text            string `json:"text"`
+	TokensPredicted int    `json:"tokens_predicted"`
+	TokensEvaluated int    `json:"tokens_evaluated"`
+	StopType        string `json:"stop_type,omitempty"`
+}
+
+// Run sends the job to /completion, streaming tokens into progress.
+func (e *llamaEngine) Run(ctx context.Context, job store.Job, progress func(Progress)) ([]byte, error) {
+	p, err := ParseLLMParams(job.Params)
+	if err != nil {
+		return nil, err
+	}
+	req := runner.CompletionRequest{Prompt: job.Prompt, Temperature: p.Temperature, TopP: p.TopP, Stop: p.Stop, Seed: p.Seed}
+	if p.MaxTokens != nil {
+		req.MaxTokens = *p.MaxTokens
+	}
+	n := 0
+	var text strings.Builder
+	res, err := e.Complete(ctx, req, func(chunk string) {
+		n++
+		text.WriteString(chunk)
+		progress(Progress{Tokens: n, Chunk: chunk})
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := LLMResult{Type: "llm", Text: res.Text, TokensPredicted: res.TokensPredicted, TokensEvaluated: res.TokensEvaluated, StopType: res.StopType}
+	if out.Text == "" {
+		out.Text = text.String()
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil, fmt.Errorf("encode result: %w", err)
+	}
+	return b, nil
+}

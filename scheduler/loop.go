@@ -1,0 +1,321 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/vramcram/vramcram/store"
+)
+
+// Causes given to a running job's context.
+var (
+	errCancelled = errors.New("job cancelled")
+	errShutdown  = errors.New("scheduler shutting down")
+)
+
+// Events from goroutines the loop started.
+type (
+	launched struct {
+		inst *instance
+		eng  Engine
+	}
+	loadDone struct {
+		inst *instance
+		err  error
+	}
+	instExited struct{ inst *instance }
+	jobStarted struct{ run *jobRun }
+	slotDone   struct {
+		inst    *instance
+		run     *jobRun // nil when no job was claimed
+		empty   bool    // the model's queue was empty
+		outcome store.JobState
+		err     error
+	}
+	failedQueued struct {
+		model string
+		n     int
+	}
+)
+
+// emit hands an event to the loop; it gives up once the loop has returned.
+func (s *Scheduler) emit(ev any) {
+	select {
+	case s.evCh <- ev:
+	case <-s.done:
+	}
+}
+
+func (s *Scheduler) run(ctx context.Context) {
+	defer close(s.done)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st := s.st
+	s.readMeter(ctx)
+	s.refreshDepths()
+	s.failOrphanJobs()
+	for _, name := range st.order {
+		if m := st.models[name]; m.Preload {
+			s.log.Info("preload requested", "model", name)
+		}
+	}
+	s.checkAvailability()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	lastMeter := s.now()
+	for {
+		s.plan(ctx)
+		if st.closing && len(st.instances()) == 0 && len(st.runs) == 0 {
+			for _, r := range st.stopReplies {
+				close(r)
+			}
+			s.log.Info("scheduler stopped")
+			return
+		}
+		select {
+		case r := <-s.reqCh:
+			s.handleReq(r)
+		case ev := <-s.evCh:
+			s.handleEvent(ev)
+		case <-st.graceCh:
+			st.graceCh = nil
+			s.forceStop()
+		case <-tick.C:
+			if s.now().Sub(lastMeter) >= s.cfg.MeterInterval {
+				lastMeter = s.now()
+				s.readMeter(ctx)
+				s.checkAvailability()
+			}
+		}
+		s.beat.Store(s.now().UnixNano())
+	}
+}
+
+func (s *Scheduler) handleReq(r any) {
+	st := s.st
+	switch r := r.(type) {
+	case admitReq:
+		r.reply <- s.admit(r.model)
+	case queuedReq:
+		if m := st.models[r.model]; m != nil {
+			m.queued++
+		}
+	case cancelReq:
+		run := st.runs[r.id]
+		if run != nil {
+			run.cancel(errCancelled)
+		}
+		r.reply <- run != nil
+	case snapshotReq:
+		r.reply <- s.snapshot()
+	case progressReq:
+		if run := st.runs[r.id]; run != nil {
+			r.reply(Progress{Tokens: int(run.tokens.Load())}, true)
+		} else {
+			r.reply(Progress{}, false)
+		}
+	case stopReq:
+		st.stopReplies = append(st.stopReplies, r.reply)
+		if !st.closing {
+			s.beginShutdown()
+		}
+	case forceStopReq:
+		s.forceStop()
+	default:
+		panic(fmt.Sprintf("scheduler: unknown request %T", r))
+	}
+}
+
+func (s *Scheduler) handleEvent(ev any) {
+	st := s.st
+	now := s.now()
+	switch ev := ev.(type) {
+	case launched:
+		ev.inst.eng = ev.eng
+		if ev.inst.state == InstStopping {
+			s.terminate(ev.inst)
+		}
+	case loadDone:
+		s.onLoadDone(ev.inst, ev.err)
+	case instExited:
+		s.onExited(ev.inst)
+	case jobStarted:
+		st.runs[ev.run.id] = ev.run
+		ev.run.inst.claiming--
+		s.bus.Publish(Event{Type: EvJobStarted, Model: ev.run.model, JobID: ev.run.id})
+	case slotDone:
+		i := ev.inst
+		i.inflight--
+		i.lastUsed = now
+		i.model.lastUsed = now
+		if ev.run == nil {
+			i.claiming--
+			if ev.err != nil && !ev.empty {
+				s.log.Error("claim job", "model", i.model.Name, "err", ev.err)
+			}
+			s.refreshDepths()
+			return
+		}
+		delete(st.runs, ev.run.id)
+		if ev.outcome == store.JobStateQueued {
+			i.model.queued++
+		}
+		e := Event{Type: EvJobFinished, Model: i.model.Name, JobID: ev.run.id, State: string(ev.outcome)}
+		if ev.err != nil {
+			e.Error = ev.err.Error()
+		}
+		s.bus.Publish(e)
+	case failedQueued:
+		if m := st.models[ev.model]; m != nil {
+			m.failing = false
+		}
+		s.refreshDepths()
+	default:
+		panic(fmt.Sprintf("scheduler: unknown event %T", ev))
+	}
+}
+
+// admit answers Admit for the loop.
+func (s *Scheduler) admit(name string) error {
+	m := s.st.models[name]
+	if m == nil {
+		return fmt.Errorf("%w %q", ErrUnknownModel, name)
+	}
+	if m.unavailable != "" {
+		return fmt.Errorf("%w: %s: %s", ErrUnavailable, name, m.unavailable)
+	}
+	if need, budget := s.reservation(m), s.budget(); need > budget {
+		return fmt.Errorf("%w: %s needs %d MiB, budget is %d MiB", ErrTooLarge, name, need, budget)
+	}
+	if s.st.closing {
+		return ErrStopped
+	}
+	return nil
+}
+
+// budget is total − safety margin, from the latest reading.
+func (s *Scheduler) budget() int {
+	total := s.st.reading.TotalMB
+	if total <= 0 {
+		total = s.cfg.TotalMB
+	}
+	return total - s.cfg.SafetyMarginMB
+}
+
+// reservation is what an instance of m reserves in the ledger. An unknown
+// size reserves the whole budget: the model then runs alone, which is safe.
+func (s *Scheduler) reservation(m *modelState) int {
+	if m.VRAMMB > 0 {
+		return m.VRAMMB
+	}
+	return s.budget()
+}
+
+// ledger returns reserved MiB, MiB being released (draining or stopping) and
+// MiB held by processes that are not ours.
+func (s *Scheduler) ledger() (reserved, releasing, notOurs int) {
+	for _, i := range s.st.instances() {
+		reserved += i.reservedMB
+		if i.state == InstDraining || i.state == InstStopping {
+			releasing += i.reservedMB
+		}
+	}
+	return reserved, releasing, s.st.reading.NotOursMB(s.st.ours())
+}
+
+func (s *Scheduler) readMeter(ctx context.Context) {
+	if s.meter == nil {
+		return
+	}
+	r, err := s.meter.Read(ctx)
+	if err != nil {
+		s.log.Warn("read VRAM", "err", err)
+		return
+	}
+	s.st.reading = r
+}
+
+// refreshDepths re-reads the queue lengths from the store. Slots that were
+// handed out but have not claimed yet still count as waiting in the store.
+func (s *Scheduler) refreshDepths() {
+	depths, err := s.store.Depths()
+	if err != nil {
+		s.log.Error("read queue depths", "err", err)
+		return
+	}
+	for name, m := range s.st.models {
+		n := depths[name]
+		if m.inst != nil {
+			n -= m.inst.claiming
+		}
+		m.queued = max(n, 0)
+	}
+}
+
+// failOrphanJobs fails queued jobs of models that are no longer configured.
+func (s *Scheduler) failOrphanJobs() {
+	depths, err := s.store.Depths()
+	if err != nil {
+		return
+	}
+	for name, n := range depths {
+		if n > 0 && s.st.models[name] == nil {
+			s.log.Warn("failing jobs of a model no longer configured", "model", name, "jobs", n)
+			s.failQueuedNow(name, "model "+name+" is no longer configured")
+		}
+	}
+}
+
+// checkAvailability asks the launcher whether each model can start.
+func (s *Scheduler) checkAvailability() {
+	if s.launcher == nil {
+		return
+	}
+	for _, name := range s.st.order {
+		m := s.st.models[name]
+		reason := ""
+		if err := s.launcher.Check(m.Model); err != nil {
+			reason = err.Error()
+		}
+		if reason != m.unavailable {
+			if reason != "" {
+				s.log.Warn("model unavailable", "model", name, "reason", reason)
+				s.bus.Publish(Event{Type: EvModelUnavailable, Model: name, Error: reason})
+			} else {
+				s.log.Info("model available", "model", name)
+			}
+		}
+		m.unavailable = reason
+	}
+}
+
+// failQueued fails every queued job of m in a goroutine, then reports back.
+func (s *Scheduler) failQueued(m *modelState, reason string) {
+	if m.failing {
+		return
+	}
+	m.failing = true
+	m.queued = 0
+	go func() {
+		n := s.failQueuedNow(m.Name, reason)
+		s.emit(failedQueued{model: m.Name, n: n})
+	}()
+}
+
+func (s *Scheduler) failQueuedNow(model, reason string) int {
+	jobs, err := s.store.List(store.ListFilter{Model: model, State: store.JobStateQueued})
+	if err != nil {
+		s.log.Error("list queued jobs", "model", model, "err", err)
+		return 0
+	}
+	n := 0
+	for _, j := range jobs {
+		if err := s.store.Fail(j.ID, reason); err == nil {
+			n++
+			s.bus.Publish(Event{Type: EvJobFinished, Model: model, JobID: j.ID, State: string(store.JobStateFailed), Error: reason})
+		}
+	}
+	return n
+}

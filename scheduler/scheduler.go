@@ -1,0 +1,294 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/vramcram/vramcram/store"
+	"github.com/vramcram/vramcram/vram"
+)
+
+// Errors returned by Admit and other requests.
+var (
+	ErrUnknownModel = errors.New("unknown model")
+	ErrUnavailable  = errors.New("model unavailable")
+	ErrTooLarge     = errors.New("model does not fit the VRAM budget")
+	ErrStopped      = errors.New("scheduler stopped")
+)
+
+// Policy names a scheduling policy.
+type Policy string
+
+// Policies.
+const (
+	PolicyBatch Policy = "batch"
+	PolicyFIFO  Policy = "fifo"
+)
+
+// Model is one configured model as the scheduler sees it.
+type Model struct {
+	Name    string
+	Type    string // "llm" | "diffusion"
+	VRAMMB  int    // configured reservation; 0 = unknown (reserves the whole budget)
+	Slots   int    // concurrent jobs per instance (llama-server --parallel)
+	Pinned  bool   // never an eviction victim
+	Preload bool   // loaded at start
+	TTL     time.Duration
+}
+
+// Config holds the scheduler's settings.
+type Config struct {
+	Models         []Model
+	TotalMB        int // used when the meter's reading is unavailable
+	SafetyMarginMB int
+	Policy         Policy
+	MaxWait        time.Duration
+	MaxAttempts    int
+	// ShutdownGrace is how long Stop lets running jobs finish before it
+	// requeues them.
+	ShutdownGrace time.Duration
+	// MeterInterval is how often the meter is read. Default 5s.
+	MeterInterval time.Duration
+	// NowFunc is the clock; default time.Now.
+	NowFunc func() time.Time
+}
+
+// JobStore is what the scheduler needs of the durable queue.
+type JobStore interface {
+	Claim(model string) (store.Job, error)
+	Complete(id string, result []byte) error
+	Requeue(id, reason string) (store.JobState, error)
+	Release(id string) error
+	Fail(id, reason string) error
+	Depths() (map[string]int, error)
+	Heads() (map[string]store.Job, error)
+	List(f store.ListFilter) ([]store.Job, error)
+}
+
+// Engine is one running model server (or, for one-shot engines, a handle that
+// runs jobs). Implementations: the llama-server adapter in this package, fakes
+// in tests.
+type Engine interface {
+	// WaitReady blocks until the engine serves, it exits, or ctx ends.
+	WaitReady(ctx context.Context) error
+	// Done is closed once the process has exited and been reaped.
+	Done() <-chan struct{}
+	// Err says why the process ended; valid after Done.
+	Err() error
+	// Stop terminates the engine: SIGTERM, grace, SIGKILL. Idempotent.
+	Stop(ctx context.Context) error
+	// PID is the engine's process id (0 if none).
+	PID() int
+	// Run executes one job and returns the result document to store.
+	Run(ctx context.Context, job store.Job, progress func(Progress)) ([]byte, error)
+}
+
+// Launcher starts engines for models.
+type Launcher interface {
+	// Check reports why a model cannot be started (binary or file missing), or nil.
+	Check(m Model) error
+	// Launch spawns the model's engine; it returns once the process runs.
+	Launch(ctx context.Context, m Model) (Engine, error)
+}
+
+// Meter reads GPU memory.
+type Meter interface {
+	Read(ctx context.Context) (vram.Reading, error)
+}
+
+// Progress is a running job's progress.
+type Progress struct {
+	Tokens int    `json:"tokens,omitempty"`
+	Chunk  string `json:"-"`
+}
+
+// Scheduler runs the loop; see the package documentation.
+type Scheduler struct {
+	cfg      Config
+	store    JobStore
+	launcher Launcher
+	meter    Meter
+	log      *slog.Logger
+	bus      *Bus
+	now      func() time.Time
+
+	reqCh chan any
+	evCh  chan any
+	done  chan struct{} // closed when the loop has returned
+
+	beat    atomic.Int64 // unix nanos of the loop's last iteration
+	started atomic.Bool
+
+	// st is owned by the loop goroutine.
+	st *state
+}
+
+// New validates cfg and returns a Scheduler; call Start to run it.
+func New(cfg Config, st JobStore, l Launcher, m Meter, log *slog.Logger) (*Scheduler, error) {
+	if cfg.NowFunc == nil {
+		cfg.NowFunc = time.Now
+	}
+	if cfg.MeterInterval <= 0 {
+		cfg.MeterInterval = 5 * time.Second
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 3
+	}
+	if cfg.Policy == "" {
+		cfg.Policy = PolicyBatch
+	}
+	if cfg.Policy != PolicyBatch && cfg.Policy != PolicyFIFO {
+		return nil, fmt.Errorf("scheduler: unknown policy %q", cfg.Policy)
+	}
+	if cfg.TotalMB-cfg.SafetyMarginMB <= 0 {
+		return nil, fmt.Errorf("scheduler: budget %d−%d MiB is not positive", cfg.TotalMB, cfg.SafetyMarginMB)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Scheduler{
+		cfg:      cfg,
+		store:    st,
+		launcher: l,
+		meter:    m,
+		log:      log,
+		bus:      NewBus(),
+		now:      cfg.NowFunc,
+		reqCh:    make(chan any),
+		evCh:     make(chan any, 256),
+		done:     make(chan struct{}),
+	}
+	s.st = newState(cfg)
+	return s, nil
+}
+
+// Bus returns the event bus.
+func (s *Scheduler) Bus() *Bus { return s.bus }
+
+// Start runs the loop until Stop. It reads the queue once to learn what is
+// waiting. Calling Start twice is a no-op.
+func (s *Scheduler) Start(ctx context.Context) {
+	if !s.started.CompareAndSwap(false, true) {
+		return
+	}
+	s.beat.Store(s.now().UnixNano())
+	go s.run(context.WithoutCancel(ctx))
+}
+
+// Stop lets running jobs finish until ctx ends (or ShutdownGrace, whichever
+// comes first), then returns the jobs still running to the queue, stops every
+// engine and waits for them to exit. Safe to call more than once.
+func (s *Scheduler) Stop(ctx context.Context) error {
+	if !s.started.Load() {
+		return nil
+	}
+	req := stopReq{reply: make(chan struct{})}
+	select {
+	case s.reqCh <- req:
+	case <-s.done:
+		return nil
+	}
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		// Force: the loop is told to give up waiting for jobs.
+		select {
+		case s.reqCh <- forceStopReq{}:
+		case <-s.done:
+			return nil
+		}
+		<-s.done
+		return fmt.Errorf("scheduler stop: %w", ctx.Err())
+	}
+}
+
+// LastBeat is when the loop last ran; /health reports degraded when stale.
+func (s *Scheduler) LastBeat() time.Time { return time.Unix(0, s.beat.Load()) }
+
+// ask sends a request to the loop and waits for the reply.
+func ask[T any](ctx context.Context, s *Scheduler, build func(chan T) any) (T, error) {
+	var zero T
+	reply := make(chan T, 1)
+	select {
+	case s.reqCh <- build(reply):
+	case <-s.done:
+		return zero, ErrStopped
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+	select {
+	case v := <-reply:
+		return v, nil
+	case <-s.done:
+		return zero, ErrStopped
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+}
+
+// Admit says whether a job for model may be queued: nil, or an error wrapping
+// ErrUnknownModel, ErrUnavailable (with the reason) or ErrTooLarge.
+func (s *Scheduler) Admit(ctx context.Context, model string) error {
+	err, aerr := ask(ctx, s, func(r chan error) any { return admitReq{model: model, reply: r} })
+	if aerr != nil {
+		return aerr
+	}
+	return err
+}
+
+// Notify tells the loop that a job for model was queued. It never blocks for
+// long: the loop is always receiving.
+func (s *Scheduler) Notify(model string) {
+	select {
+	case s.reqCh <- queuedReq{model: model}:
+	case <-s.done:
+	}
+}
+
+// Cancel aborts the running job id if it runs here (the store has already
+// marked it cancelled). It reports whether a run was aborted.
+func (s *Scheduler) Cancel(ctx context.Context, id string) (bool, error) {
+	return ask(ctx, s, func(r chan bool) any { return cancelReq{id: id, reply: r} })
+}
+
+// Snapshot returns the current view of models, ledger and running jobs.
+func (s *Scheduler) Snapshot(ctx context.Context) (Snapshot, error) {
+	return ask(ctx, s, func(r chan Snapshot) any { return snapshotReq{reply: r} })
+}
+
+// JobProgress returns the progress of a running job, if it runs here.
+func (s *Scheduler) JobProgress(ctx context.Context, id string) (Progress, bool, error) {
+	type pr struct {
+		p  Progress
+		ok bool
+	}
+	v, err := ask(ctx, s, func(r chan pr) any {
+		return progressReq{id: id, reply: func(p Progress, ok bool) { r <- pr{p, ok} }}
+	})
+	return v.p, v.ok, err
+}
+
+// Requests to the loop.
+type (
+	stopReq      struct{ reply chan struct{} }
+	forceStopReq struct{}
+	admitReq     struct {
+		model string
+		reply chan error
+	}
+	queuedReq struct{ model string }
+	cancelReq struct {
+		id    string
+		reply chan bool
+	}
+	snapshotReq struct{ reply chan Snapshot }
+	progressReq struct {
+		id    string
+		reply func(Progress, bool)
+	}
+)

@@ -1,0 +1,198 @@
+package scheduler
+
+import (
+	"context"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/vramcram/vramcram/vram"
+)
+
+// InstState is the state of a model instance.
+type InstState string
+
+// Instance states; see the package documentation for the transitions.
+const (
+	InstLoading  InstState = "loading"
+	InstReady    InstState = "ready"
+	InstDraining InstState = "draining"
+	InstStopping InstState = "stopping"
+)
+
+// Model states reported by Snapshot.
+const (
+	ModelUnloaded    = "unloaded"
+	ModelLoading     = "loading"
+	ModelReady       = "ready"
+	ModelBusy        = "busy"
+	ModelDraining    = "draining"
+	ModelStopping    = "stopping"
+	ModelFailed      = "failed"
+	ModelUnavailable = "unavailable"
+)
+
+// instance is one engine process serving one model. Owned by the loop.
+type instance struct {
+	id         int
+	model      *modelState
+	eng        Engine // nil until launched
+	state      InstState
+	reservedMB int
+	startedAt  time.Time
+	readyAt    time.Time
+	lastUsed   time.Time
+	inflight   int // slots handed to runSlot goroutines
+	claiming   int // of those, not yet holding a job
+	exited     bool
+	cancelLoad context.CancelFunc
+	stopReason string
+}
+
+// modelState is the loop's record of one configured model.
+type modelState struct {
+	Model
+	inst         *instance
+	queued       int // jobs waiting in the store, as the loop believes
+	lastUsed     time.Time
+	loadFailures int // consecutive
+	crashes      int // consecutive crashes after ready
+	backoffUntil time.Time
+	lastErr      string
+	unavailable  string // why the model cannot start (binary or file missing)
+	failing      bool   // a failQueued goroutine runs for this model
+}
+
+// jobRun is a job running on an instance.
+type jobRun struct {
+	id     string
+	model  string
+	inst   *instance
+	cancel context.CancelCauseFunc
+	tokens atomic.Int64 // written by runSlot, read by the loop
+}
+
+// state is everything the loop owns.
+type state struct {
+	models     map[string]*modelState
+	order      []string // config order, for stable output
+	runs       map[string]*jobRun
+	reading    vram.Reading
+	nextInstID int
+
+	closing     bool
+	forced      bool
+	stopReplies []chan struct{}
+	graceCh     <-chan time.Time
+}
+
+func newState(cfg Config) *state {
+	st := &state{models: map[string]*modelState{}, runs: map[string]*jobRun{}}
+	for _, m := range cfg.Models {
+		if m.Slots <= 0 {
+			m.Slots = 1
+		}
+		st.models[m.Name] = &modelState{Model: m}
+		st.order = append(st.order, m.Name)
+	}
+	st.reading = vram.Reading{Source: vram.SourceConfig, TotalMB: cfg.TotalMB, FreeMB: cfg.TotalMB}
+	return st
+}
+
+// instances returns live instances in a stable order.
+func (st *state) instances() []*instance {
+	var out []*instance
+	for _, name := range st.order {
+		if i := st.models[name].inst; i != nil {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// ours returns the PIDs of our engines.
+func (st *state) ours() map[int]bool {
+	pids := map[int]bool{}
+	for _, i := range st.instances() {
+		if i.eng != nil && i.eng.PID() > 0 {
+			pids[i.eng.PID()] = true
+		}
+	}
+	return pids
+}
+
+// Snapshot is a point-in-time view for /health and /models.
+type Snapshot struct {
+	Policy     string        `json:"policy"`
+	VRAMSource string        `json:"vram_source"`
+	TotalMB    int           `json:"vram_total_mb"`
+	BudgetMB   int           `json:"vram_budget_mb"`
+	ReservedMB int           `json:"vram_reserved_mb"`
+	NotOursMB  int           `json:"vram_not_ours_mb"`
+	FreeMB     int           `json:"vram_free_mb"`
+	QueueDepth int           `json:"queue_depth"`
+	Running    int           `json:"running"`
+	Models     []ModelStatus `json:"models"`
+}
+
+// ModelStatus is one model in a Snapshot.
+type ModelStatus struct {
+	Name       string     `json:"name"`
+	Type       string     `json:"type"`
+	State      string     `json:"state"`
+	VRAMMB     int        `json:"vram_mb"`
+	ReservedMB int        `json:"vram_reserved_mb"`
+	Pinned     bool       `json:"pinned"`
+	Slots      int        `json:"slots"`
+	Running    int        `json:"running"`
+	Queued     int        `json:"queued"`
+	PID        int        `json:"pid,omitempty"`
+	LastUsed   *time.Time `json:"last_used"`
+	LoadedAt   *time.Time `json:"loaded_at,omitempty"`
+	Reason     string     `json:"reason,omitempty"`
+}
+
+// Loaded returns the names of models with a ready (or busy) instance.
+func (s Snapshot) Loaded() []string {
+	out := []string{}
+	for _, m := range s.Models {
+		if m.State == ModelReady || m.State == ModelBusy {
+			out = append(out, m.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// modelStateName is what /models shows for m at now.
+func modelStateName(m *modelState, now time.Time) string {
+	if m.unavailable != "" {
+		return ModelUnavailable
+	}
+	if i := m.inst; i != nil {
+		switch i.state {
+		case InstLoading:
+			return ModelLoading
+		case InstReady:
+			if i.inflight > i.claiming {
+				return ModelBusy
+			}
+			return ModelReady
+		case InstDraining:
+			return ModelDraining
+		case InstStopping:
+			return ModelStopping
+		}
+	}
+	if now.Before(m.backoffUntil) || m.lastErr != "" && m.loadFailures > 0 {
+		return ModelFailed
+	}
+	return ModelUnloaded
+}

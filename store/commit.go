@@ -1,0 +1,156 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"slices"
+
+	"go.etcd.io/bbolt"
+)
+
+// maxBatch caps how many operations share one bbolt transaction.
+const maxBatch = 256
+
+// txOp is one write operation, split in two phases so that an operation that
+// fails has written nothing:
+//
+//   - The check phase (the txOp itself) only reads. It returns a logical error
+//     (ErrNotFound, ErrStateConflict, ErrQueueFull, ...) or an apply func.
+//   - apply mutates. Any error it returns, like a panic in either phase, may
+//     leave the transaction half-written, so the committer rolls the whole
+//     transaction back (see commit).
+//
+// The check phase sees the writes of the operations before it in the same
+// transaction, so a batch behaves exactly like its operations run one by one.
+type txOp func(t *txn) (apply func() error, err error)
+
+type writeReq struct {
+	op    txOp
+	errCh chan error // buffered 1: the committer never blocks on a reply
+}
+
+// write hands op to the committer and waits for its result. ctx only bounds
+// the wait to be accepted: once accepted, the operation's outcome is final, so
+// write waits for it (one commit) whatever ctx does. Returns ErrClosed after
+// Close.
+func (s *Store) write(ctx context.Context, op txOp) error {
+	if s.closed() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := &writeReq{op: op, errCh: make(chan error, 1)}
+	select {
+	case s.reqCh <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.closingCh:
+		return ErrClosed
+	}
+	return <-r.errCh
+}
+
+// loop is the committer goroutine: it takes the first request, drains
+// whatever else is already waiting (up to maxBatch) and commits them all in
+// one transaction, so a lone caller waits for one commit and concurrent
+// callers share commits. It exits once Close is called; requests it already
+// took are committed and answered first.
+func (s *Store) loop() {
+	defer close(s.doneCh)
+	batch := make([]*writeReq, 0, maxBatch)
+	for {
+		select {
+		case <-s.closingCh:
+			return
+		default:
+		}
+		select {
+		case r := <-s.reqCh:
+			batch = append(batch[:0], r)
+		case <-s.closingCh:
+			return
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-s.reqCh:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		s.commit(batch)
+		clear(batch) // let the requests be collected
+	}
+}
+
+// commit runs batch in one bbolt transaction and answers every request.
+//
+// An operation with a logical error gets that error and the others commit. If
+// an operation panics or its apply phase fails, the transaction is rolled
+// back, that operation gets the error and the rest run again in a new
+// transaction (as bbolt's Batch does). If the commit itself fails, every
+// request of the batch gets that error.
+func (s *Store) commit(batch []*writeReq) {
+	errs := make([]error, len(batch))
+	for len(batch) > 0 {
+		errs = errs[:len(batch)]
+		clear(errs)
+		failIdx := -1
+		var failErr error
+		err := s.db.Update(func(tx *bbolt.Tx) error {
+			t, err := newTxn(tx)
+			if err != nil {
+				return err
+			}
+			for i, r := range batch {
+				logical, fatal := runOp(r.op, t)
+				if fatal != nil {
+					failIdx, failErr = i, fatal
+					return fatal
+				}
+				errs[i] = logical
+			}
+			return nil
+		})
+		if failIdx >= 0 {
+			batch[failIdx].errCh <- failErr
+			batch = slices.Delete(batch, failIdx, failIdx+1)
+			continue
+		}
+		if err != nil {
+			err = fmt.Errorf("commit: %w", err)
+			for _, r := range batch {
+				r.errCh <- err
+			}
+			return
+		}
+		s.commits.Add(1)
+		for i, r := range batch {
+			r.errCh <- errs[i]
+		}
+		return
+	}
+}
+
+// runOp runs both phases of op. logical is the check phase's error (nothing
+// written); fatal is an apply error or a panic (the transaction may be dirty).
+func runOp(op txOp, t *txn) (logical, fatal error) {
+	defer func() {
+		if p := recover(); p != nil {
+			fatal = fmt.Errorf("operation panicked: %v\n%s", p, debug.Stack())
+		}
+	}()
+	apply, err := op(t)
+	if err != nil {
+		return err, nil
+	}
+	if apply != nil {
+		if err := apply(); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
+}

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/vramcram/vramcram/api"
+	"github.com/vramcram/vramcram/runner"
+	"github.com/vramcram/vramcram/scheduler"
+)
+
+// schedulerConfig maps the file's keys onto the scheduler's settings.
+func schedulerConfig(cfg *Config) scheduler.Config {
+	sc := scheduler.Config{
+		TotalMB:        cfg.VRAM.TotalMB,
+		SafetyMarginMB: cfg.VRAM.SafetyMarginMB,
+		Policy:         scheduler.Policy(cfg.Scheduling.Policy),
+		MaxWait:        seconds(cfg.Scheduling.MaxWaitSeconds),
+		MaxAttempts:    cfg.Scheduling.MaxAttempts,
+		ShutdownGrace:  seconds(cfg.Agents.GracefulShutdownTimeoutSeconds),
+		MeterInterval:  seconds(cfg.VRAM.MonitoringIntervalSeconds),
+	}
+	for _, m := range cfg.Models.LLM {
+		sc.Models = append(sc.Models, scheduler.Model{
+			Name: m.Name, Type: "llm", VRAMMB: m.VRAMMB, Slots: m.Config.Parallel,
+			Pinned: m.Pinned, Preload: m.Preload, TTL: seconds(m.TTLSeconds),
+		})
+	}
+	for _, m := range cfg.Models.Diffusion {
+		sc.Models = append(sc.Models, scheduler.Model{
+			Name: m.Name, Type: "diffusion", VRAMMB: m.VRAMMB, Slots: 1,
+			Pinned: m.Pinned, Preload: m.Preload, TTL: seconds(m.TTLSeconds),
+		})
+	}
+	return sc
+}
+
+func apiConfig(cfg *Config, log *slog.Logger) api.Config {
+	types := map[string]string{}
+	for _, m := range cfg.Models.LLM {
+		types[m.Name] = "llm"
+	}
+	for _, m := range cfg.Models.Diffusion {
+		types[m.Name] = "diffusion"
+	}
+	return api.Config{
+		APIKeys: cfg.Server.APIKeys, MaxBodyBytes: cfg.Server.MaxBodyBytes, MaxPromptChars: cfg.Server.MaxPromptChars,
+		MaxAttempts: cfg.Scheduling.MaxAttempts, ModelTypes: types, Version: version, Logger: log.With("component", "api"),
+	}
+}
+
+// launchers picks the engine launcher by model type.
+type launchers struct {
+	llm       scheduler.Launcher
+	diffusion scheduler.Launcher
+}
+
+func newLaunchers(cfg *Config, records *runner.Records, log *slog.Logger) *launchers {
+	opts := map[string]runner.LlamaOptions{}
+	for _, m := range cfg.Models.LLM {
+		extra := m.Config.ExtraArgs
+		if m.Config.Embeddings {
+			extra = append([]string{"--embeddings"}, extra...)
+		}
+		opts[m.Name] = runner.LlamaOptions{
+			ModelPath: m.ModelPath, ContextSize: m.Config.ContextSize, GPULayers: m.Config.GPULayers,
+			Parallel: m.Config.Parallel, Extra: extra,
+		}
+	}
+	a := cfg.Agents
+	return &launchers{
+		llm: &scheduler.LlamaLauncher{
+			Binary:  cfg.Inference.LlamaServerPath,
+			Options: opts,
+			Records: records,
+			Runner: runner.Config{
+				ReadyTimeout:      seconds(a.WorkerReadyTimeoutSeconds),
+				HeartbeatInterval: seconds(a.HeartbeatIntervalSeconds),
+				HeartbeatTimeout:  seconds(a.HeartbeatTimeoutSeconds),
+				StopGrace:         seconds(a.StopGraceSeconds),
+				Logger:            log.With("component", "engine"),
+			},
+		},
+		diffusion: unsupported{},
+	}
+}
+
+func (l *launchers) pick(m scheduler.Model) scheduler.Launcher {
+	if m.Type == "diffusion" {
+		return l.diffusion
+	}
+	return l.llm
+}
+
+func (l *launchers) Check(m scheduler.Model) error { return l.pick(m).Check(m) }
+
+func (l *launchers) Launch(ctx context.Context, m scheduler.Model) (scheduler.Engine, error) {
+	return l.pick(m).Launch(ctx, m)
+}
+
+// errNoDiffusion is reported for diffusion models until their engines land.
+var errNoDiffusion = errors.New("diffusion engines (sd-cli, sd-server) are not supported by this build yet")
+
+// unsupported is the launcher of engine kinds this build does not run. Such
+// models show as unavailable with the reason, and jobs for them are refused.
+type unsupported struct{}
+
+func (unsupported) Check(scheduler.Model) error { return errNoDiffusion }
+
+func (unsupported) Launch(context.Context, scheduler.Model) (scheduler.Engine, error) {
+	return nil, errNoDiffusion
+}
