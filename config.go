@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/knadh/koanf/parsers/yaml"
@@ -309,7 +310,7 @@ func LoadConfig(path string, environ []string) (*Config, error) {
 	// Validation of a config whose file could not be parsed would only list
 	// the defaults' consequences; skip it.
 	if parsed {
-		d.problems = append(d.problems, cfg.Validate()...)
+		d.problems = append(d.problems, d.unrelated(cfg.Validate())...)
 	}
 	if len(d.problems) > 0 {
 		return nil, &ConfigError{Path: path, Problems: d.problems}
@@ -338,16 +339,34 @@ func loadFile(path string) (raw map[string]any, err error) {
 // the Config struct by its koanf tags and records every problem.
 type decoder struct {
 	problems []string
-	env      bool   // values are environment strings: parse numbers and booleans
-	envVar   string // the variable being applied, named in problems
+	failed   []string // key paths with a decoding problem
+	env      bool     // values are environment strings: parse numbers and booleans
+	envVar   string   // the variable being applied, named in problems
 }
 
 func (d *decoder) addf(path, format string, args ...any) {
+	d.failed = append(d.failed, path)
 	msg := formatPath(path) + ": " + fmt.Sprintf(format, args...)
 	if d.env {
 		msg += " (from " + d.envVar + ")"
 	}
 	d.problems = append(d.problems, msg)
+}
+
+// unrelated drops the validation problems about keys that could not be
+// decoded: "models.llm[0]: expected mapping" needs no
+// "models.llm[0].name: required" after it.
+func (d *decoder) unrelated(problems []string) []string {
+	var out []string
+	for _, p := range problems {
+		key, _, _ := strings.Cut(p, ": ")
+		if !slices.ContainsFunc(d.failed, func(f string) bool {
+			return key == f || strings.HasPrefix(key, f+".") || strings.HasPrefix(key, f+"[")
+		}) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // setEnv applies one environment variable: segs is the key path.
@@ -588,13 +607,15 @@ func describe(in any, showValue bool) string {
 		return "list"
 	case map[string]any, map[any]any:
 		return "mapping"
+	case time.Time:
+		return "timestamp"
 	}
 	return fmt.Sprintf("%T", in)
 }
 
 func quoteHint(in any) string {
 	switch in.(type) {
-	case bool, int, int64, uint64, float64:
+	case bool, int, int64, uint64, float64, time.Time:
 		return " (quote the value to make it a string)"
 	}
 	return ""

@@ -442,6 +442,7 @@ func TestLoadConfig_TypeErrors(t *testing.T) {
 		{name: "ModelsNotList", body: "models: {llm: {name: a}}", want: "models.llm: expected list of mappings, got mapping"},
 		{name: "ModelNotMapping", body: "models: {llm: [a]}", want: "models.llm[0]: expected mapping, got string"},
 		{name: "NullListElement", body: "models: {llm: [~]}", want: "models.llm[0]: empty list element"},
+		{name: "StringFromTimestamp", body: "models: {llm: [{name: 2024-01-01, model_path: ./x}]}", want: "models.llm[0].name: expected string, got timestamp (quote the value"},
 		{name: "FloatFromString", body: "models: {diffusion: [{name: a, model_path: x, config: {cfg_scale: high}}]}", want: `models.diffusion[0].config.cfg_scale: expected number, got "high"`},
 		{name: "Env", environ: []string{"VRAMCRAM_SERVER__PORT=abc"}, want: `server.port: expected integer, got "abc" (from VRAMCRAM_SERVER__PORT)`},
 		{name: "EnvBool", environ: []string{"VRAMCRAM_SERVER__ALLOW_INSECURE_REMOTE=maybe"}, want: `server.allow_insecure_remote: expected boolean, got "maybe"`},
@@ -453,7 +454,13 @@ func TestLoadConfig_TypeErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			requireProblems(t, loadProblems(t, tc.body, tc.environ), tc.want)
+			// One problem each: no follow-on validation problem (such as
+			// "models.llm[0].name: required") for a key that failed to decode.
+			got := loadProblems(t, tc.body, tc.environ)
+			requireProblems(t, got, tc.want)
+			if len(got) != 1 {
+				t.Errorf("got %d problems, want 1:\n  %s", len(got), strings.Join(got, "\n  "))
+			}
 		})
 	}
 }

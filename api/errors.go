@@ -9,13 +9,13 @@ import (
 
 // Stable error codes.
 const (
-	CodeInvalid        = "invalid"          // a field is missing or wrong; message names it
-	CodeInvalidJSON    = "invalid_json"     // the body is not JSON of the right shape
-	CodeBodyTooLarge   = "body_too_large"   // the body exceeds server.max_body_bytes
-	CodeUnknownModel   = "unknown_model"    // the model is not configured
+	CodeInvalid        = "invalid"           // a field is missing or wrong; message names it
+	CodeInvalidJSON    = "invalid_json"      // the body is not JSON of the right shape
+	CodeBodyTooLarge   = "body_too_large"    // the body exceeds server.max_body_bytes
+	CodeUnknownModel   = "unknown_model"     // the model is not configured
 	CodeUnavailable    = "model_unavailable" // binary or model file missing
-	CodeTooLarge       = "model_too_large"  // the model needs more VRAM than the budget
-	CodeQueueFull      = "queue_full"       // scheduling.max_queue reached; retry later
+	CodeTooLarge       = "model_too_large"   // the model needs more VRAM than the budget
+	CodeQueueFull      = "queue_full"        // scheduling.max_queue reached; retry later
 	CodeNotFound       = "not_found"
 	CodeNotCompleted   = "not_completed" // result asked of an unfinished job
 	CodeFinished       = "already_finished"

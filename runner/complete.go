@@ -133,6 +133,9 @@ func (p *Process) Complete(ctx context.Context, req CompletionRequest, onToken f
 		var text strings.Builder
 		defer func() { res.Text = text.String() }()
 		return readSSE(resp.Body, func(data []byte) (bool, error) {
+			if err := ctx.Err(); err != nil {
+				return false, err // events still buffered after cancel don't count
+			}
 			var c completionChunk
 			if err := json.Unmarshal(data, &c); err != nil {
 				return false, fmt.Errorf("decode stream event: %w", err)

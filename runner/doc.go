@@ -28,8 +28,8 @@
 // Exactly one goroutine, the supervisor, waits for the child. When the leader
 // exits it SIGKILLs the whole process group while the leader is still an
 // unreaped zombie (so the group ID cannot have been reused), which takes
-// grandchildren down with it; then it drains the output pipe, reaps the
-// leader, records Err and closes Done. Signals are only ever sent while the
+// grandchildren down with it; then it reaps the leader, drains the output
+// pipe, records Err and closes Done. Signals are only ever sent while the
 // leader is unreaped, for the same reason.
 //
 // Err after Done:
@@ -51,7 +51,9 @@
 // and llama-server stops generating when its client goes away), and only
 // then call Stop. Stop sends SIGTERM to the process group, waits StopGrace
 // (or until its ctx ends) and then SIGKILLs the group regardless, and returns
-// once the leader has been reaped. Stop is idempotent and safe to call
+// once the leader has been reaped. (While it waits for its clients,
+// llama-server no longer answers /health, so the heartbeat watchdog stands
+// down once stopping begins.) Stop is idempotent and safe to call
 // concurrently; every caller returns when the process is gone.
 //
 // SIGKILL is safe for the GPU: the driver frees a dead process's memory, but
@@ -61,9 +63,17 @@
 // # Goroutines
 //
 // A Process runs the supervisor, an output reader per spawned child, at most
-// one stopper and, once ready, one heartbeat goroutine. All of them have
-// returned by the time Stop returns (or, without Stop, shortly after Done is
-// closed); the tests check this with goleak.
+// one stopper and, once ready, one heartbeat goroutine. Done is closed only
+// after the helpers have returned, and the supervisor returns right after
+// closing it; so once Done is closed (and hence once Stop returns) nothing
+// of the Process is left running. The tests check this with goleak.
+//
+// # Inference
+//
+// Complete speaks llama-server's native POST /completion, streamed (SSE
+// "data: {…}" events, the last with "stop": true) or not. Cancelling its
+// ctx closes the connection, which makes llama-server drop the task; a
+// request whose engine dies fails with an error wrapping Err().
 //
 // The package needs Linux for its zombie-safe group kill (waitid with
 // WNOWAIT); on other Unix systems the group is killed just after the reap.

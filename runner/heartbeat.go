@@ -9,7 +9,8 @@ import (
 // When no probe has succeeded for longer than HeartbeatTimeout the engine is
 // taken for hung: its group is SIGKILLed and Err becomes ErrHeartbeatLost.
 // llama-server's /health stays fast while every slot is busy, so a slow
-// answer means a stuck process, not a busy one.
+// answer means a stuck process, not a busy one. The watchdog ends when the
+// Process leaves the ready state.
 func (p *Process) heartbeat() {
 	defer p.wg.Done()
 	interval, timeout := p.cfg.HeartbeatInterval, p.cfg.HeartbeatTimeout
@@ -22,6 +23,12 @@ func (p *Process) heartbeat() {
 		case <-p.exitedCh:
 			return
 		case <-tick.C:
+		}
+		if p.State() != StateReady {
+			// Stopping: the stopper owns the end. llama-server closes its
+			// listener on SIGTERM while it waits for in-flight clients, so
+			// probes would fail and race the grace period.
+			return
 		}
 		if p.probe(p.lifeCtx, perProbe) {
 			last = time.Now()

@@ -98,6 +98,11 @@ type Config struct {
 	LogLines          int                     // ring of last output lines (stdout+stderr merged), default 200
 	Logger            *slog.Logger            // default: discard
 	HTTPClient        *http.Client            // default: a keep-alive transport owned by the Process
+	// SpawnedFunc, if set, is called for every child spawned: once from
+	// Start, again for each respawn after a taken port (so PID changes).
+	// exited is closed once that child has been reaped. Use it for pid
+	// records; it must not block or call the Process.
+	SpawnedFunc func(pid int, exited <-chan struct{})
 }
 
 func (c *Config) setDefaults() {
@@ -129,12 +134,18 @@ func (c *Config) setDefaults() {
 
 // ExitError reports an engine that exited on its own, before or after it was
 // ready. Code is the exit status, or -1 when a signal killed it (Signal then
-// names it, e.g. "killed"). Tail holds the last output lines.
+// names it, e.g. "killed"). Tail holds the last output lines; with the real
+// llama-server it can lack the last lines, or be empty, when the process
+// exits within milliseconds (its logger is not flushed at exit), so do not
+// make decisions that need a particular line to be there.
 type ExitError struct {
 	Name   string
 	Code   int
 	Signal string
 	Tail   []string
+	// BeforeReady: it exited while starting (bad model, bad flags, out of
+	// memory while loading), as opposed to a crash while serving.
+	BeforeReady bool
 }
 
 func (e *ExitError) Error() string {
@@ -153,6 +164,28 @@ func (e *ExitError) Error() string {
 		b.WriteString(s)
 	}
 	return b.String()
+}
+
+// loadFailedMarkers are llama-server's lines for a model that did not load
+// (bad path, bad file, not enough memory). Several, because its last lines
+// can be lost at exit.
+var loadFailedMarkers = []string{
+	"exiting due to model loading error",
+	"failed to load model",
+	"error loading model",
+}
+
+// LoadFailed reports whether the output says the model failed to load. It
+// is best effort (see Tail); BeforeReady is the dependable signal.
+func (e *ExitError) LoadFailed() bool {
+	for _, l := range e.Tail {
+		for _, m := range loadFailedMarkers {
+			if strings.Contains(l, m) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // tailSummary joins the last few non-empty lines for an error message.
@@ -207,6 +240,7 @@ type child struct {
 	port       int
 	out        *os.File      // read end of the merged stdout/stderr pipe
 	outDone    chan struct{} // closed when the reader returned
+	reapedCh   chan struct{} // closed by the supervisor after the reap
 	reaped     bool          // under Process.mu: no more signals to pid
 	bindFailed bool          // under Process.mu: output showed bindFailedMarker
 }
@@ -263,6 +297,7 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 		}
 		return nil, fmt.Errorf("start engine %s: %w", cfg.Name, err)
 	}
+	p.spawned(c)
 	go p.supervise(c)
 	return p, nil
 }
@@ -301,13 +336,45 @@ func (p *Process) spawnLocked() (*child, error) {
 		return nil, err
 	}
 	w.Close() // the child holds its copy
-	c := &child{cmd: cmd, pid: cmd.Process.Pid, port: port, out: r, outDone: make(chan struct{})}
+	c := &child{cmd: cmd, pid: cmd.Process.Pid, port: port, out: r, outDone: make(chan struct{}), reapedCh: make(chan struct{})}
 	p.child = c
 	p.spawns++
-	p.log.Info("engine started", "pid", c.pid, "port", port, "binary", p.bin, "args", cmd.Args[1:])
+	p.log.Info("engine started", "pid", c.pid, "port", port, "binary", p.bin, "args", redactArgs(cmd.Args[1:]))
 	p.wg.Add(1)
 	go p.readOutput(c)
 	return c, nil
+}
+
+// portInUse reports whether something listens on the loopback port.
+func portInUse(port int) bool {
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		return errors.Is(err, syscall.EADDRINUSE)
+	}
+	l.Close()
+	return false
+}
+
+// spawned tells Config.SpawnedFunc about c. Called without p.mu.
+func (p *Process) spawned(c *child) {
+	if p.cfg.SpawnedFunc != nil {
+		p.cfg.SpawnedFunc(c.pid, c.reapedCh)
+	}
+}
+
+// redactArgs hides the values of secret flags (llama-server's --api-key)
+// for logging.
+func redactArgs(args []string) []string {
+	out := append([]string(nil), args...)
+	for i, a := range out {
+		switch {
+		case a == "--api-key" && i+1 < len(out):
+			out[i+1] = "REDACTED"
+		case strings.HasPrefix(a, "--api-key="):
+			out[i] = "--api-key=REDACTED"
+		}
+	}
+	return out
 }
 
 // freePort asks the kernel for a free loopback port. Another process may
@@ -368,14 +435,26 @@ func (p *Process) supervise(c *child) {
 		}
 		c.out.Close() // unblocks the reader if something still holds the pipe
 		<-c.outDone
-		exitErr := p.exitError(c.cmd.ProcessState, waitErr)
+		close(c.reapedCh)
+		p.mu.Lock()
+		beforeReady := p.state == StateStarting
+		p.mu.Unlock()
+		exitErr := p.exitError(c.cmd.ProcessState, waitErr, beforeReady)
+		// llama-server logs from a background thread that it does not
+		// flush at exit (common/log.cpp leaks the logger on purpose,
+		// llama.cpp issue 22142): on a fast exit its last lines, under load
+		// all of them, can be lost. So a taken port is also recognised by
+		// finding it taken now.
+		failed := c.cmd.ProcessState == nil || !c.cmd.ProcessState.Success()
+		taken := failed && portInUse(c.port)
 
 		p.mu.Lock()
-		if p.state == StateStarting && p.cause == nil && c.bindFailed && p.spawns < maxSpawns {
+		if p.state == StateStarting && p.cause == nil && (c.bindFailed || taken) && p.spawns < maxSpawns {
 			p.log.Warn("engine port taken; respawning on another port", "pid", c.pid, "port", c.port, "spawn", p.spawns+1)
 			nc, err := p.spawnLocked()
 			if err == nil {
 				p.mu.Unlock()
+				p.spawned(nc)
 				c = nc
 				continue
 			}
@@ -401,11 +480,11 @@ func (p *Process) supervise(c *child) {
 }
 
 // exitError describes how the leader ended.
-func (p *Process) exitError(ps *os.ProcessState, waitErr error) error {
+func (p *Process) exitError(ps *os.ProcessState, waitErr error, beforeReady bool) error {
 	if ps == nil {
 		return fmt.Errorf("wait engine %s: %w", p.cfg.Name, waitErr)
 	}
-	e := &ExitError{Name: p.cfg.Name, Code: -1, Tail: p.ring.lines()}
+	e := &ExitError{Name: p.cfg.Name, Code: -1, Tail: p.ring.lines(), BeforeReady: beforeReady}
 	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		e.Signal = ws.Signal().String()
 		return e
@@ -454,7 +533,7 @@ func (p *Process) WaitReady(ctx context.Context) error {
 			<-p.doneCh
 			return p.Err()
 		}
-		if p.probe(ctx, time.Until(deadline)) {
+		if p.probe(ctx, min(time.Second, time.Until(deadline))) {
 			if p.markReady() {
 				return nil
 			}
@@ -496,11 +575,8 @@ func (p *Process) markReady() bool {
 }
 
 // probe GETs ReadyPath once and reports whether it answered 200. The request
-// is bounded by limit (capped at one second) and by the process's exit.
+// is bounded by limit and by the process's exit.
 func (p *Process) probe(ctx context.Context, limit time.Duration) bool {
-	if limit > time.Second {
-		limit = time.Second
-	}
 	if limit <= 0 {
 		return false
 	}

@@ -54,12 +54,12 @@ func (l *LlamaLauncher) Launch(ctx context.Context, m Model) (Engine, error) {
 	cfg.Name = m.Name
 	cfg.Binary = l.Binary
 	cfg.ArgsFunc = runner.LlamaServerArgs(o)
+	if l.Records != nil {
+		cfg.SpawnedFunc = func(pid int, exited <-chan struct{}) { l.Records.Track(m.Name, pid, exited) }
+	}
 	p, err := runner.Start(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("launch %s: %w", m.Name, err)
-	}
-	if l.Records != nil {
-		l.Records.Track(m.Name, p.PID(), p.Done())
 	}
 	return &llamaEngine{Process: p}, nil
 }

@@ -117,7 +117,7 @@ func (s *Store) commit(batch []*writeReq) {
 		})
 		if failIdx >= 0 {
 			batch[failIdx].errCh <- failErr
-			batch = slices.Delete(batch, failIdx, failIdx+1)
+			batch = slices.Concat(batch[:failIdx], batch[failIdx+1:]) // a copy: the caller's slice stays intact
 			continue
 		}
 		if err != nil {

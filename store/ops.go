@@ -98,7 +98,7 @@ func (s *Store) Claim(model string) (Job, error) {
 		if k == nil {
 			return nil, ErrEmpty
 		}
-		j, err := t.job(string(v))
+		j, err := t.indexedJob(string(v))
 		if err != nil {
 			return nil, fmt.Errorf("head %s: %w", v, err)
 		}

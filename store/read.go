@@ -81,7 +81,7 @@ func (s *Store) Heads() (map[string]Job, error) {
 			if k == nil {
 				return nil
 			}
-			j, err := t.job(string(v))
+			j, err := t.indexedJob(string(v))
 			if err != nil {
 				return fmt.Errorf("head of %s: %w", model, err)
 			}
@@ -194,7 +194,7 @@ func (s *Store) List(f ListFilter) ([]Job, error) {
 				k, v = c.Last()
 			}
 			for ; k != nil && !full(out); k, v = c.Prev() {
-				j, err := t.job(string(v))
+				j, err := t.indexedJob(string(v))
 				if err != nil {
 					return fmt.Errorf("job %s (seq %d): %w", v, binary.BigEndian.Uint64(k), err)
 				}
@@ -205,7 +205,7 @@ func (s *Store) List(f ListFilter) ([]Job, error) {
 			return nil
 		}
 		for _, id := range ids {
-			j, err := t.job(id)
+			j, err := t.indexedJob(id)
 			if err != nil {
 				return fmt.Errorf("job %s: %w", id, err)
 			}
@@ -235,7 +235,7 @@ func (s *Store) Running() ([]Job, error) {
 			return nil
 		})
 		for _, id := range ids {
-			j, err := t.job(id)
+			j, err := t.indexedJob(id)
 			if err != nil {
 				return fmt.Errorf("job %s: %w", id, err)
 			}

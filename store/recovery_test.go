@@ -3,6 +3,7 @@ package store
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -235,7 +236,11 @@ func TestStore_Crash(t *testing.T) {
 			_ = cmd.Wait()
 			t.Fatalf("child did not start: %q, %v; stderr: %s", line, err, stderr.String())
 		}
+		// The random moment: after the k-th acknowledgement, with the child
+		// running on while the parent reacts.
+		k := 1 + rand.IntN(300)
 		var lines []string
+		reached := make(chan struct{})
 		readDone := make(chan error, 1)
 		go func() {
 			for {
@@ -248,9 +253,18 @@ func TestStore_Crash(t *testing.T) {
 					return
 				}
 				lines = append(lines, strings.TrimSuffix(line, "\n"))
+				if len(lines) == k {
+					close(reached)
+				}
 			}
 		}()
-		time.Sleep(time.Duration(10+rand.IntN(90)) * time.Millisecond) // the random moment
+		select {
+		case <-reached:
+		case err := <-readDone:
+			t.Fatalf("child stopped early: %v; stderr: %s", err, stderr.String())
+		case <-time.After(20 * time.Second):
+			t.Fatalf("child made no progress; stderr: %s", stderr.String())
+		}
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -314,5 +328,74 @@ func TestStore_Crash(t *testing.T) {
 	}
 	if len(enqueued) == 0 || len(completed) == 0 {
 		t.Fatalf("the child acknowledged %d enqueues, %d completions: nothing tested", len(enqueued), len(completed))
+	}
+}
+
+// TestStore_CheckDetects makes sure Check's own invariants are not vacuous.
+func TestStore_CheckDetects(t *testing.T) {
+	t.Parallel()
+	tests := map[string]struct {
+		corrupt func(t *testing.T, s *Store, queued, done Job)
+		want    string
+	}{
+		"StrayQueueEntry": {func(t *testing.T, s *Store, _, done Job) {
+			if err := s.db.Update(func(tx *bbolt.Tx) error {
+				return tx.Bucket(bucketQueues).Bucket([]byte("m")).Put(queueKey(0, done.Seq), []byte(done.ID))
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}, "no such queued job"},
+		"MissingQueueEntry": {func(t *testing.T, s *Store, queued, _ Job) {
+			if err := s.db.Update(func(tx *bbolt.Tx) error {
+				return tx.Bucket(bucketQueues).Bucket([]byte("m")).Delete(queueKey(queued.Priority, queued.Seq))
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}, "in queue index: false"},
+		"Counter": {func(t *testing.T, s *Store, _, _ Job) {
+			putRaw(t, s, bucketMeta, string(keyQueued), u64(7))
+		}, "queued counter 7"},
+		"StateWithoutIndex": {func(t *testing.T, s *Store, _, done Job) {
+			done.State = JobStateRunning
+			b, _ := json.Marshal(done)
+			putRaw(t, s, bucketJobs, done.ID, b)
+		}, "in running index: false"},
+		"Undecodable": {func(t *testing.T, s *Store, _, done Job) {
+			putRaw(t, s, bucketJobs, done.ID, []byte("{"))
+		}, "corrupt store record"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s, err := Open(filepath.Join(t.TempDir(), "x.db"), Options{NoSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			queued := Job{ID: "queued", Model: "m"}
+			done := Job{ID: "done", Model: "m"}
+			for _, j := range []*Job{&done, &queued} {
+				if err := s.Enqueue(context.Background(), j); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := s.Claim("m"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Complete(done.ID, nil); err != nil {
+				t.Fatal(err)
+			}
+			if done, err = s.Get(done.ID); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Check(); err != nil {
+				t.Fatalf("check before corruption: %v", err)
+			}
+			tt.corrupt(t, s, queued, done)
+			err = s.Check()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("check: %v, want %q", err, tt.want)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -169,7 +170,7 @@ func (s *Store) recover(tx *bbolt.Tx) error {
 	}
 	now := s.now()
 	for _, id := range ids {
-		j, err := t.job(id)
+		j, err := t.indexedJob(id)
 		if err != nil {
 			return fmt.Errorf("recover job %s: %w", id, err)
 		}
@@ -263,19 +264,21 @@ func (s *Store) view(fn func(t *txn) error) error {
 // package's own invariants: every record decodes, and the order, queue and
 // running indexes, the queued counter and the results agree with the job
 // states. All problems found are joined; nil means consistent.
+//
+// bbolt's check reads the freelist, which is only safe beside concurrent
+// writers when it runs inside the write transaction, so Check goes through the
+// committer and holds up writes while it walks the whole file. Meant for tests
+// and diagnostics, not for a request path.
 func (s *Store) Check() error {
-	var errs []error
-	err := s.view(func(t *txn) error {
+	err := s.write(context.Background(), func(t *txn) (func() error, error) {
+		var errs []error
 		for err := range t.tx.Check() {
 			errs = append(errs, err)
 		}
 		errs = append(errs, t.checkIndexes()...)
-		return nil
+		return nil, errors.Join(errs...)
 	})
 	if err != nil {
-		return fmt.Errorf("check: %w", err)
-	}
-	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("check %s: %w", s.path, err)
 	}
 	return nil
@@ -310,6 +313,16 @@ func (t *txn) job(id string) (Job, error) {
 		return Job{}, ErrNotFound
 	}
 	return decodeJob([]byte(id), v)
+}
+
+// indexedJob reads a job whose ID came from an index: a missing record is
+// then corruption, not ErrNotFound.
+func (t *txn) indexedJob(id string) (Job, error) {
+	j, err := t.job(id)
+	if errors.Is(err, ErrNotFound) {
+		return Job{}, fmt.Errorf("%w: index entry for missing job %q", ErrCorrupt, id)
+	}
+	return j, err
 }
 
 func (t *txn) putJob(j *Job) error {

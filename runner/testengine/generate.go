@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -49,10 +50,13 @@ type requestBody struct {
 	Seed        *int64   `json:"seed"`
 }
 
+// errParse marks a body that is not JSON.
+var errParse = errors.New("[json.exception.parse_error] parse error")
+
 func parseGenRequest(k kind, r *http.Request) (genRequest, error) {
 	var b requestBody
 	if err := json.NewDecoder(r.Body).Decode(&b); err != nil {
-		return genRequest{}, fmt.Errorf("invalid JSON body: %v", err)
+		return genRequest{}, fmt.Errorf("%w: %v", errParse, err)
 	}
 	g := genRequest{kind: k, stream: b.Stream, nPredict: -1, settings: map[string]any{}}
 	if b.StreamOptions != nil {
@@ -279,7 +283,12 @@ func (s *server) generate(ctx context.Context, req genRequest, reqN int64, emit 
 func (s *server) generation(k kind) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		req, err := parseGenRequest(k, r)
-		if err != nil {
+		switch {
+		case errors.Is(err, errParse):
+			// llama-server answers a JSON parse error with 500 server_error.
+			writeError(w, http.StatusInternalServerError, "server_error", err.Error())
+			return
+		case err != nil:
 			writeError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
 			return
 		}
@@ -360,7 +369,7 @@ func (rp *responder) piece(text string) error {
 	switch rp.req.kind {
 	case kindNative:
 		return rp.event(map[string]any{
-			"index": 0, "content": text, "tokens": []int{}, "stop": false, "id_slot": rp.slot,
+			"index": 0, "content": text, "tokens": []int{}, "stop": false, "id_slot": -1, // as llama-server streams it
 			"tokens_predicted": rp.sent, "tokens_evaluated": len(strings.Fields(rp.req.prompt)),
 		})
 	case kindCompletion:

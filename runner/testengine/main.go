@@ -244,12 +244,14 @@ func run(o options) int {
 	// Like llama-server: bind and serve (503 "Loading model") before loading.
 	ln, err := net.Listen("tcp", net.JoinHostPort(o.host, strconv.Itoa(o.port)))
 	if err != nil {
-		logf("srv          start: couldn't bind HTTP server socket, hostname: %s, port: %d", o.host, o.port)
-		logf("srv           main: exiting due to HTTP server error")
+		logf("srv         start: couldn't bind HTTP server socket, hostname: %s, port: %d", o.host, o.port)
+		logf("srv    operator(): operator(): cleaning up before exit...")
+		logf("srv  llama_server: exiting due to HTTP server error")
 		return 1
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	logf("main: HTTP server is listening, hostname: %s, port: %d, http threads: %d", o.host, port, o.parallel+1)
+	logf("srv    load_model: loading model '%s'", o.model)
 
 	s := newServer(o)
 	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
@@ -271,15 +273,14 @@ func run(o options) int {
 
 	// Load: the file must exist (checked at once, as llama-server's open
 	// fails within milliseconds), then the delay, then maybe fail.
-	logf("main: loading model")
 	if o.model != "" {
 		if _, err := os.Stat(o.model); err != nil {
-			logf("gguf_init_from_file: failed to open GGUF file '%s'", o.model)
-			logf("llama_model_load: error loading model: llama_model_loader: failed to open %s: %v", o.model, errors.Unwrap(err))
+			logf("gguf_init_from_file: failed to open GGUF file '%s' (%v)", o.model, errors.Unwrap(err))
+			logf("llama_model_load: error loading model: llama_model_loader: failed to load model from %s", o.model)
 			logf("llama_model_load_from_file_impl: failed to load model")
 			logf("srv    load_model: failed to load model, '%s'", o.model)
 			logf("srv    operator(): operator(): cleaning up before exit...")
-			logf("main: exiting due to model loading error")
+			logf("srv  llama_server: exiting due to model loading error")
 			return 1
 		}
 	}
@@ -289,12 +290,13 @@ func run(o options) int {
 	if o.failLoad {
 		logf("llama_model_load: error loading model: test: --test-fail-load")
 		logf("srv    load_model: failed to load model, '%s'", o.model)
-		logf("main: exiting due to model loading error")
+		logf("srv    operator(): operator(): cleaning up before exit...")
+		logf("srv  llama_server: exiting due to model loading error")
 		return 1
 	}
 	s.ready.Store(true)
-	logf("main: model loaded")
-	logf("main: server is listening on http://%s - starting the main loop", net.JoinHostPort(o.host, strconv.Itoa(port)))
+	logf("srv  llama_server: model loaded")
+	logf("srv  llama_server: listening on http://%s", net.JoinHostPort(o.host, strconv.Itoa(port)))
 	logf("srv  update_slots: all slots are idle")
 
 	for sig := range sigCh {

@@ -8,7 +8,6 @@ import (
 	"math"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,7 +41,7 @@ func newServer(o options) *server {
 	case o.alias != "":
 		s.model = o.alias
 	case o.model != "":
-		s.model = filepath.Base(o.model)
+		s.model = o.model // llama-server reports the path as given
 	default:
 		s.model = "testengine"
 	}
