@@ -1,5 +1,7 @@
 # VramCram — make help lists the targets.
 export GOTOOLCHAIN := go1.27.3
+# go-nvml's header marks some functions deprecated; those warnings are noise.
+export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)

@@ -25,6 +25,13 @@ type Scheduler interface {
 	Bus() *scheduler.Bus
 }
 
+// ModelController is the optional part of the scheduler that loads and
+// unloads models on request.
+type ModelController interface {
+	Load(ctx context.Context, model string) error
+	Unload(ctx context.Context, model string) error
+}
+
 // Store is what the API needs of the job store.
 type Store interface {
 	Enqueue(ctx context.Context, j *store.Job) error
@@ -83,6 +90,8 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	e.Use(s.recoverPanics, s.auth)
 	e.GET("/health", s.health)
 	e.GET("/models", s.models)
+	e.POST("/models/:name/load", s.loadUnload(true))
+	e.POST("/models/:name/unload", s.loadUnload(false))
 	e.POST("/jobs", s.submit)
 	e.GET("/jobs", s.listJobs)
 	e.GET("/jobs/:id", s.getJob)

@@ -63,7 +63,7 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 		if s.reservation(m) > s.budget() {
 			continue
 		}
-		if m.queued > 0 || (m.Preload && m.lastUsed.IsZero()) {
+		if m.queued > 0 || m.wantLoaded {
 			cands = append(cands, candidate{Model: name})
 		}
 	}
@@ -92,7 +92,13 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 			continue
 		}
 		if !c.HasHead {
-			continue // a preload wish never displaces anything
+			// A load wish displaces only idle instances with nothing queued.
+			if victims, ok := chooseVictims(s.victims(m), need-free-releasing, scopeIdleNoWork); ok && need > free+releasing {
+				for _, v := range victims {
+					s.evict(v, m.Name)
+				}
+			}
+			continue
 		}
 		if need <= free+releasing {
 			return // memory is already on its way back; wait for it
@@ -177,6 +183,7 @@ func (s *Scheduler) onLoadDone(i *instance, err error) {
 		i.readyAt, i.lastUsed = now, now
 		m.lastUsed = now
 		m.loadFailures, m.lastErr = 0, ""
+		m.wantLoaded = false
 		secs := now.Sub(i.startedAt).Seconds()
 		s.log.Info("model ready", "model", m.Name, "pid", i.eng.PID(), "load_seconds", secs)
 		s.bus.Publish(Event{Type: EvModelReady, Model: m.Name, VRAMMB: i.reservedMB, Seconds: secs})
@@ -191,6 +198,7 @@ func (s *Scheduler) onLoadDone(i *instance, err error) {
 		if m.loadFailures >= s.cfg.MaxAttempts {
 			s.failQueued(m, "model failed to load: "+m.lastErr)
 			m.loadFailures = 0
+			m.wantLoaded = false
 		}
 	}
 	if i.state != InstStopping {

@@ -58,6 +58,7 @@ func (s *Scheduler) run(ctx context.Context) {
 	s.failOrphanJobs()
 	for _, name := range st.order {
 		if m := st.models[name]; m.Preload {
+			m.wantLoaded = true
 			s.log.Info("preload requested", "model", name)
 		}
 	}
@@ -116,6 +117,10 @@ func (s *Scheduler) handleReq(r any) {
 		} else {
 			r.reply(Progress{}, false)
 		}
+	case loadReq:
+		r.reply <- s.requestLoad(r.model)
+	case unloadReq:
+		r.reply <- s.requestUnload(r.model)
 	case stopReq:
 		st.stopReplies = append(st.stopReplies, r.reply)
 		if !st.closing {
@@ -318,4 +323,41 @@ func (s *Scheduler) failQueuedNow(model, reason string) int {
 		}
 	}
 	return n
+}
+
+// requestLoad records the wish to have model loaded; planLoads starts it when
+// it fits without displacing busy or wanted instances.
+func (s *Scheduler) requestLoad(name string) error {
+	m := s.st.models[name]
+	if m == nil {
+		return fmt.Errorf("%w %q", ErrUnknownModel, name)
+	}
+	if err := s.admit(name); err != nil {
+		return err
+	}
+	if m.inst == nil || m.inst.state == InstDraining || m.inst.state == InstStopping {
+		m.wantLoaded = true
+	}
+	return nil
+}
+
+// requestUnload drains model's instance (running jobs finish) and stops it.
+func (s *Scheduler) requestUnload(name string) error {
+	m := s.st.models[name]
+	if m == nil {
+		return fmt.Errorf("%w %q", ErrUnknownModel, name)
+	}
+	m.wantLoaded = false
+	i := m.inst
+	if i == nil {
+		return nil
+	}
+	switch i.state {
+	case InstLoading:
+		s.stopInstance(i, "unloaded by request")
+	case InstReady:
+		i.state = InstDraining
+		i.stopReason = "unloaded by request"
+	}
+	return nil
 }

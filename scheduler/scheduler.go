@@ -273,8 +273,38 @@ func (s *Scheduler) JobProgress(ctx context.Context, id string) (Progress, bool,
 	return v.p, v.ok, err
 }
 
+// Load asks for model to be loaded now (a preloading hint): it loads if it
+// fits beside busy work, evicting only idle instances with nothing queued;
+// otherwise the wish waits until it fits. Errors as for Admit.
+func (s *Scheduler) Load(ctx context.Context, model string) error {
+	err, aerr := ask(ctx, s, func(r chan error) any { return loadReq{model: model, reply: r} })
+	if aerr != nil {
+		return aerr
+	}
+	return err
+}
+
+// Unload drains model's instance (running jobs finish, nothing new is
+// claimed) and then stops it. Queued jobs for the model stay queued and load
+// it again. Returns an error wrapping ErrUnknownModel for unknown names.
+func (s *Scheduler) Unload(ctx context.Context, model string) error {
+	err, aerr := ask(ctx, s, func(r chan error) any { return unloadReq{model: model, reply: r} })
+	if aerr != nil {
+		return aerr
+	}
+	return err
+}
+
 // Requests to the loop.
 type (
+	loadReq struct {
+		model string
+		reply chan error
+	}
+	unloadReq struct {
+		model string
+		reply chan error
+	}
 	stopReq      struct{ reply chan struct{} }
 	forceStopReq struct{}
 	admitReq     struct {

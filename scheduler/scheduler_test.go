@@ -381,3 +381,88 @@ func TestScheduler_CancelRunning(t *testing.T) {
 	// The slot is free again: the next job runs.
 	b.wait(b.submit("a", "next", 0), store.JobStateCompleted)
 }
+
+func TestScheduler_PreloadLoadUnload(t *testing.T) {
+	t.Parallel()
+	sizes := map[string]int{"a": 4000, "b": 4000}
+	ms := models(sizes, 1)
+	ms[0].Preload = true
+	b := setup(t, Config{Models: ms}, sizes, nil)
+	b.until("a preloaded", func(s Snapshot) bool { return stateOf(s, "a") == ModelReady })
+	if err := b.sched.Load(context.Background(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	b.until("b loaded", func(s Snapshot) bool { return stateOf(s, "b") == ModelReady })
+	if err := b.sched.Unload(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	b.until("a unloaded", func(s Snapshot) bool { return stateOf(s, "a") == ModelUnloaded })
+	if err := b.sched.Load(context.Background(), "zzz"); !errors.Is(err, ErrUnknownModel) {
+		t.Fatalf("load unknown = %v", err)
+	}
+}
+
+func TestScheduler_PinnedIsNeverEvicted(t *testing.T) {
+	t.Parallel()
+	sizes := map[string]int{"pin": 5000, "b": 4000, "c": 4000}
+	ms := models(sizes, 1)
+	for k := range ms {
+		ms[k].Pinned = ms[k].Name == "pin"
+	}
+	b := setup(t, Config{Models: ms, TotalMB: 9000, Policy: PolicyFIFO}, sizes, nil)
+	b.wait(b.submit("pin", "x", 0), store.JobStateCompleted)
+	b.wait(b.submit("b", "x", 0), store.JobStateCompleted)
+	b.wait(b.submit("c", "x", 0), store.JobStateCompleted)
+	if got := b.l.stopped(); slices.Contains(got, "pin") {
+		t.Fatalf("pinned model stopped: %v", got)
+	}
+}
+
+func TestScheduler_TTLUnloadsIdleModel(t *testing.T) {
+	t.Parallel()
+	sizes := map[string]int{"a": 1000}
+	ms := models(sizes, 1)
+	ms[0].TTL = 100 * time.Millisecond
+	b := setup(t, Config{Models: ms}, sizes, nil)
+	b.wait(b.submit("a", "x", 0), store.JobStateCompleted)
+	b.until("a unloaded after ttl", func(s Snapshot) bool { return stateOf(s, "a") == ModelUnloaded })
+	if got := b.l.stopped(); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("stopped = %v", got)
+	}
+}
+
+func TestScheduler_BatchKeepsServingLoadedModel(t *testing.T) {
+	t.Parallel()
+	// a and b do not fit together. Under batch, b's job waits while a has
+	// queued work, until b's oldest job has waited MaxWait.
+	sizes := map[string]int{"a": 6000, "b": 6000}
+	gate := make(chan struct{})
+	b := setup(t, Config{Models: models(sizes, 1), TotalMB: 10000, Policy: PolicyBatch, MaxWait: 300 * time.Millisecond}, sizes, func(l *fakeLauncher) {
+		l.runFunc = func(ctx context.Context, e *fakeEngine, job store.Job) ([]byte, error) {
+			if job.Prompt == "gate" {
+				<-gate
+			}
+			return []byte(`{}`), nil
+		}
+	})
+	first := b.submit("a", "gate", 0)
+	b.until("a busy", func(s Snapshot) bool { return stateOf(s, "a") == ModelBusy })
+	more := []string{b.submit("a", "1", 0), b.submit("a", "2", 0)}
+	other := b.submit("b", "x", 0)
+	time.Sleep(50 * time.Millisecond)
+	if got := b.l.stopped(); len(got) != 0 {
+		t.Fatalf("batch swapped before max_wait: %v", got)
+	}
+	close(gate)
+	b.wait(first, store.JobStateCompleted)
+	for _, id := range more {
+		b.wait(id, store.JobStateCompleted)
+	}
+	j := b.wait(other, store.JobStateCompleted)
+	if wait := j.StartedAt.Sub(j.CreatedAt); wait > 5*time.Second {
+		t.Fatalf("b waited %v", wait)
+	}
+	if got := b.l.launched(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("launches = %v, want a then b (one swap)", got)
+	}
+}

@@ -61,6 +61,7 @@ type modelState struct {
 	lastErr      string
 	unavailable  string // why the model cannot start (binary or file missing)
 	failing      bool   // a failQueued goroutine runs for this model
+	wantLoaded   bool   // preload or an explicit load request, until ready
 }
 
 // jobRun is a job running on an instance.
