@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/vramcram/vramcram/store"
@@ -178,6 +179,9 @@ func (s *Scheduler) startLoad(ctx context.Context, m *modelState, need int) {
 func (s *Scheduler) onLoadDone(i *instance, err error) {
 	m := i.model
 	now := s.now()
+	if err == nil && i.exited {
+		err = fmt.Errorf("engine exited right after it was ready: %s", errString(i.eng.Err()))
+	}
 	if err == nil && i.state == InstLoading {
 		i.state = InstReady
 		i.readyAt, i.lastUsed = now, now
@@ -205,8 +209,8 @@ func (s *Scheduler) onLoadDone(i *instance, err error) {
 		i.state = InstStopping
 		i.stopReason = "load failed"
 	}
-	if i.eng == nil {
-		s.remove(i) // nothing was started
+	if i.eng == nil || i.exited {
+		s.remove(i) // nothing was started, or it is already gone
 		return
 	}
 	s.terminate(i)
@@ -215,6 +219,11 @@ func (s *Scheduler) onLoadDone(i *instance, err error) {
 func (s *Scheduler) onExited(i *instance) {
 	i.exited = true
 	m := i.model
+	if i.state == InstLoading {
+		// The load goroutine still owes its loadDone, which accounts the
+		// failure (and its backoff) and removes the instance.
+		return
+	}
 	if i.state == InstReady || i.state == InstDraining {
 		err := i.eng.Err()
 		m.crashes++
@@ -313,6 +322,15 @@ func (s *Scheduler) finish(ctx context.Context, i *instance, job store.Job, resu
 			log.Error("release job", "err", err)
 		}
 		return store.JobStateQueued, errShutdown
+	}
+	if errors.Is(runErr, ErrRejected) {
+		// The engine (or the params) refused this job: retrying cannot help.
+		if err := s.store.Fail(job.ID, runErr.Error()); err != nil {
+			log.Error("fail job", "err", err)
+			return store.JobStateRunning, err
+		}
+		log.Warn("job rejected", "err", runErr)
+		return store.JobStateFailed, runErr
 	}
 	// The engine failed. If it is dying, wait briefly so the error names why.
 	reason := runErr.Error()

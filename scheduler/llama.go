@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -82,7 +83,7 @@ type LLMResult struct {
 func (e *llamaEngine) Run(ctx context.Context, job store.Job, progress func(Progress)) ([]byte, error) {
 	p, err := ParseLLMParams(job.Params)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	req := runner.CompletionRequest{Prompt: job.Prompt, Temperature: p.Temperature, TopP: p.TopP, Stop: p.Stop, Seed: p.Seed}
 	if p.MaxTokens != nil {
@@ -95,6 +96,10 @@ func (e *llamaEngine) Run(ctx context.Context, job store.Job, progress func(Prog
 		text.WriteString(chunk)
 		progress(Progress{Tokens: n, Chunk: chunk})
 	})
+	var he *runner.HTTPError
+	if errors.As(err, &he) && he.StatusCode >= 400 && he.StatusCode < 500 {
+		return nil, fmt.Errorf("%w by llama-server: %w", ErrRejected, err)
+	}
 	if err != nil {
 		return nil, err
 	}

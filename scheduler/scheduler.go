@@ -18,6 +18,10 @@ var (
 	ErrUnavailable  = errors.New("model unavailable")
 	ErrTooLarge     = errors.New("model does not fit the VRAM budget")
 	ErrStopped      = errors.New("scheduler stopped")
+	// ErrRejected marks a job error that retrying cannot fix (invalid params,
+	// an engine's 4xx answer such as a prompt longer than the context). An
+	// Engine's Run wraps it; the job then fails at once.
+	ErrRejected = errors.New("job rejected")
 )
 
 // Policy names a scheduling policy.

@@ -466,3 +466,33 @@ func TestScheduler_BatchKeepsServingLoadedModel(t *testing.T) {
 		t.Fatalf("launches = %v, want a then b (one swap)", got)
 	}
 }
+
+func TestScheduler_RejectedJobFailsWithoutRetry(t *testing.T) {
+	t.Parallel()
+	sizes := map[string]int{"a": 1000}
+	b := setup(t, Config{Models: models(sizes, 1)}, sizes, func(l *fakeLauncher) {
+		l.runFunc = func(ctx context.Context, e *fakeEngine, job store.Job) ([]byte, error) {
+			return nil, fmt.Errorf("%w: request exceeds the available context size", ErrRejected)
+		}
+	})
+	j := b.wait(b.submit("a", "x", 0), store.JobStateFailed)
+	if j.Attempts != 1 || !strings.Contains(j.Error, "context size") {
+		t.Fatalf("job = attempts %d error %q; want one attempt and the engine's reason", j.Attempts, j.Error)
+	}
+}
+
+func TestScheduler_LoadFailureBacksOff(t *testing.T) {
+	t.Parallel()
+	sizes := map[string]int{"bad": 1000}
+	b := setup(t, Config{Models: models(sizes, 1), MaxAttempts: 2}, sizes, func(l *fakeLauncher) {
+		l.failLoad["bad"] = errors.New("exiting due to model loading error")
+	})
+	start := time.Now()
+	b.wait(b.submit("bad", "x", 0), store.JobStateFailed)
+	if got := len(b.l.launched()); got != 2 {
+		t.Fatalf("launches = %d, want max_attempts (2)", got)
+	}
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Fatalf("second load after %v: the 1s backoff was skipped", d)
+	}
+}
