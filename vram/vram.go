@@ -25,6 +25,14 @@ type Reading struct {
 	ByPID map[int]int
 }
 
+// Held returns the memory process pid holds and whether the reading lists it
+// at all. A listed process may hold 0 when the driver cannot attribute its
+// memory. A static reading lists nobody.
+func (r Reading) Held(pid int) (mb int, listed bool) {
+	mb, listed = r.ByPID[pid]
+	return mb, listed
+}
+
 // UsedMB returns TotalMB − FreeMB.
 func (r Reading) UsedMB() int { return r.TotalMB - r.FreeMB }
 
@@ -68,3 +76,6 @@ func (s *Static) Read(ctx context.Context) (Reading, error) {
 	}
 	return Reading{Source: SourceConfig, TotalMB: s.TotalMB, FreeMB: s.TotalMB}, nil
 }
+
+// Close does nothing; it lets Static stand in where a meter must be closed.
+func (s *Static) Close() error { return nil }
