@@ -149,20 +149,24 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		log.Warn("reap orphan engines", "err", err)
 	}
 
-	meter, err := vram.NewStatic(cfg.VRAM.TotalMB)
+	meter, source, err := vram.OpenMeter(cfg.VRAM.TotalMB, log.With("component", "vram"))
 	if err != nil {
-		return err
+		return fmt.Errorf("open VRAM meter: %w", err)
 	}
-	log.Info("VRAM from config (NVML not in use)", "vram_total_mb", cfg.VRAM.TotalMB, "vram_budget_mb", cfg.VRAM.TotalMB-cfg.VRAM.SafetyMarginMB)
+	defer meter.Close()
+	log.Info("VRAM meter", "vram_source", source, "vram_total_mb", cfg.VRAM.TotalMB, "safety_margin_mb", cfg.VRAM.SafetyMarginMB)
 
-	sched, err := scheduler.New(schedulerConfig(cfg), st, newLaunchers(cfg, records, log), meter, log.With("component", "scheduler"))
+	sc := schedulerConfig(cfg)
+	estimateModels(cfg, sc.Models, log)
+	sched, err := scheduler.New(sc, st, newLaunchers(cfg, records, log), meter, log.With("component", "scheduler"))
 	if err != nil {
 		return err
 	}
 	sched.Start(ctx)
 
+	apiSrv := api.New(apiConfig(cfg, log), sched, st)
 	srv := &http.Server{
-		Handler:           api.New(apiConfig(cfg, log), sched, st).Handler(),
+		Handler:           apiSrv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -184,6 +188,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	case err = <-srvErr:
 		log.Error("HTTP server failed", "err", err)
 	}
+	apiSrv.Close()
 	return shutdown(srv, sched, cfg, log, err)
 }
 

@@ -4,11 +4,44 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 
 	"github.com/vramcram/vramcram/api"
 	"github.com/vramcram/vramcram/runner"
 	"github.com/vramcram/vramcram/scheduler"
+	"github.com/vramcram/vramcram/vram"
 )
+
+// estimateMarginMB is added to GGUF estimates for what the parser does not
+// count: the CUDA context and library workspaces of the engine process.
+const estimateMarginMB = 512
+
+// estimateModels fills EstimateMB of LLMs from their GGUF files: the
+// reservation used when vram_mb is not configured. A file that cannot be
+// estimated is logged; the model then reserves the whole budget.
+func estimateModels(cfg *Config, models []scheduler.Model, log *slog.Logger) {
+	for k := range models {
+		m := &models[k]
+		llm, ok := cfg.LLMByName(m.Name)
+		if !ok {
+			continue
+		}
+		fa := !slices.Contains(llm.Config.ExtraArgs, "off") // -fa auto turns flash attention on for CUDA
+		est, err := vram.EstimateGGUF(llm.ModelPath, vram.EstimateOptions{
+			ContextSize: llm.Config.ContextSize, Parallel: llm.Config.Parallel, GPULayers: llm.Config.GPULayers,
+			FlashAttention: fa, MarginMB: estimateMarginMB,
+		})
+		if err != nil {
+			if m.VRAMMB == 0 {
+				log.Warn("no VRAM figure for model: it will reserve the whole budget", "model", m.Name, "err", err)
+			}
+			continue
+		}
+		m.EstimateMB = est.VRAMMB
+		log.Info("VRAM estimate from GGUF", "model", m.Name, "vram_estimate_mb", est.VRAMMB, "vram_mb", m.VRAMMB,
+			"weights_mb", est.WeightsMB, "kv_cache_mb", est.KVCacheMB, "compute_mb", est.ComputeMB)
+	}
+}
 
 // schedulerConfig maps the file's keys onto the scheduler's settings.
 func schedulerConfig(cfg *Config) scheduler.Config {

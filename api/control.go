@@ -28,7 +28,7 @@ func (s *Server) loadUnload(load bool) echo.HandlerFunc {
 			err = ctl.Unload(ctx, name)
 		}
 		if err != nil {
-			if ae := admitError(err); ae != err {
+			if ae, ok := admitError(err).(*Error); ok {
 				return ae
 			}
 			return fmt.Errorf("%s %s: %w", action, name, err)

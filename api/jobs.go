@@ -126,6 +126,15 @@ func (s *Server) validateSubmit(req submitRequest) (*store.Job, error) {
 		if string(params) == "{}" {
 			params = nil
 		}
+	} else if p := bytes.TrimSpace(params); len(p) > 0 {
+		// Other engines read their params later; at the trust boundary they
+		// must at least be an object, as for LLMs.
+		switch {
+		case bytes.Equal(p, []byte("null")):
+			params = nil
+		case p[0] != '{':
+			return nil, apiErr(http.StatusBadRequest, CodeInvalid, "params: must be a JSON object")
+		}
 	}
 	return &store.Job{
 		ID: store.NewID(), Model: req.Model, Type: typ, Prompt: *req.Prompt,
@@ -248,6 +257,9 @@ func (s *Server) getResult(c echo.Context) error {
 		return &Error{Status: http.StatusConflict, Code: CodeNotCompleted, Message: msg, Extra: map[string]any{"status": j.State}}
 	}
 	res, err := s.store.Result(j.ID)
+	if errors.Is(err, store.ErrNotFound) { // retention deleted it since loadJob
+		return apiErr(http.StatusNotFound, CodeNotFound, fmt.Sprintf("no job %q", j.ID))
+	}
 	if err != nil {
 		return fmt.Errorf("read result %s: %w", j.ID, err)
 	}
@@ -261,6 +273,9 @@ func (s *Server) cancelJob(c echo.Context) error {
 		return err
 	}
 	prev, err := s.store.Cancel(j.ID)
+	if errors.Is(err, store.ErrNotFound) { // retention deleted it since loadJob
+		return apiErr(http.StatusNotFound, CodeNotFound, fmt.Sprintf("no job %q", j.ID))
+	}
 	if errors.Is(err, store.ErrStateConflict) {
 		cur, _ := s.store.Get(j.ID)
 		return &Error{Status: http.StatusConflict, Code: CodeFinished, Message: "job already " + string(cur.State),
@@ -274,7 +289,10 @@ func (s *Server) cancelJob(c echo.Context) error {
 			s.log.Warn("abort running job", "job_id", j.ID, "err", err)
 		}
 	}
-	s.sched.Bus().Publish(scheduler.Event{Type: scheduler.EvJobFinished, Model: j.Model, JobID: j.ID, State: string(store.JobStateCancelled)})
+	if prev == store.JobStateQueued {
+		// A running job's slot reports its own end when the engine call returns.
+		s.sched.Bus().Publish(scheduler.Event{Type: scheduler.EvJobFinished, Model: j.Model, JobID: j.ID, State: string(store.JobStateCancelled)})
+	}
 	return c.JSON(http.StatusOK, map[string]string{"job_id": j.ID, "status": string(store.JobStateCancelled), "previous_status": string(prev)})
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -63,6 +64,15 @@ type Server struct {
 	now     func() time.Time
 	started time.Time
 	echo    *echo.Echo
+	closing chan struct{} // closed by Close: long-lived streams end
+	once    sync.Once
+}
+
+// Close ends long-lived responses (the event stream) so that the HTTP
+// server's graceful shutdown does not wait for clients that never leave.
+// Safe to call more than once.
+func (s *Server) Close() {
+	s.once.Do(func() { close(s.closing) })
 }
 
 // New builds the server and its routes.
@@ -82,7 +92,7 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	if cfg.NowFunc == nil {
 		cfg.NowFunc = time.Now
 	}
-	s := &Server{cfg: cfg, sched: sched, store: st, log: cfg.Logger, now: cfg.NowFunc}
+	s := &Server{cfg: cfg, sched: sched, store: st, log: cfg.Logger, now: cfg.NowFunc, closing: make(chan struct{})}
 	s.started = s.now()
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -112,9 +122,9 @@ func (s *Server) auth(next echo.HandlerFunc) echo.HandlerFunc {
 		if len(s.cfg.APIKeys) == 0 || c.Request().URL.Path == "/health" {
 			return next(c)
 		}
-		h := c.Request().Header.Get("Authorization")
-		token, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok || !s.validKey(strings.TrimSpace(token)) {
+		// The auth scheme is case-insensitive (RFC 9110 §11.1): "bearer KEY" is fine.
+		scheme, token, ok := strings.Cut(c.Request().Header.Get("Authorization"), " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || !s.validKey(strings.TrimSpace(token)) {
 			return apiErr(http.StatusUnauthorized, CodeUnauthorized, "missing or invalid API key (Authorization: Bearer KEY)")
 		}
 		return next(c)

@@ -401,7 +401,7 @@ func (s *Scheduler) snapshot() Snapshot {
 	for _, name := range st.order {
 		m := st.models[name]
 		ms := ModelStatus{
-			Name: name, Type: m.Type, State: modelStateName(m, now), VRAMMB: m.VRAMMB,
+			Name: name, Type: m.Type, State: modelStateName(m, now), VRAMMB: m.VRAMMB, EstimateMB: m.EstimateMB,
 			Pinned: m.Pinned, Slots: m.Slots, Queued: m.queued, LastUsed: timePtr(m.lastUsed),
 		}
 		if i := m.inst; i != nil {

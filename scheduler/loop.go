@@ -209,11 +209,15 @@ func (s *Scheduler) budget() int {
 	return total - s.cfg.SafetyMarginMB
 }
 
-// reservation is what an instance of m reserves in the ledger. An unknown
-// size reserves the whole budget: the model then runs alone, which is safe.
+// reservation is what an instance of m reserves in the ledger: the
+// configured vram_mb, else the estimate from the model file. An unknown size
+// reserves the whole budget: the model then runs alone, which is safe.
 func (s *Scheduler) reservation(m *modelState) int {
-	if m.VRAMMB > 0 {
+	switch {
+	case m.VRAMMB > 0:
 		return m.VRAMMB
+	case m.EstimateMB > 0:
+		return m.EstimateMB
 	}
 	return s.budget()
 }

@@ -35,13 +35,16 @@ const (
 
 // Model is one configured model as the scheduler sees it.
 type Model struct {
-	Name    string
-	Type    string // "llm" | "diffusion"
-	VRAMMB  int    // configured reservation; 0 = unknown (reserves the whole budget)
-	Slots   int    // concurrent jobs per instance (llama-server --parallel)
-	Pinned  bool   // never an eviction victim
-	Preload bool   // loaded at start
-	TTL     time.Duration
+	Name   string
+	Type   string // "llm" | "diffusion"
+	VRAMMB int    // configured reservation; 0 = use EstimateMB
+	// EstimateMB is the estimate from the model file; used when VRAMMB is 0.
+	// When both are 0 the model reserves the whole budget.
+	EstimateMB int
+	Slots      int  // concurrent jobs per instance (llama-server --parallel)
+	Pinned     bool // never an eviction victim
+	Preload    bool // loaded at start
+	TTL        time.Duration
 }
 
 // Config holds the scheduler's settings.

@@ -142,6 +142,7 @@ type ModelStatus struct {
 	Type       string     `json:"type"`
 	State      string     `json:"state"`
 	VRAMMB     int        `json:"vram_mb"`
+	EstimateMB int        `json:"vram_estimate_mb"`
 	ReservedMB int        `json:"vram_reserved_mb"`
 	Pinned     bool       `json:"pinned"`
 	Slots      int        `json:"slots"`
