@@ -68,6 +68,7 @@ type VRAMConfig struct {
 	TotalMB                   int `koanf:"total_mb"`                    // default 24576
 	SafetyMarginMB            int `koanf:"safety_margin_mb"`            // default 1024
 	MonitoringIntervalSeconds int `koanf:"monitoring_interval_seconds"` // default 5
+	ReleaseTimeoutSeconds     int `koanf:"release_timeout_seconds"`     // default 10: wait for an evicted engine's memory to show free
 }
 
 // InferenceConfig holds the engine binaries' paths (looked up in PATH when
@@ -180,6 +181,7 @@ func DefaultConfig() Config {
 			TotalMB:                   24576,
 			SafetyMarginMB:            1024,
 			MonitoringIntervalSeconds: 5,
+			ReleaseTimeoutSeconds:     10,
 		},
 		Inference: InferenceConfig{
 			LlamaServerPath: "llama-server",
@@ -745,6 +747,7 @@ func (c *Config) Validate() []string {
 		p.addf("vram.safety_margin_mb: %d leaves no budget; it must be less than vram.total_mb (%d)", v.SafetyMarginMB, v.TotalMB)
 	}
 	p.atLeast("vram.monitoring_interval_seconds", v.MonitoringIntervalSeconds, 1)
+	p.atLeast("vram.release_timeout_seconds", v.ReleaseTimeoutSeconds, 1)
 
 	in := c.Inference
 	for _, f := range []struct{ key, val string }{

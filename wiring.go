@@ -53,6 +53,7 @@ func schedulerConfig(cfg *Config) scheduler.Config {
 		MaxAttempts:    cfg.Scheduling.MaxAttempts,
 		ShutdownGrace:  seconds(cfg.Agents.GracefulShutdownTimeoutSeconds),
 		MeterInterval:  seconds(cfg.VRAM.MonitoringIntervalSeconds),
+		ReleaseTimeout: seconds(cfg.VRAM.ReleaseTimeoutSeconds),
 	}
 	for _, m := range cfg.Models.LLM {
 		sc.Models = append(sc.Models, scheduler.Model{

@@ -17,6 +17,7 @@ const (
 	EvModelUnloaded    = "model_unloaded"
 	EvModelFailed      = "model_failed"
 	EvModelUnavailable = "model_unavailable"
+	EvReleaseTimeout   = "vram_release_timeout"
 )
 
 // Event is one thing that happened, as published on the bus and served as SSE.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vramcram/vramcram/store"
+	"github.com/vramcram/vramcram/vram"
 )
 
 // fakeLauncher starts fakeEngines and records what the ledger would see on a
@@ -26,6 +27,42 @@ type fakeLauncher struct {
 	launches    []string
 	stops       []string
 	nextPID     int
+	// releaseDelay keeps an exited engine's memory held (as a driver does)
+	// for this long after its exit.
+	releaseDelay time.Duration
+	exitedAt     map[*fakeEngine]time.Time
+	launchedAt   map[string][]time.Time
+}
+
+// held returns MiB held by live engines and by exited ones whose memory has
+// not come back yet, and the per-PID view. Caller holds l.mu.
+func (l *fakeLauncher) held(now time.Time) (int, map[int]int) {
+	byPID := map[int]int{}
+	sum := 0
+	for e := range l.alive {
+		byPID[e.pid] = l.sizes[e.model]
+		sum += l.sizes[e.model]
+	}
+	for e, at := range l.exitedAt {
+		if now.Sub(at) < l.releaseDelay {
+			byPID[e.pid] = l.sizes[e.model]
+			sum += l.sizes[e.model]
+		}
+	}
+	return sum, byPID
+}
+
+// fakeMeter reads the launcher's engines as NVML would.
+type fakeMeter struct {
+	l       *fakeLauncher
+	totalMB int
+}
+
+func (m *fakeMeter) Read(ctx context.Context) (vram.Reading, error) {
+	m.l.mu.Lock()
+	defer m.l.mu.Unlock()
+	used, byPID := m.l.held(time.Now())
+	return vram.Reading{Source: vram.SourceNVML, TotalMB: m.totalMB, FreeMB: m.totalMB - used, ByPID: byPID}, nil
 }
 
 func newFakeLauncher(budget int, sizes map[string]int) *fakeLauncher {
@@ -45,10 +82,11 @@ func (l *fakeLauncher) Launch(ctx context.Context, m Model) (Engine, error) {
 	e := &fakeEngine{l: l, model: m.Name, pid: 1000 + l.nextPID, done: make(chan struct{}), stopped: make(chan struct{}), loadErr: l.failLoad[m.Name]}
 	l.alive[e] = true
 	l.launches = append(l.launches, m.Name)
-	used := 0
-	for a := range l.alive {
-		used += l.sizes[a.model]
+	if l.launchedAt == nil {
+		l.launchedAt = map[string][]time.Time{}
 	}
+	l.launchedAt[m.Name] = append(l.launchedAt[m.Name], time.Now())
+	used, _ := l.held(time.Now())
 	l.peakMB = max(l.peakMB, used)
 	if used > l.budget {
 		l.overBudget = append(l.overBudget, fmt.Sprintf("launch %s: %d MiB alive > budget %d", m.Name, used, l.budget))
@@ -86,6 +124,10 @@ func (e *fakeEngine) exit(err error) {
 		e.err = err
 		e.l.mu.Lock()
 		delete(e.l.alive, e)
+		if e.l.exitedAt == nil {
+			e.l.exitedAt = map[*fakeEngine]time.Time{}
+		}
+		e.l.exitedAt[e] = time.Now()
 		e.l.mu.Unlock()
 		close(e.done)
 	})

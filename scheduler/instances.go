@@ -161,7 +161,9 @@ func (s *Scheduler) startLoad(ctx context.Context, m *modelState, need int) {
 	m.inst = i
 	s.log.Info("loading model", "model", m.Name, "vram_mb", need)
 	s.bus.Publish(Event{Type: EvModelLoading, Model: m.Name, VRAMMB: need})
+	pids := s.recentExits()
 	go func() {
+		s.waitReleased(lctx, m.Name, pids, need)
 		eng, err := s.launcher.Launch(lctx, m.Model)
 		if err != nil {
 			s.emit(loadDone{inst: i, err: err})
@@ -242,6 +244,9 @@ func (s *Scheduler) onExited(i *instance) {
 // the ledger.
 func (s *Scheduler) remove(i *instance) {
 	i.cancelLoad()
+	if i.eng != nil && i.eng.PID() > 0 {
+		s.st.exited = append(s.st.exited, exitedEngine{pid: i.eng.PID(), at: s.now()})
+	}
 	if i.model.inst == i {
 		i.model.inst = nil
 	}

@@ -60,6 +60,11 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// MeterInterval is how often the meter is read. Default 5s.
 	MeterInterval time.Duration
+	// ReleaseTimeout bounds the wait, before a load, for the memory of
+	// engines that just exited to show free in the meter. Default 10s.
+	ReleaseTimeout time.Duration
+	// ReleasePoll is how often that wait reads the meter. Default 100ms.
+	ReleasePoll time.Duration
 	// NowFunc is the clock; default time.Now.
 	NowFunc func() time.Time
 }
@@ -141,6 +146,12 @@ func New(cfg Config, st JobStore, l Launcher, m Meter, log *slog.Logger) (*Sched
 	}
 	if cfg.MeterInterval <= 0 {
 		cfg.MeterInterval = 5 * time.Second
+	}
+	if cfg.ReleaseTimeout <= 0 {
+		cfg.ReleaseTimeout = 10 * time.Second
+	}
+	if cfg.ReleasePoll <= 0 {
+		cfg.ReleasePoll = 100 * time.Millisecond
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 3

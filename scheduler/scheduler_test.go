@@ -496,3 +496,40 @@ func TestScheduler_LoadFailureBacksOff(t *testing.T) {
 		t.Fatalf("second load after %v: the 1s backoff was skipped", d)
 	}
 }
+
+func TestScheduler_LoadWaitsForEvictedMemory(t *testing.T) {
+	t.Parallel()
+	sizes := map[string]int{"a": 6000, "b": 6000}
+	st, err := store.Open(t.TempDir()+"/q.db", store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	l := newFakeLauncher(10000, sizes)
+	l.releaseDelay = 300 * time.Millisecond
+	meter := &fakeMeter{l: l, totalMB: 10000}
+	s, err := New(Config{Models: models(sizes, 1), TotalMB: 10000, Policy: PolicyFIFO, ReleasePoll: 10 * time.Millisecond}, st, l, meter, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start(context.Background())
+	defer s.Stop(context.Background())
+	b := &bundle{t: t, st: st, l: l, sched: s}
+	b.wait(b.submit("a", "x", 0), store.JobStateCompleted)
+	b.wait(b.submit("b", "y", 0), store.JobStateCompleted)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.overBudget) > 0 {
+		t.Fatalf("a load raced the evicted engine's memory: %v", l.overBudget)
+	}
+	var exitA time.Time
+	for e, at := range l.exitedAt {
+		if e.model == "a" {
+			exitA = at
+		}
+	}
+	startB := l.launchedAt["b"][0]
+	if startB.Sub(exitA) < l.releaseDelay {
+		t.Fatalf("b started %v after a exited, before its memory came back (%v)", startB.Sub(exitA), l.releaseDelay)
+	}
+}

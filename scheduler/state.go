@@ -73,6 +73,13 @@ type jobRun struct {
 	tokens atomic.Int64 // written by runSlot, read by the loop
 }
 
+// exitedEngine is an engine process that has exited, whose memory the driver
+// may not have returned yet.
+type exitedEngine struct {
+	pid int
+	at  time.Time
+}
+
 // state is everything the loop owns.
 type state struct {
 	models     map[string]*modelState
@@ -80,6 +87,10 @@ type state struct {
 	runs       map[string]*jobRun
 	reading    vram.Reading
 	nextInstID int
+
+	// exited lists engines that exited recently: the next load waits for
+	// their memory to show free.
+	exited []exitedEngine
 
 	closing     bool
 	forced      bool
