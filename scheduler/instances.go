@@ -18,8 +18,8 @@ func (s *Scheduler) plan(ctx context.Context) {
 		m := i.model
 		switch i.state {
 		case InstReady:
-			if st.closing {
-				continue
+			if st.closing || engineGone(i) {
+				continue // a dead engine's exit event is on its way
 			}
 			for i.inflight < m.Slots && m.queued > 0 {
 				s.dispatch(ctx, i)
@@ -294,6 +294,12 @@ func (s *Scheduler) runSlot(ctx context.Context, i *instance) {
 		s.emit(slotDone{inst: i, empty: errors.Is(err, store.ErrEmpty), err: err})
 		return
 	}
+	if engineGone(i) {
+		// The engine died between dispatch and claim: the job never ran, so
+		// it goes back without counting an attempt.
+		s.emit(slotDone{inst: i, err: s.store.Release(job.ID)})
+		return
+	}
 	jctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	run := &jobRun{id: job.ID, model: job.Model, inst: i, cancel: cancel}
@@ -428,6 +434,19 @@ func (s *Scheduler) snapshot() Snapshot {
 		snap.Models = append(snap.Models, ms)
 	}
 	return snap
+}
+
+// engineGone reports whether i's process has already exited.
+func engineGone(i *instance) bool {
+	if i.eng == nil {
+		return false
+	}
+	select {
+	case <-i.eng.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 func errString(err error) string {

@@ -437,7 +437,7 @@ func TestScheduler_BatchKeepsServingLoadedModel(t *testing.T) {
 	// queued work, until b's oldest job has waited MaxWait.
 	sizes := map[string]int{"a": 6000, "b": 6000}
 	gate := make(chan struct{})
-	b := setup(t, Config{Models: models(sizes, 1), TotalMB: 10000, Policy: PolicyBatch, MaxWait: 300 * time.Millisecond}, sizes, func(l *fakeLauncher) {
+	b := setup(t, Config{Models: models(sizes, 1), TotalMB: 10000, Policy: PolicyBatch, MaxWait: 2 * time.Second}, sizes, func(l *fakeLauncher) {
 		l.runFunc = func(ctx context.Context, e *fakeEngine, job store.Job) ([]byte, error) {
 			if job.Prompt == "gate" {
 				<-gate
