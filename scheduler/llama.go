@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strings"
 
 	"github.com/vramcram/vramcram/runner"
 	"github.com/vramcram/vramcram/store"
@@ -90,10 +89,8 @@ func (e *llamaEngine) Run(ctx context.Context, job store.Job, progress func(Prog
 		req.MaxTokens = *p.MaxTokens
 	}
 	n := 0
-	var text strings.Builder
 	res, err := e.Complete(ctx, req, func(chunk string) {
 		n++
-		text.WriteString(chunk)
 		progress(Progress{Tokens: n, Chunk: chunk})
 	})
 	var he *runner.HTTPError
@@ -103,10 +100,8 @@ func (e *llamaEngine) Run(ctx context.Context, job store.Job, progress func(Prog
 	if err != nil {
 		return nil, err
 	}
+	// res.Text is the concatenation of the streamed chunks.
 	out := LLMResult{Type: "llm", Text: res.Text, TokensPredicted: res.TokensPredicted, TokensEvaluated: res.TokensEvaluated, StopType: res.StopType}
-	if out.Text == "" {
-		out.Text = text.String()
-	}
 	b, err := json.Marshal(out)
 	if err != nil {
 		return nil, fmt.Errorf("encode result: %w", err)

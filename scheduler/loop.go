@@ -173,6 +173,7 @@ func (s *Scheduler) handleEvent(ev any) {
 		}
 		s.bus.Publish(e)
 	case failedQueued:
+		s.log.Warn("failed the queued jobs of a model that cannot run", "model", ev.model, "jobs", ev.n)
 		if m := st.models[ev.model]; m != nil {
 			m.failing = false
 		}
