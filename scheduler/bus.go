@@ -32,6 +32,8 @@ type Event struct {
 	Error   string    `json:"error,omitempty"`
 	VRAMMB  int       `json:"vram_mb,omitempty"`
 	Tokens  int       `json:"tokens,omitempty"`
+	Step    int       `json:"step,omitempty"`
+	Steps   int       `json:"steps,omitempty"`
 	Chunk   string    `json:"chunk,omitempty"`
 	Seconds float64   `json:"seconds,omitempty"`
 }

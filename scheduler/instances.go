@@ -305,8 +305,8 @@ func (s *Scheduler) runSlot(ctx context.Context, i *instance) {
 	run := &jobRun{id: job.ID, model: job.Model, inst: i, cancel: cancel}
 	s.emit(jobStarted{run: run})
 	result, err := i.eng.Run(jctx, job, func(p Progress) {
-		run.tokens.Store(int64(p.Tokens))
-		s.bus.Publish(Event{Type: EvJobProgress, Model: job.Model, JobID: job.ID, Tokens: p.Tokens, Chunk: p.Chunk})
+		run.record(p)
+		s.bus.Publish(Event{Type: EvJobProgress, Model: job.Model, JobID: job.ID, Tokens: p.Tokens, Step: p.Step, Steps: p.Steps, Chunk: p.Chunk})
 	})
 	outcome, ferr := s.finish(jctx, i, job, result, err)
 	s.emit(slotDone{inst: i, run: run, outcome: outcome, err: ferr})

@@ -113,9 +113,17 @@ func (s *Scheduler) handleReq(r any) {
 		r.reply <- s.snapshot()
 	case progressReq:
 		if run := st.runs[r.id]; run != nil {
-			r.reply(Progress{Tokens: int(run.tokens.Load())}, true)
+			p, _ := run.snapshot()
+			r.reply(p, true)
 		} else {
 			r.reply(Progress{}, false)
+		}
+	case textReq:
+		if run := st.runs[r.id]; run != nil {
+			p, text := run.snapshot()
+			r.reply(text, p.Tokens, true)
+		} else {
+			r.reply("", 0, false)
 		}
 	case loadReq:
 		r.reply <- s.requestLoad(r.model)

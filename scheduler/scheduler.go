@@ -114,8 +114,10 @@ type Meter interface {
 
 // Progress is a running job's progress.
 type Progress struct {
-	Tokens int    `json:"tokens,omitempty"`
-	Chunk  string `json:"-"`
+	Tokens int    `json:"tokens,omitempty"` // LLM: chunks generated so far
+	Step   int    `json:"step,omitempty"`   // diffusion: sampling step done
+	Steps  int    `json:"steps,omitempty"`  // diffusion: steps in total
+	Chunk  string `json:"-"`                // LLM: the text of this chunk
 }
 
 // Scheduler runs the loop; see the package documentation.
@@ -291,6 +293,22 @@ func (s *Scheduler) JobProgress(ctx context.Context, id string) (Progress, bool,
 	return v.p, v.ok, err
 }
 
+// JobText returns the text a running LLM job has generated so far and the
+// number of chunks it holds (Progress.Tokens of the last chunk included), if
+// the job runs here. A stream that attaches late subscribes to the bus first,
+// then calls JobText, then skips progress events with Tokens <= that number.
+func (s *Scheduler) JobText(ctx context.Context, id string) (string, int, bool, error) {
+	type tr struct {
+		text string
+		n    int
+		ok   bool
+	}
+	v, err := ask(ctx, s, func(r chan tr) any {
+		return textReq{id: id, reply: func(t string, n int, ok bool) { r <- tr{t, n, ok} }}
+	})
+	return v.text, v.n, v.ok, err
+}
+
 // Load asks for model to be loaded now (a preloading hint): it loads if it
 // fits beside busy work, evicting only idle instances with nothing queued;
 // otherwise the wish waits until it fits. Errors as for Admit.
@@ -338,5 +356,9 @@ type (
 	progressReq struct {
 		id    string
 		reply func(Progress, bool)
+	}
+	textReq struct {
+		id    string
+		reply func(string, int, bool)
 	}
 )

@@ -3,7 +3,8 @@ package scheduler
 import (
 	"context"
 	"sort"
-	"sync/atomic"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/vramcram/vramcram/vram"
@@ -70,7 +71,26 @@ type jobRun struct {
 	model  string
 	inst   *instance
 	cancel context.CancelCauseFunc
-	tokens atomic.Int64 // written by runSlot, read by the loop
+	// progress is written by runSlot and read by the loop.
+	mu       sync.Mutex
+	progress Progress
+	text     strings.Builder
+}
+
+// record stores p (and appends its chunk to the text so far).
+func (r *jobRun) record(p Progress) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.text.WriteString(p.Chunk)
+	p.Chunk = ""
+	r.progress = p
+}
+
+// snapshot returns the latest progress and the text so far.
+func (r *jobRun) snapshot() (Progress, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.progress, r.text.String()
 }
 
 // exitedEngine is an engine process that has exited, whose memory the driver
