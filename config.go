@@ -94,6 +94,9 @@ type SchedulingConfig struct {
 	MaxWaitSeconds int    `koanf:"max_wait_seconds"` // 30
 	MaxQueue       int    `koanf:"max_queue"`        // 10000
 	MaxAttempts    int    `koanf:"max_attempts"`     // 3
+	// InteractivePriority is the queue priority of each request to the
+	// OpenAI-compatible routes (-100..100, higher first); default 10.
+	InteractivePriority int `koanf:"interactive_priority"`
 }
 
 // LoggingConfig configures slog.
@@ -200,6 +203,8 @@ func DefaultConfig() Config {
 			MaxWaitSeconds: 30,
 			MaxQueue:       10000,
 			MaxAttempts:    3,
+
+			InteractivePriority: 10,
 		},
 		Logging: LoggingConfig{
 			Level:  "info",
@@ -775,6 +780,7 @@ func (c *Config) Validate() []string {
 	p.atLeast("scheduling.max_wait_seconds", sc.MaxWaitSeconds, 0)
 	p.atLeast("scheduling.max_queue", sc.MaxQueue, 1)
 	p.between("scheduling.max_attempts", sc.MaxAttempts, 1, 100)
+	p.between("scheduling.interactive_priority", sc.InteractivePriority, -100, 100)
 
 	p.oneOf("logging.level", c.Logging.Level, "debug", "info", "warn", "error")
 	p.oneOf("logging.format", c.Logging.Format, "auto", "text", "json")

@@ -72,8 +72,10 @@ func schedulerConfig(cfg *Config) scheduler.Config {
 
 func apiConfig(cfg *Config, log *slog.Logger) api.Config {
 	types := map[string]string{}
+	embeddings := map[string]bool{}
 	for _, m := range cfg.Models.LLM {
 		types[m.Name] = "llm"
+		embeddings[m.Name] = m.Config.Embeddings
 	}
 	for _, m := range cfg.Models.Diffusion {
 		types[m.Name] = "diffusion"
@@ -81,6 +83,7 @@ func apiConfig(cfg *Config, log *slog.Logger) api.Config {
 	return api.Config{
 		APIKeys: cfg.Server.APIKeys, MaxBodyBytes: cfg.Server.MaxBodyBytes, MaxPromptChars: cfg.Server.MaxPromptChars,
 		MaxAttempts: cfg.Scheduling.MaxAttempts, ModelTypes: types, Version: version, Logger: log.With("component", "api"),
+		InteractivePriority: cfg.Scheduling.InteractivePriority, Embeddings: embeddings,
 	}
 }
 
@@ -100,6 +103,7 @@ func newLaunchers(cfg *Config, records *runner.Records, log *slog.Logger) *launc
 		opts[m.Name] = runner.LlamaOptions{
 			ModelPath: m.ModelPath, ContextSize: m.Config.ContextSize, GPULayers: m.Config.GPULayers,
 			Parallel: m.Config.Parallel, Extra: extra,
+			Alias: m.Name, // answers name the model as clients know it, not by its file path
 		}
 	}
 	a := cfg.Agents

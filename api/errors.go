@@ -33,6 +33,9 @@ type Error struct {
 	Message string
 	// Extra fields merged into the top level of the body (e.g. "status").
 	Extra map[string]any
+	// Param names the request field at fault; shown only in the OpenAI
+	// error shape of the /v1/ routes.
+	Param string
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -74,6 +77,10 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	if c.Request().Method == http.MethodHead {
 		_ = c.NoContent(ae.Status)
+		return
+	}
+	if isOpenAIPath(c.Request().URL.Path) {
+		writeOpenAIError(c, ae)
 		return
 	}
 	_ = c.JSON(ae.Status, body)

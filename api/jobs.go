@@ -47,33 +47,69 @@ type jobView struct {
 
 // readJSON reads a body of at most MaxBodyBytes and decodes it strictly into v.
 func (s *Server) readJSON(c echo.Context, v any) error {
-	r := http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxBodyBytes)
-	body, err := io.ReadAll(r)
+	body, err := s.readBody(c, nil)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return apiErr(http.StatusRequestEntityTooLarge, CodeBodyTooLarge,
-				fmt.Sprintf("request body exceeds %d bytes (server.max_body_bytes)", s.cfg.MaxBodyBytes))
-		}
-		return apiErr(http.StatusBadRequest, CodeInvalidJSON, "cannot read request body")
+		return err
 	}
 	return decodeBody(body, v)
 }
 
+// readBody reads a body of at most MaxBodyBytes, appending it to buf.
+func (s *Server) readBody(c echo.Context, buf []byte) ([]byte, error) {
+	r := http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxBodyBytes)
+	if n := c.Request().ContentLength; n > 0 && n <= s.cfg.MaxBodyBytes {
+		buf = slices.Grow(buf, int(n)+1) // +1: room for the EOF read
+	}
+	body, err := readAll(r, buf)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, apiErr(http.StatusRequestEntityTooLarge, CodeBodyTooLarge,
+				fmt.Sprintf("request body exceeds %d bytes (server.max_body_bytes)", s.cfg.MaxBodyBytes))
+		}
+		return nil, apiErr(http.StatusBadRequest, CodeInvalidJSON, "cannot read request body")
+	}
+	return body, nil
+}
+
+// readAll is io.ReadAll appending to buf.
+func readAll(r io.Reader, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, 512)
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
 // decodeBody decodes one JSON object, rejecting unknown fields and trailing
 // data; errors name the field.
-func decodeBody(body []byte, v any) error {
+func decodeBody(body []byte, v any) error { return decodeJSON(body, v, true) }
+
+// decodeJSON decodes one JSON object, rejecting trailing data and, if strict,
+// unknown fields; errors name the field.
+func decodeJSON(body []byte, v any, strict bool) error {
 	if !utf8.Valid(body) {
 		return apiErr(http.StatusBadRequest, CodeInvalidJSON, "request body is not valid UTF-8")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
+	if strict {
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
 		var se *json.SyntaxError
 		switch {
 		case errors.As(err, &te) && te.Field != "":
-			return apiErr(http.StatusBadRequest, CodeInvalid, fmt.Sprintf("%s: wrong type (got JSON %s)", te.Field, te.Value))
+			return &Error{Status: http.StatusBadRequest, Code: CodeInvalid, Param: te.Field,
+				Message: fmt.Sprintf("%s: wrong type (got JSON %s)", te.Field, te.Value)}
 		case errors.As(err, &te):
 			return apiErr(http.StatusBadRequest, CodeInvalidJSON, "request body must be a JSON object")
 		case errors.As(err, &se):
@@ -158,25 +194,36 @@ func (s *Server) submit(c echo.Context) error {
 	if err := s.readJSON(c, &req); err != nil {
 		return err
 	}
-	job, err := s.validateSubmit(req)
+	job, err := s.enqueue(c.Request().Context(), req)
 	if err != nil {
+		var ae *Error
+		if errors.As(err, &ae) && ae.Code == CodeQueueFull {
+			c.Response().Header().Set("Retry-After", "5")
+		}
 		return err
 	}
-	ctx := c.Request().Context()
+	c.Response().Header().Set("Location", "/jobs/"+job.ID)
+	return c.JSON(http.StatusAccepted, map[string]string{"job_id": job.ID, "status": string(store.JobStateQueued)})
+}
+
+// enqueue checks a submission and queues its job (POST /jobs and /ws).
+func (s *Server) enqueue(ctx context.Context, req submitRequest) (*store.Job, error) {
+	job, err := s.validateSubmit(req)
+	if err != nil {
+		return nil, err
+	}
 	if err := s.sched.Admit(ctx, job.Model); err != nil {
-		return admitError(err)
+		return nil, admitError(err)
 	}
 	if err := s.store.Enqueue(ctx, job); err != nil {
 		if errors.Is(err, store.ErrQueueFull) {
-			c.Response().Header().Set("Retry-After", "5")
-			return apiErr(http.StatusTooManyRequests, CodeQueueFull, "the queue is full (scheduling.max_queue); retry later")
+			return nil, apiErr(http.StatusTooManyRequests, CodeQueueFull, "the queue is full (scheduling.max_queue); retry later")
 		}
-		return fmt.Errorf("enqueue job: %w", err)
+		return nil, fmt.Errorf("enqueue job: %w", err)
 	}
 	s.sched.Notify(job.Model)
 	s.sched.Bus().Publish(scheduler.Event{Type: scheduler.EvJobQueued, Model: job.Model, JobID: job.ID})
-	c.Response().Header().Set("Location", "/jobs/"+job.ID)
-	return c.JSON(http.StatusAccepted, map[string]string{"job_id": job.ID, "status": string(store.JobStateQueued)})
+	return job, nil
 }
 
 func admitError(err error) error {
@@ -194,8 +241,10 @@ func admitError(err error) error {
 }
 
 // loadJob fetches the job named by the :id path parameter.
-func (s *Server) loadJob(c echo.Context) (store.Job, error) {
-	id := c.Param("id")
+func (s *Server) loadJob(c echo.Context) (store.Job, error) { return s.jobByID(c.Param("id")) }
+
+// jobByID fetches a job; an unknown or malformed id is a 404.
+func (s *Server) jobByID(id string) (store.Job, error) {
 	if !store.ValidID(id) {
 		return store.Job{}, apiErr(http.StatusNotFound, CodeNotFound, "no job with that id")
 	}
@@ -268,24 +317,34 @@ func (s *Server) getResult(c echo.Context) error {
 
 // cancelJob handles DELETE /jobs/{id}.
 func (s *Server) cancelJob(c echo.Context) error {
-	j, err := s.loadJob(c)
+	prev, err := s.cancel(c.Request().Context(), c.Param("id"))
 	if err != nil {
 		return err
 	}
+	return c.JSON(http.StatusOK, map[string]string{"job_id": c.Param("id"), "status": string(store.JobStateCancelled), "previous_status": string(prev)})
+}
+
+// cancel cancels a queued or running job (DELETE /jobs/{id} and /ws) and
+// returns its previous state.
+func (s *Server) cancel(ctx context.Context, id string) (store.JobState, error) {
+	j, err := s.jobByID(id)
+	if err != nil {
+		return "", err
+	}
 	prev, err := s.store.Cancel(j.ID)
-	if errors.Is(err, store.ErrNotFound) { // retention deleted it since loadJob
-		return apiErr(http.StatusNotFound, CodeNotFound, fmt.Sprintf("no job %q", j.ID))
+	if errors.Is(err, store.ErrNotFound) { // retention deleted it since jobByID
+		return "", apiErr(http.StatusNotFound, CodeNotFound, fmt.Sprintf("no job %q", j.ID))
 	}
 	if errors.Is(err, store.ErrStateConflict) {
 		cur, _ := s.store.Get(j.ID)
-		return &Error{Status: http.StatusConflict, Code: CodeFinished, Message: "job already " + string(cur.State),
+		return "", &Error{Status: http.StatusConflict, Code: CodeFinished, Message: "job already " + string(cur.State),
 			Extra: map[string]any{"status": cur.State}}
 	}
 	if err != nil {
-		return fmt.Errorf("cancel job %s: %w", j.ID, err)
+		return "", fmt.Errorf("cancel job %s: %w", j.ID, err)
 	}
 	if prev == store.JobStateRunning {
-		if _, err := s.sched.Cancel(c.Request().Context(), j.ID); err != nil {
+		if _, err := s.sched.Cancel(ctx, j.ID); err != nil {
 			s.log.Warn("abort running job", "job_id", j.ID, "err", err)
 		}
 	}
@@ -293,7 +352,7 @@ func (s *Server) cancelJob(c echo.Context) error {
 		// A running job's slot reports its own end when the engine call returns.
 		s.sched.Bus().Publish(scheduler.Event{Type: scheduler.EvJobFinished, Model: j.Model, JobID: j.ID, State: string(store.JobStateCancelled)})
 	}
-	return c.JSON(http.StatusOK, map[string]string{"job_id": j.ID, "status": string(store.JobStateCancelled), "previous_status": string(prev)})
+	return prev, nil
 }
 
 // listJobs handles GET /jobs?model=&state=&limit=: newest first.

@@ -53,6 +53,11 @@ type Config struct {
 	Version        string
 	Logger         *slog.Logger
 	NowFunc        func() time.Time
+	// InteractivePriority is the priority of each OpenAI-route request in
+	// the scheduler's queue (scheduling.interactive_priority).
+	InteractivePriority int
+	// Embeddings names the LLMs that serve /v1/embeddings.
+	Embeddings map[string]bool
 }
 
 // Server is the HTTP API.
@@ -66,6 +71,10 @@ type Server struct {
 	echo    *echo.Echo
 	closing chan struct{} // closed by Close: long-lived streams end
 	once    sync.Once
+
+	engines   *http.Client  // pooled connections to the engines (OpenAI routes)
+	acquireFn acquireFunc   // tests' stand-in for the scheduler's Acquire
+	oaiModels []openAIModel // GET /v1/models
 }
 
 // Close ends long-lived responses (the event stream) so that the HTTP
@@ -73,6 +82,7 @@ type Server struct {
 // Safe to call more than once.
 func (s *Server) Close() {
 	s.once.Do(func() { close(s.closing) })
+	s.engines.CloseIdleConnections()
 }
 
 // New builds the server and its routes.
@@ -94,6 +104,8 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	}
 	s := &Server{cfg: cfg, sched: sched, store: st, log: cfg.Logger, now: cfg.NowFunc, closing: make(chan struct{})}
 	s.started = s.now()
+	s.engines = newEngineClient()
+	s.oaiModels = s.openAIModelList()
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
@@ -108,6 +120,13 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	e.GET("/jobs/:id/result", s.getResult)
 	e.DELETE("/jobs/:id", s.cancelJob)
 	e.GET("/events", s.events)
+	e.GET("/jobs/:id/stream", s.streamJob)
+	e.GET("/ws", s.ws)
+	e.GET("/v1/models", s.openAIModels)
+	e.GET("/v1/models/:model", s.openAIModel)
+	e.POST("/v1/chat/completions", s.openAIRoute(kindChat))
+	e.POST("/v1/completions", s.openAIRoute(kindCompletion))
+	e.POST("/v1/embeddings", s.openAIRoute(kindEmbedding))
 	s.echo = e
 	return s
 }

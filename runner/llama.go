@@ -14,11 +14,14 @@ type LlamaOptions struct {
 	Parallel   int      // --parallel (slots); 0 leaves the engine's default
 	Embeddings bool     // --embeddings: serve /v1/embeddings
 	Extra      []string // appended last, verbatim (per-model extra_args)
+	// Alias is --alias: the model name in llama-server's answers (the
+	// "model" of its OpenAI routes); empty leaves the file path.
+	Alias string
 }
 
 // LlamaServerArgs returns an ArgsFunc for llama-server:
 //
-//	-m PATH --host 127.0.0.1 --port P [-c CTX] [-ngl N] [--parallel S] [--embeddings] extra...
+//	-m PATH --host 127.0.0.1 --port P [-c CTX] [-ngl N] [--parallel S] [--embeddings] [--alias NAME] extra...
 //
 // Extra comes last so a per-model setting can override ours (llama-server
 // keeps the last value of a repeated flag).
@@ -37,6 +40,9 @@ func LlamaServerArgs(o LlamaOptions) func(port int) []string {
 		}
 		if o.Embeddings {
 			args = append(args, "--embeddings")
+		}
+		if o.Alias != "" {
+			args = append(args, "--alias", o.Alias)
 		}
 		return append(args, extra...)
 	}

@@ -721,6 +721,8 @@ func TestLlamaServerArgs(t *testing.T) {
 			"-m a --host 127.0.0.1 --port 8081"},
 		{"EmbeddingsExtra", LlamaOptions{ModelPath: "a", GPULayers: -1, Embeddings: true, Extra: []string{"--flash-attn", "on", "-c", "8192"}},
 			"-m a --host 127.0.0.1 --port 8081 --embeddings --flash-attn on -c 8192"},
+		{"Alias", LlamaOptions{ModelPath: "/m/a.gguf", GPULayers: -1, Alias: "alpha", Extra: []string{"-a", "mine"}},
+			"-m /m/a.gguf --host 127.0.0.1 --port 8081 --alias alpha -a mine"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

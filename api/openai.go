@@ -1,0 +1,127 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/vramcram/vramcram/scheduler"
+)
+
+// Leaser is the optional part of the scheduler that serves interactive
+// requests (the OpenAI-compatible routes): Acquire waits, under the same
+// priorities, VRAM rules and policy as queued jobs, for a free slot of a
+// ready instance of model, loading it if needed. *scheduler.Scheduler
+// implements it.
+type Leaser interface {
+	Acquire(ctx context.Context, model string, priority int) (*scheduler.Lease, error)
+}
+
+// errNoLeaser is returned when the scheduler serves no interactive requests.
+var errNoLeaser = &Error{Status: http.StatusNotImplemented, Code: CodeNotAvailable,
+	Message: "interactive requests are not available in this build"}
+
+// slot is a slot of a loaded engine held by one interactive request.
+type slot struct {
+	url     string        // the engine's base URL
+	release func(ok bool) // gives the slot back; ok=false blames the engine
+}
+
+// AcquireFunc hands out slots; tests set one in place of the scheduler's
+// Acquire (see export_test.go).
+type acquireFunc func(ctx context.Context, model string, priority int) (slot, error)
+
+// acquire waits for a slot of model.
+func (s *Server) acquire(ctx context.Context, model string) (slot, error) {
+	if s.acquireFn != nil {
+		return s.acquireFn(ctx, model, s.cfg.InteractivePriority)
+	}
+	l, ok := s.sched.(Leaser)
+	if !ok {
+		return slot{}, errNoLeaser
+	}
+	lease, err := l.Acquire(ctx, model, s.cfg.InteractivePriority)
+	if err != nil {
+		return slot{}, err
+	}
+	return slot{url: lease.URL, release: func(bool) { lease.Release() }}, nil
+}
+
+// openAIModel is one entry of GET /v1/models.
+type openAIModel struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"` // "model"
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+	Type    string `json:"type"` // VramCram's: "llm" | "diffusion"
+}
+
+// openAIModelList builds the answer of GET /v1/models once: the configured
+// models do not change while the server runs.
+func (s *Server) openAIModelList() []openAIModel {
+	names := make([]string, 0, len(s.cfg.ModelTypes))
+	for n := range s.cfg.ModelTypes {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	out := make([]openAIModel, 0, len(names))
+	for _, n := range names {
+		out = append(out, openAIModel{ID: n, Object: "model", Created: s.started.Unix(), OwnedBy: "vramcram", Type: s.cfg.ModelTypes[n]})
+	}
+	return out
+}
+
+// openAIModels handles GET /v1/models: every configured model.
+func (s *Server) openAIModels(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]any{"object": "list", "data": s.oaiModels})
+}
+
+// openAIModel handles GET /v1/models/{model}.
+func (s *Server) openAIModel(c echo.Context) error {
+	name := c.Param("model")
+	for _, m := range s.oaiModels {
+		if m.ID == name {
+			return c.JSON(http.StatusOK, m)
+		}
+	}
+	e := s.unknownModel(name)
+	e.Param = "model"
+	return e
+}
+
+// openAIRoute handles POST /v1/chat/completions, /v1/completions and
+// /v1/embeddings: the body is checked, a slot of the model's engine is
+// acquired (loading the model if needed), and the body is forwarded to the
+// engine's route of the same name, whose answer (JSON, or server-sent events
+// with "stream": true) is relayed as it comes.
+func (s *Server) openAIRoute(k openAIKind) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		body, err := s.readBody(c, nil)
+		if err != nil {
+			return err
+		}
+		model, err := s.parseOpenAI(k, body)
+		if err != nil {
+			return err
+		}
+		ctx := c.Request().Context()
+		sl, err := s.acquire(ctx, model)
+		if err != nil {
+			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+				return nil // the client left while waiting: nobody to answer
+			}
+			var ae *Error
+			if errors.As(err, &ae) {
+				return ae
+			}
+			return acquireError(model, err)
+		}
+		engineOK := true
+		defer func() { sl.release(engineOK) }()
+		engineOK, err = s.forward(c, sl.url+k.enginePath(), model, body)
+		return err
+	}
+}

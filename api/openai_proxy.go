@@ -1,0 +1,119 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// newEngineClient returns the HTTP client of every proxied request: one
+// pooled transport for all engines, keep-alive, enough idle connections per
+// engine for its slots and bursts, no compression (loopback), no timeout of
+// its own (the client's request context bounds each call).
+func newEngineClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+	}}
+}
+
+// relayBufs are the copy buffers of relay, pooled so that a request does not
+// allocate one.
+var relayBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// forward posts body to the engine at url and relays its answer. It reports
+// false when the engine, not the client, failed (the scheduler may then
+// check the engine's health).
+func (s *Server) forward(c echo.Context, url, model string, body []byte) (bool, error) {
+	ctx := c.Request().Context()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return true, fmt.Errorf("engine request for %s: %w", model, err)
+	}
+	req.Header["Content-Type"] = jsonContentType
+	resp, err := s.engines.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return true, nil // the client left
+		}
+		s.log.Warn("engine request failed", "model", model, "err", err)
+		return false, &Error{Status: http.StatusBadGateway, Code: CodeEngineFailed,
+			Message: fmt.Sprintf("the engine of model %q did not answer; retry", model)}
+	}
+	defer resp.Body.Close()
+	return s.relay(c, resp, model), nil
+}
+
+var (
+	jsonContentType = []string{"application/json"}
+	noCache         = []string{"no-cache"}
+	accelNo         = []string{"no"}
+)
+
+// relay copies the engine's answer to the client as it comes: status,
+// Content-Type and length, then the body bytes untouched, flushed after each
+// read when the answer is an event stream. It reports false when the engine
+// failed mid-answer; an event stream then ends with an error event, as
+// llama-server sends one for its own mid-stream errors.
+func (s *Server) relay(c echo.Context, resp *http.Response, model string) bool {
+	w := c.Response()
+	h := w.Header()
+	ct := resp.Header["Content-Type"]
+	if len(ct) > 0 {
+		h["Content-Type"] = ct
+	}
+	sse := len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream")
+	if sse {
+		h["Cache-Control"], h["X-Accel-Buffering"] = noCache, accelNo
+	} else if resp.ContentLength >= 0 {
+		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
+	}
+	w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(w.Writer)
+	bp := relayBufs.Get().(*[]byte)
+	defer relayBufs.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return true // the client left; the deferred close aborts the engine's request
+			}
+			if sse {
+				if err := rc.Flush(); err != nil {
+					return true
+				}
+			}
+		}
+		switch {
+		case rerr == nil:
+		case errors.Is(rerr, io.EOF):
+			return true
+		case c.Request().Context().Err() != nil:
+			return true // the client left
+		default:
+			s.log.Warn("engine failed mid-answer", "model", model, "err", rerr)
+			if sse {
+				b, _ := json.Marshal(openAIErrorBody{Error: openAIError{
+					Message: fmt.Sprintf("the engine of model %q failed mid-answer", model), Type: "server_error", Code: CodeEngineFailed}})
+				_, _ = fmt.Fprintf(w, "data: %s\n\n", b)
+				_ = rc.Flush()
+			}
+			return false
+		}
+	}
+}

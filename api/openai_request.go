@@ -1,0 +1,167 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+)
+
+// openAIKind is one of the proxied OpenAI routes.
+type openAIKind int
+
+const (
+	kindChat openAIKind = iota
+	kindCompletion
+	kindEmbedding
+)
+
+// enginePath is the engine route a request of kind k is forwarded to.
+func (k openAIKind) enginePath() string {
+	switch k {
+	case kindCompletion:
+		return "/v1/completions"
+	case kindEmbedding:
+		return "/v1/embeddings"
+	}
+	return "/v1/chat/completions"
+}
+
+// openAIRequest holds the fields VramCram checks. Every other field is the
+// engine's business: the body is forwarded as it came.
+type openAIRequest struct {
+	Model               string          `json:"model"`
+	Messages            []openAIMessage `json:"messages"`
+	Prompt              json.RawMessage `json:"prompt"`
+	Input               json.RawMessage `json:"input"`
+	Stream              *bool           `json:"stream"` // checked for its type only
+	MaxTokens           *int64          `json:"max_tokens"`
+	MaxCompletionTokens *int64          `json:"max_completion_tokens"`
+	Temperature         *float64        `json:"temperature"`
+	TopP                *float64        `json:"top_p"`
+	N                   *int64          `json:"n"`
+}
+
+type openAIMessage struct {
+	Role    *string         `json:"role"`
+	Content json.RawMessage `json:"content"`
+}
+
+// parseOpenAI decodes body, checks it for kind k and returns the model.
+// Whether the answer streams is the engine's to say (by its Content-Type).
+func (s *Server) parseOpenAI(k openAIKind, body []byte) (string, error) {
+	var req openAIRequest
+	if err := decodeJSON(body, &req, false); err != nil {
+		return "", err
+	}
+	if err := s.checkModel(k, req.Model); err != nil {
+		return "", err
+	}
+	var err error
+	switch k {
+	case kindChat:
+		err = checkMessages(req.Messages)
+	case kindCompletion:
+		err = checkTexts("prompt", req.Prompt)
+	case kindEmbedding:
+		err = checkTexts("input", req.Input)
+	}
+	if err != nil {
+		return "", err
+	}
+	if err := checkSampling(req); err != nil {
+		return "", err
+	}
+	return req.Model, nil
+}
+
+// checkModel requires a configured LLM, with embeddings for /v1/embeddings.
+func (s *Server) checkModel(k openAIKind, model string) error {
+	if model == "" {
+		return fieldErr("model", "required: the name of a configured model (GET /v1/models lists them)")
+	}
+	typ, ok := s.cfg.ModelTypes[model]
+	if !ok {
+		e := s.unknownModel(model)
+		e.Param = "model"
+		return e
+	}
+	if typ != "llm" {
+		return &Error{Status: http.StatusBadRequest, Code: CodeWrongModel, Param: "model",
+			Message: fmt.Sprintf("model: %q is a %s model; this route serves LLMs", model, typ)}
+	}
+	if k == kindEmbedding && !s.cfg.Embeddings[model] {
+		return &Error{Status: http.StatusBadRequest, Code: CodeWrongModel, Param: "model",
+			Message: fmt.Sprintf("model: %q does not serve embeddings (set models.llm[].config.embeddings: true)", model)}
+	}
+	return nil
+}
+
+// checkMessages requires a non-empty list of messages, each with a role
+// and a content that is a string, an array of parts, or null.
+func checkMessages(msgs []openAIMessage) error {
+	if len(msgs) == 0 {
+		return fieldErr("messages", "required: a non-empty array of {role, content} objects")
+	}
+	for i, m := range msgs {
+		if m.Role == nil || *m.Role == "" {
+			return fieldErr(fmt.Sprintf("messages[%d].role", i), "required: a non-empty string")
+		}
+		switch firstByte(m.Content) {
+		case '"', '[', 'n', 0: // string, parts, null or absent (assistant tool calls)
+		default:
+			return fieldErr(fmt.Sprintf("messages[%d].content", i), "must be a string, an array of content parts, or null")
+		}
+	}
+	return nil
+}
+
+// checkTexts requires raw to be a string or a non-empty array (of strings,
+// or of token IDs, or of arrays of token IDs).
+func checkTexts(field string, raw json.RawMessage) error {
+	switch firstByte(raw) {
+	case '"':
+		return nil
+	case '[':
+		if bytes.Equal(bytes.Join(bytes.Fields(raw), nil), []byte("[]")) {
+			return fieldErr(field, "must not be an empty array")
+		}
+		return nil
+	case 0, 'n':
+		return fieldErr(field, "required: a string or an array of strings")
+	}
+	return fieldErr(field, "must be a string or an array of strings")
+}
+
+// checkSampling checks the ranges of the common sampling fields.
+func checkSampling(req openAIRequest) error {
+	for _, f := range []struct {
+		name string
+		v    *int64
+	}{{"max_tokens", req.MaxTokens}, {"max_completion_tokens", req.MaxCompletionTokens}} {
+		if f.v != nil && *f.v < 1 {
+			return fieldErr(f.name, "must be at least 1")
+		}
+	}
+	switch {
+	case req.Temperature != nil && (*req.Temperature < 0 || *req.Temperature > 2):
+		return fieldErr("temperature", "must be between 0 and 2")
+	case req.TopP != nil && (*req.TopP < 0 || *req.TopP > 1):
+		return fieldErr("top_p", "must be between 0 and 1")
+	case req.N != nil && *req.N != 1:
+		return fieldErr("n", "only 1 is supported")
+	}
+	return nil
+}
+
+// firstByte is the first non-space byte of raw, or 0 if there is none.
+func firstByte(raw []byte) byte {
+	for _, b := range raw {
+		switch b {
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		return b
+	}
+	return 0
+}
