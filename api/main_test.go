@@ -80,14 +80,26 @@ func (f *fakeScheduler) LastBeat() time.Time {
 func (f *fakeScheduler) Bus() *scheduler.Bus { return f.BusFunc() }
 
 // fakeController is a fakeScheduler that also implements
-// api.ModelController, as the real scheduler does.
+// api.ModelController and api.JobTexter, as the real scheduler does.
 type fakeController struct {
 	*fakeScheduler
-	LoadFunc   func(ctx context.Context, model string) error
-	UnloadFunc func(ctx context.Context, model string) error
+	LoadFunc    func(ctx context.Context, model string) error
+	UnloadFunc  func(ctx context.Context, model string) error
+	JobTextFunc func(ctx context.Context, id string) (string, int, bool, error)
 }
 
-var _ api.ModelController = (*fakeController)(nil)
+var (
+	_ api.ModelController = (*fakeController)(nil)
+	_ api.JobTexter       = (*fakeController)(nil)
+)
+
+// JobText reports nothing running unless JobTextFunc is set.
+func (f *fakeController) JobText(ctx context.Context, id string) (string, int, bool, error) {
+	if f.JobTextFunc == nil {
+		return "", 0, false, nil
+	}
+	return f.JobTextFunc(ctx, id)
+}
 
 func (f *fakeController) Load(ctx context.Context, model string) error {
 	if f.LoadFunc == nil {
@@ -146,6 +158,7 @@ type testBundle struct {
 	sched   *fakeScheduler
 	ctl     *fakeController // sched plus Load and Unload; what the server gets
 	cfg     api.Config
+	server  *api.Server
 	store   *store.Store
 	bus     *scheduler.Bus
 	clock   *testClock
@@ -158,6 +171,7 @@ type testBundle struct {
 type setupOpts struct {
 	config    func(*api.Config)
 	storeOpts store.Options
+	server    func(*api.Server) // called before the handler is taken
 }
 
 func setup(t testing.TB) *testBundle { return setupWith(t, setupOpts{}) }
@@ -213,7 +227,12 @@ func setupWith(t testing.TB, o setupOpts) *testBundle {
 	}
 	b.ctl = &fakeController{fakeScheduler: b.sched}
 	b.cfg = cfg
-	b.handler = api.New(cfg, b.ctl, st).Handler()
+	b.server = api.New(cfg, b.ctl, st)
+	t.Cleanup(b.server.Close)
+	if o.server != nil {
+		o.server(b.server)
+	}
+	b.handler = b.server.Handler()
 	return b
 }
 

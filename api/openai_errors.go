@@ -82,7 +82,9 @@ func acquireError(model string, err error) error {
 			Message: fmt.Sprintf("model %q failed to load: %v", model, err), Param: "model"}
 	}
 	if ae, ok := admitError(err).(*Error); ok {
-		ae.Param = "model"
+		if ae.Code != CodeShuttingDown {
+			ae.Param = "model"
+		}
 		return ae
 	}
 	return fmt.Errorf("acquire a slot of %s: %w", model, err)

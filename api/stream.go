@@ -66,6 +66,8 @@ func (s *Server) streamJob(c echo.Context) error {
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w.Writer)
+	_, _ = fmt.Fprintf(w, ": job %s\n\n", j.ID) // headers out now: the client knows the stream is attached
+	_ = rc.Flush()
 	send := func(m streamMsg) error {
 		b, err := json.Marshal(m)
 		if err != nil {
