@@ -14,6 +14,7 @@ import (
 func (s *Scheduler) plan(ctx context.Context) {
 	st := s.st
 	now := s.now()
+	heads := s.headsFunc()
 	for _, i := range st.instances() {
 		m := i.model
 		switch i.state {
@@ -21,10 +22,14 @@ func (s *Scheduler) plan(ctx context.Context) {
 			if st.closing || engineGone(i) {
 				continue // a dead engine's exit event is on its way
 			}
-			for i.inflight < m.Slots && m.queued > 0 {
+			for i.inflight < m.Slots && m.waiting() > 0 {
+				if len(m.waiters) > 0 && (m.queued == 0 || waiterFirst(m.waiters[0], heads(m.Name))) {
+					s.grant(i, m)
+					continue
+				}
 				s.dispatch(ctx, i)
 			}
-			if m.TTL > 0 && i.inflight == 0 && m.queued == 0 && now.Sub(i.lastUsed) >= m.TTL {
+			if m.TTL > 0 && i.inflight == 0 && m.waiting() == 0 && now.Sub(i.lastUsed) >= m.TTL {
 				s.stopInstance(i, "idle for ttl")
 			}
 		case InstDraining:
@@ -38,7 +43,7 @@ func (s *Scheduler) plan(ctx context.Context) {
 	}
 	for _, name := range st.order {
 		m := st.models[name]
-		if m.queued == 0 || m.failing {
+		if m.waiting() == 0 || m.failing {
 			continue
 		}
 		switch {
@@ -64,21 +69,22 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 		if s.reservation(m) > s.budget() {
 			continue
 		}
-		if m.queued > 0 || m.wantLoaded {
+		if m.waiting() > 0 || m.wantLoaded {
 			cands = append(cands, candidate{Model: name})
 		}
 	}
 	if len(cands) == 0 {
 		return
 	}
-	heads, err := s.store.Heads()
-	if err != nil {
-		s.log.Error("read queue heads", "err", err)
-		return
-	}
+	heads := s.headsFunc()
 	for k := range cands {
-		if h, ok := heads[cands[k].Model]; ok {
-			cands[k].HasHead, cands[k].Priority, cands[k].Seq, cands[k].Since = true, h.Priority, h.Seq, h.CreatedAt
+		c := &cands[k]
+		h := heads(c.Model)
+		if h.ok {
+			c.HasHead, c.Priority, c.Since = true, h.priority, h.since
+		}
+		if ws := st.models[c.Model].waiters; len(ws) > 0 && waiterFirst(ws[0], h) {
+			c.HasHead, c.Priority, c.Since = true, ws[0].priority, ws[0].since
 		}
 	}
 	orderCandidates(cands)
@@ -129,7 +135,7 @@ func (s *Scheduler) victims(m *modelState) []victim {
 		}
 		out = append(out, victim{
 			ID: i.id, Model: i.model.Name, ReservedMB: i.reservedMB, LastUsed: i.lastUsed,
-			Busy: i.inflight > 0, Queued: i.model.queued, Pinned: i.model.Pinned,
+			Busy: i.inflight > 0, Queued: i.model.waiting(), Pinned: i.model.Pinned,
 		})
 	}
 	return out
@@ -221,6 +227,7 @@ func (s *Scheduler) onLoadDone(i *instance, err error) {
 func (s *Scheduler) onExited(i *instance) {
 	i.exited = true
 	m := i.model
+	s.endLeases(i, errors.New("engine exited"))
 	if i.state == InstLoading {
 		// The load goroutine still owes its loadDone, which accounts the
 		// failure (and its backoff) and removes the instance.
@@ -371,7 +378,10 @@ func (s *Scheduler) beginShutdown() {
 		grace = time.Nanosecond
 	}
 	st.graceCh = time.After(grace)
-	s.log.Info("scheduler draining", "running", len(st.runs), "grace", grace)
+	s.log.Info("scheduler draining", "running", len(st.runs), "interactive", len(st.leases), "grace", grace)
+	for _, name := range st.order {
+		s.failWaiters(st.models[name], ErrStopped)
+	}
 	for _, i := range st.instances() {
 		switch i.state {
 		case InstLoading:
@@ -396,6 +406,7 @@ func (s *Scheduler) forceStop() {
 	for _, run := range st.runs {
 		run.cancel(errShutdown)
 	}
+	s.endLeases(nil, errShutdown)
 }
 
 // snapshot builds a Snapshot for the loop.
@@ -407,13 +418,13 @@ func (s *Scheduler) snapshot() Snapshot {
 	snap := Snapshot{
 		Policy: string(s.cfg.Policy), VRAMSource: string(st.reading.Source),
 		TotalMB: st.reading.TotalMB, BudgetMB: budget, ReservedMB: reserved, NotOursMB: notOurs,
-		FreeMB: max(budget-reserved-notOurs, 0), Running: len(st.runs),
+		FreeMB: max(budget-reserved-notOurs, 0), Running: len(st.runs) + len(st.leases),
 	}
 	for _, name := range st.order {
 		m := st.models[name]
 		ms := ModelStatus{
 			Name: name, Type: m.Type, State: modelStateName(m, now), VRAMMB: m.VRAMMB, EstimateMB: m.EstimateMB,
-			Pinned: m.Pinned, Slots: m.Slots, Queued: m.queued, LastUsed: timePtr(m.lastUsed),
+			Pinned: m.Pinned, Slots: m.Slots, Queued: m.waiting(), LastUsed: timePtr(m.lastUsed),
 		}
 		if i := m.inst; i != nil {
 			ms.ReservedMB = i.reservedMB
@@ -454,4 +465,23 @@ func errString(err error) string {
 		return "exit status 0"
 	}
 	return err.Error()
+}
+
+// headsFunc returns a lookup of the durable queues' heads that reads the
+// store at most once, on first use.
+func (s *Scheduler) headsFunc() func(model string) headInfo {
+	var heads map[string]store.Job
+	read := false
+	return func(model string) headInfo {
+		if !read {
+			read = true
+			h, err := s.store.Heads()
+			if err != nil {
+				s.log.Error("read queue heads", "err", err)
+			}
+			heads = h
+		}
+		j, ok := heads[model]
+		return headInfo{ok: ok, priority: j.Priority, since: j.CreatedAt}
+	}
 }

@@ -103,6 +103,11 @@ func (s *Scheduler) handleReq(r any) {
 		if m := st.models[r.model]; m != nil {
 			m.queued++
 		}
+	case acquireReq:
+		r.reply <- s.enqueueWaiter(r.w)
+	case abandonReq:
+		s.abandon(r.w)
+		close(r.reply)
 	case cancelReq:
 		run := st.runs[r.id]
 		if run != nil {
@@ -180,6 +185,8 @@ func (s *Scheduler) handleEvent(ev any) {
 			e.Error = ev.err.Error()
 		}
 		s.bus.Publish(e)
+	case leaseDone:
+		s.onLeaseDone(ev.lease, ev.err)
 	case failedQueued:
 		s.log.Warn("failed the queued jobs of a model that cannot run", "model", ev.model, "jobs", ev.n)
 		if m := st.models[ev.model]; m != nil {
@@ -316,6 +323,7 @@ func (s *Scheduler) failQueued(m *modelState, reason string) {
 	}
 	m.failing = true
 	m.queued = 0
+	s.failWaiters(m, fmt.Errorf("%w: %s", ErrLoadFailed, reason))
 	go func() {
 		n := s.failQueuedNow(m.Name, reason)
 		s.emit(failedQueued{model: m.Name, n: n})

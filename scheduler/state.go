@@ -60,10 +60,14 @@ type modelState struct {
 	crashes      int // consecutive crashes after ready
 	backoffUntil time.Time
 	lastErr      string
-	unavailable  string // why the model cannot start (binary or file missing)
-	failing      bool   // a failQueued goroutine runs for this model
-	wantLoaded   bool   // preload or an explicit load request, until ready
+	unavailable  string    // why the model cannot start (binary or file missing)
+	failing      bool      // a failQueued goroutine runs for this model
+	wantLoaded   bool      // preload or an explicit load request, until ready
+	waiters      []*waiter // interactive requests, best first
 }
+
+// waiting is the number of jobs and interactive requests waiting for m.
+func (m *modelState) waiting() int { return m.queued + len(m.waiters) }
 
 // jobRun is a job running on an instance.
 type jobRun struct {
@@ -105,6 +109,9 @@ type state struct {
 	models     map[string]*modelState
 	order      []string // config order, for stable output
 	runs       map[string]*jobRun
+	leases     map[string]*Lease
+	waiterSeq  uint64
+	leaseSeq   uint64
 	reading    vram.Reading
 	nextInstID int
 
@@ -119,7 +126,7 @@ type state struct {
 }
 
 func newState(cfg Config) *state {
-	st := &state{models: map[string]*modelState{}, runs: map[string]*jobRun{}}
+	st := &state{models: map[string]*modelState{}, runs: map[string]*jobRun{}, leases: map[string]*Lease{}}
 	for _, m := range cfg.Models {
 		if m.Slots <= 0 {
 			m.Slots = 1
