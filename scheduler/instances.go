@@ -163,7 +163,7 @@ func (s *Scheduler) startLoad(ctx context.Context, m *modelState, need int) {
 	st := s.st
 	st.nextInstID++
 	lctx, cancel := context.WithCancel(ctx)
-	i := &instance{id: st.nextInstID, model: m, state: InstLoading, reservedMB: need, startedAt: s.now(), cancelLoad: cancel}
+	i := &instance{id: st.nextInstID, model: m, state: InstLoading, reservedMB: need, estimateMB: need, startedAt: s.now(), cancelLoad: cancel}
 	m.inst = i
 	s.log.Info("loading model", "model", m.Name, "vram_mb", need)
 	s.bus.Publish(Event{Type: EvModelLoading, Model: m.Name, VRAMMB: need})
@@ -199,6 +199,7 @@ func (s *Scheduler) onLoadDone(i *instance, err error) {
 		secs := now.Sub(i.startedAt).Seconds()
 		s.log.Info("model ready", "model", m.Name, "pid", i.eng.PID(), "load_seconds", secs)
 		s.bus.Publish(Event{Type: EvModelReady, Model: m.Name, VRAMMB: i.reservedMB, Seconds: secs})
+		s.readMeter(context.Background()) // measure the new engine now
 		return
 	}
 	if err != nil && i.state != InstStopping {
@@ -424,10 +425,11 @@ func (s *Scheduler) snapshot() Snapshot {
 		m := st.models[name]
 		ms := ModelStatus{
 			Name: name, Type: m.Type, State: modelStateName(m, now), VRAMMB: m.VRAMMB, EstimateMB: m.EstimateMB,
-			Pinned: m.Pinned, Slots: m.Slots, Queued: m.waiting(), LastUsed: timePtr(m.lastUsed),
+			LearnedMB: m.LearnedMB, Pinned: m.Pinned, Slots: m.Slots, Queued: m.waiting(), LastUsed: timePtr(m.lastUsed),
 		}
 		if i := m.inst; i != nil {
 			ms.ReservedMB = i.reservedMB
+			ms.MeasuredMB = i.measuredMB
 			ms.Running = i.inflight - i.claiming
 			ms.Queued += i.claiming
 			ms.LoadedAt = timePtr(i.readyAt)

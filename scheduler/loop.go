@@ -225,11 +225,14 @@ func (s *Scheduler) budget() int {
 	return total - s.cfg.SafetyMarginMB
 }
 
-// reservation is what an instance of m reserves in the ledger: the
-// configured vram_mb, else the estimate from the model file. An unknown size
+// reservation is what an instance of m reserves in the ledger when it
+// starts: the figure measured on an earlier load, else the configured
+// vram_mb, else the estimate from the model file. An unknown size
 // reserves the whole budget: the model then runs alone, which is safe.
 func (s *Scheduler) reservation(m *modelState) int {
 	switch {
+	case m.LearnedMB > 0:
+		return m.LearnedMB
 	case m.VRAMMB > 0:
 		return m.VRAMMB
 	case m.EstimateMB > 0:
@@ -260,6 +263,7 @@ func (s *Scheduler) readMeter(ctx context.Context) {
 		return
 	}
 	s.st.reading = r
+	s.learn(r)
 }
 
 // refreshDepths re-reads the queue lengths from the store. Slots that were

@@ -40,6 +40,9 @@ type instance struct {
 	eng        Engine // nil until launched
 	state      InstState
 	reservedMB int
+	estimateMB int // the reservation at the start, before measurements
+	measuredMB int // latest figure the meter reports for the process
+	peakMB     int // highest figure the meter reported
 	startedAt  time.Time
 	readyAt    time.Time
 	lastUsed   time.Time
@@ -182,6 +185,8 @@ type ModelStatus struct {
 	VRAMMB     int        `json:"vram_mb"`
 	EstimateMB int        `json:"vram_estimate_mb"`
 	ReservedMB int        `json:"vram_reserved_mb"`
+	MeasuredMB int        `json:"vram_measured_mb"` // the running engine, now
+	LearnedMB  int        `json:"vram_learned_mb"`  // peak measured, kept across loads
 	Pinned     bool       `json:"pinned"`
 	Slots      int        `json:"slots"`
 	Running    int        `json:"running"`
