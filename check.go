@@ -90,7 +90,7 @@ func printCheck(ctx context.Context, cfg *Config, w io.Writer) error {
 
 	models := schedulerConfig(cfg).Models
 	var notes bytes.Buffer
-	estimateModels(cfg, models, slog.New(slog.NewTextHandler(&notes, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	estimateModels(cfg, models, slog.New(slog.NewTextHandler(&notes, &slog.HandlerOptions{Level: slog.LevelWarn, ReplaceAttr: dropTime})))
 	learned, lerr := store.ReadLearnedVRAM(filepath.Join(cfg.Storage.DataDir, storeFile), 200*time.Millisecond)
 	applyLearned(cfg, models, learned, quiet)
 
@@ -139,4 +139,12 @@ func mib(n int) string {
 		return "-"
 	}
 	return fmt.Sprintf("%d MiB", n)
+}
+
+// dropTime leaves the time out of the notes that check prints.
+func dropTime(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && a.Key == slog.TimeKey {
+		return slog.Attr{}
+	}
+	return a
 }
