@@ -95,7 +95,7 @@ type options struct {
 	sigtermWaitsClients bool
 	forkGrandchild      bool
 	exitAfter           time.Duration
-	grandchild          bool // hidden: be the grandchild
+	grandchild          bool   // hidden: be the grandchild
 	gpuMB               int    // hold this much GPU memory through gpuHelper
 	gpuHelper           string // script that holds N MiB (scripts/gpu-hold.py)
 }
