@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/vramcram/vramcram/store"
@@ -167,21 +169,7 @@ func (s *Scheduler) startLoad(ctx context.Context, m *modelState, need int) {
 	m.inst = i
 	s.log.Info("loading model", "model", m.Name, "vram_mb", need)
 	s.bus.Publish(Event{Type: EvModelLoading, Model: m.Name, VRAMMB: need})
-	pids := s.recentExits()
-	go func() {
-		s.waitReleased(lctx, m.Name, pids, need)
-		eng, err := s.launcher.Launch(lctx, m.Model)
-		if err != nil {
-			s.emit(loadDone{inst: i, err: err})
-			return
-		}
-		s.emit(launched{inst: i, eng: eng})
-		go func() {
-			<-eng.Done()
-			s.emit(instExited{inst: i})
-		}()
-		s.emit(loadDone{inst: i, err: eng.WaitReady(lctx)})
-	}()
+	s.fx.load(lctx, i, s.recentExits(), need)
 }
 
 func (s *Scheduler) onLoadDone(i *instance, err error) {
@@ -275,16 +263,9 @@ func (s *Scheduler) stopInstance(i *instance, reason string) {
 	}
 }
 
-// terminate stops the engine process in a goroutine; instExited follows.
+// terminate stops the engine process; instExited follows.
 func (s *Scheduler) terminate(i *instance) {
-	eng := i.eng
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if err := eng.Stop(ctx); err != nil {
-			s.log.Warn("stop engine", "model", i.model.Name, "err", err)
-		}
-	}()
+	s.fx.terminate(i)
 }
 
 // dispatch hands one slot of i to a goroutine that claims and runs a job.
@@ -292,32 +273,7 @@ func (s *Scheduler) dispatch(ctx context.Context, i *instance) {
 	i.inflight++
 	i.claiming++
 	i.model.queued--
-	go s.runSlot(ctx, i)
-}
-
-// runSlot claims the next job of i's model, runs it and records the outcome.
-func (s *Scheduler) runSlot(ctx context.Context, i *instance) {
-	job, err := s.store.Claim(i.model.Name)
-	if err != nil {
-		s.emit(slotDone{inst: i, empty: errors.Is(err, store.ErrEmpty), err: err})
-		return
-	}
-	if engineGone(i) {
-		// The engine died between dispatch and claim: the job never ran, so
-		// it goes back without counting an attempt.
-		s.emit(slotDone{inst: i, err: s.store.Release(job.ID)})
-		return
-	}
-	jctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	run := &jobRun{id: job.ID, model: job.Model, inst: i, cancel: cancel}
-	s.emit(jobStarted{run: run})
-	result, err := i.eng.Run(jctx, job, func(p Progress) {
-		run.record(p)
-		s.bus.Publish(Event{Type: EvJobProgress, Model: job.Model, JobID: job.ID, Tokens: p.Tokens, Step: p.Step, Steps: p.Steps, Chunk: p.Chunk})
-	})
-	outcome, ferr := s.finish(jctx, i, job, result, err)
-	s.emit(slotDone{inst: i, run: run, outcome: outcome, err: ferr})
+	s.fx.runSlot(ctx, i)
 }
 
 // finish records a job's outcome in the store and returns its new state.
@@ -404,8 +360,8 @@ func (s *Scheduler) forceStop() {
 	if !st.closing {
 		s.beginShutdown()
 	}
-	for _, run := range st.runs {
-		run.cancel(errShutdown)
+	for _, id := range slices.Sorted(maps.Keys(st.runs)) {
+		st.runs[id].cancel(errShutdown)
 	}
 	s.endLeases(nil, errShutdown)
 }

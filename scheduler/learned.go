@@ -52,14 +52,5 @@ func (s *Scheduler) persistLearned(m *modelState, mb int) {
 	}
 	s.log.Info("learned VRAM of model", "model", m.Name, "vram_measured_mb", mb, "previous_mb", m.LearnedMB)
 	m.LearnedMB = mb
-	ls, ok := s.store.(LearnedStore)
-	if !ok {
-		return
-	}
-	key := learnKey(m.Model)
-	go func() {
-		if err := ls.SetLearnedVRAM(key, mb); err != nil {
-			s.log.Warn("persist learned VRAM", "model", m.Name, "err", err)
-		}
-	}()
+	s.fx.persistLearned(m.Name, learnKey(m.Model), mb)
 }

@@ -53,22 +53,13 @@ func (s *Scheduler) run(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	st := s.st
-	s.readMeter(ctx)
-	s.refreshDepths()
-	s.failOrphanJobs()
-	for _, name := range st.order {
-		if m := st.models[name]; m.Preload {
-			m.wantLoaded = true
-			s.log.Info("preload requested", "model", name)
-		}
-	}
-	s.checkAvailability()
+	s.boot(ctx)
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	lastMeter := s.now()
 	for {
 		s.plan(ctx)
-		if st.closing && len(st.instances()) == 0 && len(st.runs) == 0 {
+		if s.stopped() {
 			for _, r := range st.stopReplies {
 				close(r)
 			}
@@ -92,6 +83,27 @@ func (s *Scheduler) run(ctx context.Context) {
 		}
 		s.beat.Store(s.now().UnixNano())
 	}
+}
+
+// boot reads the meter and the queue, fails jobs of models no longer
+// configured, and records preload wishes: the loop's first step.
+func (s *Scheduler) boot(ctx context.Context) {
+	st := s.st
+	s.readMeter(ctx)
+	s.refreshDepths()
+	s.failOrphanJobs()
+	for _, name := range st.order {
+		if m := st.models[name]; m.Preload {
+			m.wantLoaded = true
+			s.log.Info("preload requested", "model", name)
+		}
+	}
+	s.checkAvailability()
+}
+
+// stopped reports whether a shutdown has finished: no engine, no job left.
+func (s *Scheduler) stopped() bool {
+	return s.st.closing && len(s.st.instances()) == 0 && len(s.st.runs) == 0
 }
 
 func (s *Scheduler) handleReq(r any) {
@@ -328,10 +340,7 @@ func (s *Scheduler) failQueued(m *modelState, reason string) {
 	m.failing = true
 	m.queued = 0
 	s.failWaiters(m, fmt.Errorf("%w: %s", ErrLoadFailed, reason))
-	go func() {
-		n := s.failQueuedNow(m.Name, reason)
-		s.emit(failedQueued{model: m.Name, n: n})
-	}()
+	s.fx.failQueued(m.Name, reason)
 }
 
 func (s *Scheduler) failQueuedNow(model, reason string) int {

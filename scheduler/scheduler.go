@@ -147,6 +147,7 @@ type Scheduler struct {
 
 	// st is owned by the loop goroutine.
 	st *state
+	fx effects
 }
 
 // New validates cfg and returns a Scheduler; call Start to run it.
@@ -191,6 +192,7 @@ func New(cfg Config, st JobStore, l Launcher, m Meter, log *slog.Logger) (*Sched
 		done:     make(chan struct{}),
 	}
 	s.st = newState(cfg)
+	s.fx = liveEffects{s}
 	return s, nil
 }
 
