@@ -9,7 +9,7 @@ CONFIG   ?= config.example.yaml
 FUZZTIME ?= 30s
 BENCHCOUNT ?= 1
 
-.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean
+.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean gpu-bin gpu-check
 
 help: ## list targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z][a-z-]*:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,6 +54,14 @@ tidy: ## go mod tidy
 
 cover: ## coverage report
 	$(GO) test -count=1 -coverprofile=cover.out ./... && $(GO) tool cover -func=cover.out | tail -1
+
+gpu-bin: ## prebuild vramcram, the stand-in engine and the NVML tests into .gpu-bin/ for scripts/gpu-check.sh
+	CGO_ENABLED=1 $(GO) build -ldflags '$(LDFLAGS)' -o .gpu-bin/vramcram .
+	$(GO) build -o .gpu-bin/testengine ./runner/testengine
+	CGO_ENABLED=1 $(GO) test -c -tags nvml -o .gpu-bin/vram-nvml.test ./vram/
+
+gpu-check: ## GPU machine only: NVML tests + VRAM checks with GPU-holding stand-in engines
+	scripts/gpu-check.sh
 
 clean: ## remove build outputs
 	rm -rf bin cover.out

@@ -49,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "serve":
 		return serveCmd(args, stderr)
+	case "check":
+		return checkCmd(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "vramcram", version)
 		return 0
@@ -64,6 +66,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   vramcram [serve] [-config FILE]   run the server (default command)
+  vramcram check [-config FILE]     validate the config; show each model's VRAM and fit
   vramcram version                  print the version
 
 The config path may also come from VRAMCRAM_CONFIG; VRAMCRAM_* variables
@@ -125,7 +128,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	st, err := store.Open(filepath.Join(dataDir, "vramcram.db"), store.Options{MaxQueued: cfg.Scheduling.MaxQueue})
+	st, err := store.Open(filepath.Join(dataDir, storeFile), store.Options{MaxQueued: cfg.Scheduling.MaxQueue})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
@@ -158,6 +161,11 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 
 	sc := schedulerConfig(cfg)
 	estimateModels(cfg, sc.Models, log)
+	learned, err := st.LearnedVRAM()
+	if err != nil {
+		log.Warn("read learned VRAM figures", "err", err)
+	}
+	applyLearned(cfg, sc.Models, learned, log)
 	sched, err := scheduler.New(sc, st, newLaunchers(cfg, records, log), meter, log.With("component", "scheduler"))
 	if err != nil {
 		return err

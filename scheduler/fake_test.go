@@ -176,3 +176,6 @@ func (e *fakeEngine) Run(ctx context.Context, job store.Job, progress func(Progr
 	progress(Progress{Tokens: 1, Chunk: "ok"})
 	return []byte(`{"type":"llm","text":"` + job.Model + `:` + job.Prompt + `"}`), nil
 }
+
+// URL makes fake engines take direct (interactive) requests.
+func (e *fakeEngine) URL() string { return "http://fake.invalid/" + e.model }

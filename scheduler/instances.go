@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/vramcram/vramcram/store"
@@ -14,6 +16,7 @@ import (
 func (s *Scheduler) plan(ctx context.Context) {
 	st := s.st
 	now := s.now()
+	heads := s.headsFunc()
 	for _, i := range st.instances() {
 		m := i.model
 		switch i.state {
@@ -21,10 +24,14 @@ func (s *Scheduler) plan(ctx context.Context) {
 			if st.closing || engineGone(i) {
 				continue // a dead engine's exit event is on its way
 			}
-			for i.inflight < m.Slots && m.queued > 0 {
+			for i.inflight < m.Slots && m.waiting() > 0 {
+				if len(m.waiters) > 0 && (m.queued == 0 || waiterFirst(m.waiters[0], heads(m.Name))) {
+					s.grant(i, m)
+					continue
+				}
 				s.dispatch(ctx, i)
 			}
-			if m.TTL > 0 && i.inflight == 0 && m.queued == 0 && now.Sub(i.lastUsed) >= m.TTL {
+			if m.TTL > 0 && i.inflight == 0 && m.waiting() == 0 && now.Sub(i.lastUsed) >= m.TTL {
 				s.stopInstance(i, "idle for ttl")
 			}
 		case InstDraining:
@@ -38,7 +45,7 @@ func (s *Scheduler) plan(ctx context.Context) {
 	}
 	for _, name := range st.order {
 		m := st.models[name]
-		if m.queued == 0 || m.failing {
+		if m.waiting() == 0 || m.failing {
 			continue
 		}
 		switch {
@@ -64,21 +71,22 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 		if s.reservation(m) > s.budget() {
 			continue
 		}
-		if m.queued > 0 || m.wantLoaded {
+		if m.waiting() > 0 || m.wantLoaded {
 			cands = append(cands, candidate{Model: name})
 		}
 	}
 	if len(cands) == 0 {
 		return
 	}
-	heads, err := s.store.Heads()
-	if err != nil {
-		s.log.Error("read queue heads", "err", err)
-		return
-	}
+	heads := s.headsFunc()
 	for k := range cands {
-		if h, ok := heads[cands[k].Model]; ok {
-			cands[k].HasHead, cands[k].Priority, cands[k].Seq, cands[k].Since = true, h.Priority, h.Seq, h.CreatedAt
+		c := &cands[k]
+		h := heads(c.Model)
+		if h.ok {
+			c.HasHead, c.Priority, c.Since = true, h.priority, h.since
+		}
+		if ws := st.models[c.Model].waiters; len(ws) > 0 && waiterFirst(ws[0], h) {
+			c.HasHead, c.Priority, c.Since = true, ws[0].priority, ws[0].since
 		}
 	}
 	orderCandidates(cands)
@@ -129,7 +137,7 @@ func (s *Scheduler) victims(m *modelState) []victim {
 		}
 		out = append(out, victim{
 			ID: i.id, Model: i.model.Name, ReservedMB: i.reservedMB, LastUsed: i.lastUsed,
-			Busy: i.inflight > 0, Queued: i.model.queued, Pinned: i.model.Pinned,
+			Busy: i.inflight > 0, Queued: i.model.waiting(), Pinned: i.model.Pinned,
 		})
 	}
 	return out
@@ -157,25 +165,11 @@ func (s *Scheduler) startLoad(ctx context.Context, m *modelState, need int) {
 	st := s.st
 	st.nextInstID++
 	lctx, cancel := context.WithCancel(ctx)
-	i := &instance{id: st.nextInstID, model: m, state: InstLoading, reservedMB: need, startedAt: s.now(), cancelLoad: cancel}
+	i := &instance{id: st.nextInstID, model: m, state: InstLoading, reservedMB: need, estimateMB: need, startedAt: s.now(), cancelLoad: cancel}
 	m.inst = i
 	s.log.Info("loading model", "model", m.Name, "vram_mb", need)
 	s.bus.Publish(Event{Type: EvModelLoading, Model: m.Name, VRAMMB: need})
-	pids := s.recentExits()
-	go func() {
-		s.waitReleased(lctx, m.Name, pids, need)
-		eng, err := s.launcher.Launch(lctx, m.Model)
-		if err != nil {
-			s.emit(loadDone{inst: i, err: err})
-			return
-		}
-		s.emit(launched{inst: i, eng: eng})
-		go func() {
-			<-eng.Done()
-			s.emit(instExited{inst: i})
-		}()
-		s.emit(loadDone{inst: i, err: eng.WaitReady(lctx)})
-	}()
+	s.fx.load(lctx, i, s.recentExits(), need)
 }
 
 func (s *Scheduler) onLoadDone(i *instance, err error) {
@@ -193,6 +187,7 @@ func (s *Scheduler) onLoadDone(i *instance, err error) {
 		secs := now.Sub(i.startedAt).Seconds()
 		s.log.Info("model ready", "model", m.Name, "pid", i.eng.PID(), "load_seconds", secs)
 		s.bus.Publish(Event{Type: EvModelReady, Model: m.Name, VRAMMB: i.reservedMB, Seconds: secs})
+		s.readMeter(context.Background()) // measure the new engine now
 		return
 	}
 	if err != nil && i.state != InstStopping {
@@ -221,6 +216,7 @@ func (s *Scheduler) onLoadDone(i *instance, err error) {
 func (s *Scheduler) onExited(i *instance) {
 	i.exited = true
 	m := i.model
+	s.endLeases(i, errors.New("engine exited"))
 	if i.state == InstLoading {
 		// The load goroutine still owes its loadDone, which accounts the
 		// failure (and its backoff) and removes the instance.
@@ -267,16 +263,9 @@ func (s *Scheduler) stopInstance(i *instance, reason string) {
 	}
 }
 
-// terminate stops the engine process in a goroutine; instExited follows.
+// terminate stops the engine process; instExited follows.
 func (s *Scheduler) terminate(i *instance) {
-	eng := i.eng
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if err := eng.Stop(ctx); err != nil {
-			s.log.Warn("stop engine", "model", i.model.Name, "err", err)
-		}
-	}()
+	s.fx.terminate(i)
 }
 
 // dispatch hands one slot of i to a goroutine that claims and runs a job.
@@ -284,32 +273,7 @@ func (s *Scheduler) dispatch(ctx context.Context, i *instance) {
 	i.inflight++
 	i.claiming++
 	i.model.queued--
-	go s.runSlot(ctx, i)
-}
-
-// runSlot claims the next job of i's model, runs it and records the outcome.
-func (s *Scheduler) runSlot(ctx context.Context, i *instance) {
-	job, err := s.store.Claim(i.model.Name)
-	if err != nil {
-		s.emit(slotDone{inst: i, empty: errors.Is(err, store.ErrEmpty), err: err})
-		return
-	}
-	if engineGone(i) {
-		// The engine died between dispatch and claim: the job never ran, so
-		// it goes back without counting an attempt.
-		s.emit(slotDone{inst: i, err: s.store.Release(job.ID)})
-		return
-	}
-	jctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	run := &jobRun{id: job.ID, model: job.Model, inst: i, cancel: cancel}
-	s.emit(jobStarted{run: run})
-	result, err := i.eng.Run(jctx, job, func(p Progress) {
-		run.record(p)
-		s.bus.Publish(Event{Type: EvJobProgress, Model: job.Model, JobID: job.ID, Tokens: p.Tokens, Step: p.Step, Steps: p.Steps, Chunk: p.Chunk})
-	})
-	outcome, ferr := s.finish(jctx, i, job, result, err)
-	s.emit(slotDone{inst: i, run: run, outcome: outcome, err: ferr})
+	s.fx.runSlot(ctx, i)
 }
 
 // finish records a job's outcome in the store and returns its new state.
@@ -371,7 +335,10 @@ func (s *Scheduler) beginShutdown() {
 		grace = time.Nanosecond
 	}
 	st.graceCh = time.After(grace)
-	s.log.Info("scheduler draining", "running", len(st.runs), "grace", grace)
+	s.log.Info("scheduler draining", "running", len(st.runs), "interactive", len(st.leases), "grace", grace)
+	for _, name := range st.order {
+		s.failWaiters(st.models[name], ErrStopped)
+	}
 	for _, i := range st.instances() {
 		switch i.state {
 		case InstLoading:
@@ -393,9 +360,10 @@ func (s *Scheduler) forceStop() {
 	if !st.closing {
 		s.beginShutdown()
 	}
-	for _, run := range st.runs {
-		run.cancel(errShutdown)
+	for _, id := range slices.Sorted(maps.Keys(st.runs)) {
+		st.runs[id].cancel(errShutdown)
 	}
+	s.endLeases(nil, errShutdown)
 }
 
 // snapshot builds a Snapshot for the loop.
@@ -407,16 +375,17 @@ func (s *Scheduler) snapshot() Snapshot {
 	snap := Snapshot{
 		Policy: string(s.cfg.Policy), VRAMSource: string(st.reading.Source),
 		TotalMB: st.reading.TotalMB, BudgetMB: budget, ReservedMB: reserved, NotOursMB: notOurs,
-		FreeMB: max(budget-reserved-notOurs, 0), Running: len(st.runs),
+		FreeMB: max(budget-reserved-notOurs, 0), Running: len(st.runs) + len(st.leases),
 	}
 	for _, name := range st.order {
 		m := st.models[name]
 		ms := ModelStatus{
 			Name: name, Type: m.Type, State: modelStateName(m, now), VRAMMB: m.VRAMMB, EstimateMB: m.EstimateMB,
-			Pinned: m.Pinned, Slots: m.Slots, Queued: m.queued, LastUsed: timePtr(m.lastUsed),
+			LearnedMB: m.LearnedMB, Pinned: m.Pinned, Slots: m.Slots, Queued: m.waiting(), LastUsed: timePtr(m.lastUsed),
 		}
 		if i := m.inst; i != nil {
 			ms.ReservedMB = i.reservedMB
+			ms.MeasuredMB = i.measuredMB
 			ms.Running = i.inflight - i.claiming
 			ms.Queued += i.claiming
 			ms.LoadedAt = timePtr(i.readyAt)
@@ -454,4 +423,23 @@ func errString(err error) string {
 		return "exit status 0"
 	}
 	return err.Error()
+}
+
+// headsFunc returns a lookup of the durable queues' heads that reads the
+// store at most once, on first use.
+func (s *Scheduler) headsFunc() func(model string) headInfo {
+	var heads map[string]store.Job
+	read := false
+	return func(model string) headInfo {
+		if !read {
+			read = true
+			h, err := s.store.Heads()
+			if err != nil {
+				s.log.Error("read queue heads", "err", err)
+			}
+			heads = h
+		}
+		j, ok := heads[model]
+		return headInfo{ok: ok, priority: j.Priority, since: j.CreatedAt}
+	}
 }

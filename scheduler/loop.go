@@ -53,22 +53,13 @@ func (s *Scheduler) run(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	st := s.st
-	s.readMeter(ctx)
-	s.refreshDepths()
-	s.failOrphanJobs()
-	for _, name := range st.order {
-		if m := st.models[name]; m.Preload {
-			m.wantLoaded = true
-			s.log.Info("preload requested", "model", name)
-		}
-	}
-	s.checkAvailability()
+	s.boot(ctx)
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	lastMeter := s.now()
 	for {
 		s.plan(ctx)
-		if st.closing && len(st.instances()) == 0 && len(st.runs) == 0 {
+		if s.stopped() {
 			for _, r := range st.stopReplies {
 				close(r)
 			}
@@ -94,6 +85,27 @@ func (s *Scheduler) run(ctx context.Context) {
 	}
 }
 
+// boot reads the meter and the queue, fails jobs of models no longer
+// configured, and records preload wishes: the loop's first step.
+func (s *Scheduler) boot(ctx context.Context) {
+	st := s.st
+	s.readMeter(ctx)
+	s.refreshDepths()
+	s.failOrphanJobs()
+	for _, name := range st.order {
+		if m := st.models[name]; m.Preload {
+			m.wantLoaded = true
+			s.log.Info("preload requested", "model", name)
+		}
+	}
+	s.checkAvailability()
+}
+
+// stopped reports whether a shutdown has finished: no engine, no job left.
+func (s *Scheduler) stopped() bool {
+	return s.st.closing && len(s.st.instances()) == 0 && len(s.st.runs) == 0
+}
+
 func (s *Scheduler) handleReq(r any) {
 	st := s.st
 	switch r := r.(type) {
@@ -103,6 +115,11 @@ func (s *Scheduler) handleReq(r any) {
 		if m := st.models[r.model]; m != nil {
 			m.queued++
 		}
+	case acquireReq:
+		r.reply <- s.enqueueWaiter(r.w)
+	case abandonReq:
+		s.abandon(r.w)
+		close(r.reply)
 	case cancelReq:
 		run := st.runs[r.id]
 		if run != nil {
@@ -180,6 +197,8 @@ func (s *Scheduler) handleEvent(ev any) {
 			e.Error = ev.err.Error()
 		}
 		s.bus.Publish(e)
+	case leaseDone:
+		s.onLeaseDone(ev.lease, ev.err)
 	case failedQueued:
 		s.log.Warn("failed the queued jobs of a model that cannot run", "model", ev.model, "jobs", ev.n)
 		if m := st.models[ev.model]; m != nil {
@@ -218,11 +237,14 @@ func (s *Scheduler) budget() int {
 	return total - s.cfg.SafetyMarginMB
 }
 
-// reservation is what an instance of m reserves in the ledger: the
-// configured vram_mb, else the estimate from the model file. An unknown size
+// reservation is what an instance of m reserves in the ledger when it
+// starts: the figure measured on an earlier load, else the configured
+// vram_mb, else the estimate from the model file. An unknown size
 // reserves the whole budget: the model then runs alone, which is safe.
 func (s *Scheduler) reservation(m *modelState) int {
 	switch {
+	case m.LearnedMB > 0:
+		return m.LearnedMB
 	case m.VRAMMB > 0:
 		return m.VRAMMB
 	case m.EstimateMB > 0:
@@ -253,6 +275,7 @@ func (s *Scheduler) readMeter(ctx context.Context) {
 		return
 	}
 	s.st.reading = r
+	s.learn(r)
 }
 
 // refreshDepths re-reads the queue lengths from the store. Slots that were
@@ -316,10 +339,8 @@ func (s *Scheduler) failQueued(m *modelState, reason string) {
 	}
 	m.failing = true
 	m.queued = 0
-	go func() {
-		n := s.failQueuedNow(m.Name, reason)
-		s.emit(failedQueued{model: m.Name, n: n})
-	}()
+	s.failWaiters(m, fmt.Errorf("%w: %s", ErrLoadFailed, reason))
+	s.fx.failQueued(m.Name, reason)
 }
 
 func (s *Scheduler) failQueuedNow(model, reason string) int {

@@ -108,6 +108,9 @@ func orderCandidates(cs []candidate) {
 		if x.Priority != y.Priority {
 			return x.Priority > y.Priority
 		}
+		if !x.Since.Equal(y.Since) {
+			return x.Since.Before(y.Since)
+		}
 		if x.Seq != y.Seq {
 			return x.Seq < y.Seq
 		}

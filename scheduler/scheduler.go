@@ -41,10 +41,18 @@ type Model struct {
 	// EstimateMB is the estimate from the model file; used when VRAMMB is 0.
 	// When both are 0 the model reserves the whole budget.
 	EstimateMB int
-	Slots      int  // concurrent jobs per instance (llama-server --parallel)
-	Pinned     bool // never an eviction victim
-	Preload    bool // loaded at start
-	TTL        time.Duration
+	// LearnedMB is the peak VRAM measured for the model's engine on an
+	// earlier load (kept in the store under LearnKey); when set it is the
+	// reservation. The scheduler raises it as it measures.
+	LearnedMB int
+	// LearnKey names the learned figure in the store; default Name. Main
+	// derives it from the model's file and engine options, so that a changed
+	// configuration starts from its estimate again.
+	LearnKey string
+	Slots    int  // concurrent jobs per instance (llama-server --parallel)
+	Pinned   bool // never an eviction victim
+	Preload  bool // loaded at start
+	TTL      time.Duration
 }
 
 // Config holds the scheduler's settings.
@@ -139,6 +147,7 @@ type Scheduler struct {
 
 	// st is owned by the loop goroutine.
 	st *state
+	fx effects
 }
 
 // New validates cfg and returns a Scheduler; call Start to run it.
@@ -183,6 +192,7 @@ func New(cfg Config, st JobStore, l Launcher, m Meter, log *slog.Logger) (*Sched
 		done:     make(chan struct{}),
 	}
 	s.st = newState(cfg)
+	s.fx = liveEffects{s}
 	return s, nil
 }
 

@@ -40,6 +40,9 @@ type instance struct {
 	eng        Engine // nil until launched
 	state      InstState
 	reservedMB int
+	estimateMB int // the reservation at the start, before measurements
+	measuredMB int // latest figure the meter reports for the process
+	peakMB     int // highest figure the meter reported
 	startedAt  time.Time
 	readyAt    time.Time
 	lastUsed   time.Time
@@ -60,10 +63,14 @@ type modelState struct {
 	crashes      int // consecutive crashes after ready
 	backoffUntil time.Time
 	lastErr      string
-	unavailable  string // why the model cannot start (binary or file missing)
-	failing      bool   // a failQueued goroutine runs for this model
-	wantLoaded   bool   // preload or an explicit load request, until ready
+	unavailable  string    // why the model cannot start (binary or file missing)
+	failing      bool      // a failQueued goroutine runs for this model
+	wantLoaded   bool      // preload or an explicit load request, until ready
+	waiters      []*waiter // interactive requests, best first
 }
+
+// waiting is the number of jobs and interactive requests waiting for m.
+func (m *modelState) waiting() int { return m.queued + len(m.waiters) }
 
 // jobRun is a job running on an instance.
 type jobRun struct {
@@ -105,6 +112,9 @@ type state struct {
 	models     map[string]*modelState
 	order      []string // config order, for stable output
 	runs       map[string]*jobRun
+	leases     map[string]*Lease
+	waiterSeq  uint64
+	leaseSeq   uint64
 	reading    vram.Reading
 	nextInstID int
 
@@ -119,7 +129,7 @@ type state struct {
 }
 
 func newState(cfg Config) *state {
-	st := &state{models: map[string]*modelState{}, runs: map[string]*jobRun{}}
+	st := &state{models: map[string]*modelState{}, runs: map[string]*jobRun{}, leases: map[string]*Lease{}}
 	for _, m := range cfg.Models {
 		if m.Slots <= 0 {
 			m.Slots = 1
@@ -175,6 +185,8 @@ type ModelStatus struct {
 	VRAMMB     int        `json:"vram_mb"`
 	EstimateMB int        `json:"vram_estimate_mb"`
 	ReservedMB int        `json:"vram_reserved_mb"`
+	MeasuredMB int        `json:"vram_measured_mb"` // the running engine, now
+	LearnedMB  int        `json:"vram_learned_mb"`  // peak measured, kept across loads
 	Pinned     bool       `json:"pinned"`
 	Slots      int        `json:"slots"`
 	Running    int        `json:"running"`

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"time"
 
 	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Get returns the job with that ID. Returns ErrNotFound, or ErrCorrupt if the
@@ -264,6 +268,41 @@ func (s *Store) LearnedVRAM() (map[string]int, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("learned vram: %w", err)
+	}
+	return out, nil
+}
+
+// ReadLearnedVRAM opens the store file at path read-only and returns its
+// learned VRAM figures, without recovery or any write. It fails with
+// ErrLocked (after timeout) while a daemon holds the file, and returns an
+// empty map when the file does not exist.
+func ReadLearnedVRAM(path string, timeout time.Duration) (map[string]int, error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return map[string]int{}, nil
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: timeout})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("read learned vram: %w", ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read learned vram: %w", err)
+	}
+	defer db.Close()
+	out := map[string]int{}
+	err = db.View(func(tx *bbolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil || meta.Bucket(bucketLearnedVRAM) == nil {
+			return nil
+		}
+		return meta.Bucket(bucketLearnedVRAM).ForEach(func(k, v []byte) error {
+			if len(v) == 8 {
+				out[string(k)] = int(binary.BigEndian.Uint64(v))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read learned vram: %w", err)
 	}
 	return out, nil
 }

@@ -903,3 +903,27 @@ func TestOpen_Invalid(t *testing.T) {
 		t.Fatal("open of a non-bbolt file succeeded")
 	}
 }
+
+func TestReadLearnedVRAM(t *testing.T) {
+	path := t.TempDir() + "/q.db"
+	if got, err := ReadLearnedVRAM(path, 100*time.Millisecond); err != nil || len(got) != 0 {
+		t.Fatalf("missing file: %v, %v", got, err)
+	}
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetLearnedVRAM("a@1", 5120); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadLearnedVRAM(path, 50*time.Millisecond); !errors.Is(err, ErrLocked) {
+		t.Fatalf("while open: err = %v, want ErrLocked", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadLearnedVRAM(path, 100*time.Millisecond)
+	if err != nil || got["a@1"] != 5120 {
+		t.Fatalf("got %v, %v", got, err)
+	}
+}

@@ -31,6 +31,10 @@ type NVML struct {
 	lib    nvml.Interface
 	dev    nvml.Device
 	closed bool
+
+	// groups finds the process group of listed PIDs: /proc for the
+	// system's library, nothing for a mock (its PIDs are not real).
+	groups func(map[int]int) map[int]int
 }
 
 // OpenNVML initialises NVML and opens device index. lib is the library to
@@ -44,8 +48,10 @@ func OpenNVML(lib nvml.Interface, index int, log *slog.Logger) (*NVML, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	groups := func(map[int]int) map[int]int { return nil }
 	if lib == nil {
 		lib = nvml.New()
+		groups = processGroups
 	}
 	// Init loads the library; it is the only call that is safe without it.
 	if ret := lib.Init(); ret != nvml.SUCCESS {
@@ -63,7 +69,7 @@ func OpenNVML(lib nvml.Interface, index int, log *slog.Logger) (*NVML, error) {
 	if ret != nvml.SUCCESS {
 		name = fmt.Sprintf("GPU %d", index)
 	}
-	n := &NVML{log: log, index: index, name: name, lib: lib, dev: dev}
+	n := &NVML{log: log, index: index, name: name, lib: lib, dev: dev, groups: groups}
 	log.Info("NVML opened", "device", name, "index", index)
 	return n, nil
 }
@@ -124,6 +130,7 @@ func (n *NVML) Read(ctx context.Context) (Reading, error) {
 			return Reading{}, fmt.Errorf("nvml list %s processes on %s: %s", l.what, n.name, returnString(ret))
 		}
 	}
+	r.Group = n.groups(r.ByPID)
 	return r, nil
 }
 

@@ -23,13 +23,23 @@ type Reading struct {
 	FreeMB int
 	// ByPID is memory held per process, when the source can tell.
 	ByPID map[int]int
+	// Group maps a listed PID to its process group, where known. Engines
+	// run as group leaders, so memory held by an engine's helper processes
+	// counts as the engine's.
+	Group map[int]int
 }
 
-// Held returns the memory process pid holds and whether the reading lists it
-// at all. A listed process may hold 0 when the driver cannot attribute its
-// memory. A static reading lists nobody.
+// Held returns the memory process pid and the members of its process group
+// hold, and whether the reading lists any of them. A listed process may hold
+// 0 when the driver cannot attribute its memory. A static reading lists
+// nobody.
 func (r Reading) Held(pid int) (mb int, listed bool) {
-	mb, listed = r.ByPID[pid]
+	for p, n := range r.ByPID {
+		if p == pid || r.Group[p] == pid {
+			mb += n
+			listed = true
+		}
+	}
 	return mb, listed
 }
 
@@ -45,7 +55,7 @@ func (r Reading) NotOursMB(ours map[int]bool) int {
 	}
 	mine := 0
 	for pid, mb := range r.ByPID {
-		if ours[pid] {
+		if ours[pid] || ours[r.Group[pid]] {
 			mine += mb
 		}
 	}

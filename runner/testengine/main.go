@@ -30,6 +30,9 @@
 //	--test-fork-grandchild     start a copy of itself that sleeps (ignoring SIGTERM) in the
 //	                           same process group; logs "test: forked grandchild pid N"
 //	--test-exit-after D        exit 3 after D
+//	--test-gpu-mb N            while "loading", start --test-gpu-helper PATH N (python3) in
+//	                           this process group and wait until it prints that it holds
+//	                           N MiB of GPU memory (scripts/gpu-hold.py; GPU checks only)
 //
 // By default SIGTERM or SIGINT makes it log a line and exit 0 at once.
 //
@@ -92,7 +95,9 @@ type options struct {
 	sigtermWaitsClients bool
 	forkGrandchild      bool
 	exitAfter           time.Duration
-	grandchild          bool // hidden: be the grandchild
+	grandchild          bool   // hidden: be the grandchild
+	gpuMB               int    // hold this much GPU memory through gpuHelper
+	gpuHelper           string // script that holds N MiB (scripts/gpu-hold.py)
 }
 
 func defaultOptions() options {
@@ -187,6 +192,12 @@ func parseArgs(args []string) (options, error) {
 			}
 		case "--test-grandchild":
 			o.grandchild = true
+		case "--test-gpu-mb":
+			if v, err = value(); err == nil {
+				o.gpuMB, err = strconv.Atoi(v)
+			}
+		case "--test-gpu-helper":
+			o.gpuHelper, err = value()
 		default:
 			// Unknown flag: take the next argument as its value unless it
 			// looks like a flag itself.
@@ -286,6 +297,13 @@ func run(o options) int {
 	}
 	if !sleepOrSignal(o.loadDelay, sigCh, o) {
 		return 0
+	}
+	if o.gpuMB > 0 {
+		if err := holdGPU(o.gpuHelper, o.gpuMB); err != nil {
+			logf("llama_model_load: error loading model: test: --test-gpu-mb: %v", err)
+			logf("srv  llama_server: exiting due to model loading error")
+			return 1
+		}
 	}
 	if o.failLoad {
 		logf("llama_model_load: error loading model: test: --test-fail-load")

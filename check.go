@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vramcram/vramcram/scheduler"
+	"github.com/vramcram/vramcram/store"
+	"github.com/vramcram/vramcram/vram"
+)
+
+// storeFile is the bbolt file under storage.data_dir.
+const storeFile = "vramcram.db"
+
+// learnKey names a model's learned VRAM figure in the store: its name and a
+// hash of what decides its memory (file and engine options), so that a
+// changed configuration starts again from its estimate.
+func learnKey(cfg *Config, name string) string {
+	var spec string
+	if m, ok := cfg.LLMByName(name); ok {
+		spec = fmt.Sprintf("llm|%s|%+v", m.ModelPath, m.Config)
+	} else if m, ok := cfg.DiffusionByName(name); ok {
+		spec = fmt.Sprintf("diffusion|%s|%+v", m.ModelPath, m.Config)
+	}
+	sum := sha256.Sum256([]byte(spec))
+	return name + "@" + hex.EncodeToString(sum[:6])
+}
+
+// applyLearned sets each model's LearnKey and the figure learned on earlier
+// runs.
+func applyLearned(cfg *Config, models []scheduler.Model, learned map[string]int, log *slog.Logger) {
+	for k := range models {
+		m := &models[k]
+		m.LearnKey = learnKey(cfg, m.Name)
+		if mb := learned[m.LearnKey]; mb > 0 {
+			m.LearnedMB = mb
+			log.Info("VRAM learned on an earlier run", "model", m.Name, "vram_learned_mb", mb)
+		}
+	}
+}
+
+// checkCmd validates a config and prints, per model, its VRAM figures and
+// whether it fits the budget alone. Exit 1 on an invalid config.
+func checkCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", os.Getenv("VRAMCRAM_CONFIG"), "config file (YAML); default $VRAMCRAM_CONFIG")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := LoadConfig(*path, os.Environ())
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if err := printCheck(context.Background(), cfg, stdout); err != nil {
+		fmt.Fprintln(stderr, "vramcram check:", err)
+		return 1
+	}
+	return 0
+}
+
+func printCheck(ctx context.Context, cfg *Config, w io.Writer) error {
+	quiet := slog.New(slog.DiscardHandler)
+	meter, source, err := vram.OpenMeter(cfg.VRAM.TotalMB, quiet)
+	if err != nil {
+		return fmt.Errorf("open VRAM meter: %w", err)
+	}
+	defer meter.Close()
+	r, err := meter.Read(ctx)
+	if err != nil {
+		return fmt.Errorf("read VRAM: %w", err)
+	}
+	notOurs := r.NotOursMB(nil)
+	budget := r.TotalMB - cfg.VRAM.SafetyMarginMB
+	fmt.Fprintf(w, "config OK: %d LLM and %d diffusion models\n", len(cfg.Models.LLM), len(cfg.Models.Diffusion))
+	fmt.Fprintf(w, "GPU: source %s, total %d MiB, free %d MiB, used by other processes %d MiB\n", source, r.TotalMB, r.FreeMB, notOurs)
+	fmt.Fprintf(w, "budget: %d MiB (total − safety margin %d MiB); free for models now: %d MiB\n\n", budget, cfg.VRAM.SafetyMarginMB, budget-notOurs)
+
+	models := schedulerConfig(cfg).Models
+	var notes bytes.Buffer
+	estimateModels(cfg, models, slog.New(slog.NewTextHandler(&notes, &slog.HandlerOptions{Level: slog.LevelWarn, ReplaceAttr: dropTime})))
+	learned, lerr := store.ReadLearnedVRAM(filepath.Join(cfg.Storage.DataDir, storeFile), 200*time.Millisecond)
+	applyLearned(cfg, models, learned, quiet)
+
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MODEL\tTYPE\tCONFIGURED\tESTIMATED\tLEARNED\tRESERVES\tFITS ALONE")
+	for _, m := range models {
+		need, from := reserves(m, budget)
+		fits := "yes"
+		switch {
+		case need > budget:
+			fits = fmt.Sprintf("NO: needs %d MiB, budget %d MiB", need, budget)
+		case need > budget-notOurs:
+			fits = "not now: other processes hold the rest"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d MiB (%s)\t%s\n", m.Name, m.Type, mib(m.VRAMMB), mib(m.EstimateMB), mib(m.LearnedMB), need, from, fits)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if notes.Len() > 0 {
+		fmt.Fprintf(w, "\nnotes:\n%s", notes.String())
+	}
+	if errors.Is(lerr, store.ErrLocked) {
+		fmt.Fprintln(w, "\nlearned figures: the store is in use by a running server (see GET /models)")
+	} else if lerr != nil {
+		fmt.Fprintf(w, "\nlearned figures: %v\n", lerr)
+	}
+	return nil
+}
+
+// reserves mirrors the scheduler's choice of a model's reservation.
+func reserves(m scheduler.Model, budget int) (int, string) {
+	switch {
+	case m.LearnedMB > 0:
+		return m.LearnedMB, "learned"
+	case m.VRAMMB > 0:
+		return m.VRAMMB, "configured"
+	case m.EstimateMB > 0:
+		return m.EstimateMB, "estimated"
+	}
+	return budget, "unknown: whole budget"
+}
+
+func mib(n int) string {
+	if n <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d MiB", n)
+}
+
+// dropTime leaves the time out of the notes that check prints.
+func dropTime(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && a.Key == slog.TimeKey {
+		return slog.Attr{}
+	}
+	return a
+}

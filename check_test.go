@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vramcram/vramcram/store"
+)
+
+func writeCheckConfig(t *testing.T, dir string) string {
+	t.Helper()
+	model := filepath.Join(dir, "m.gguf")
+	if err := os.WriteFile(model, []byte("not a gguf"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := `storage: {data_dir: ` + filepath.Join(dir, "data") + `}
+vram: {total_mb: 10000, safety_margin_mb: 1000}
+models:
+  llm:
+    - name: small
+      model_path: ` + model + `
+      vram_mb: 4000
+    - name: huge
+      model_path: ` + model + `
+      vram_mb: 12000
+    - name: guess
+      model_path: ` + model + `
+`
+	path := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestCheck_PrintsFiguresAndFit(t *testing.T) {
+	dir := t.TempDir()
+	path := writeCheckConfig(t, dir)
+	cfg, err := LoadConfig(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(dir, "data", storeFile), store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetLearnedVRAM(learnKey(cfg, "small"), 4700); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"check", "-config", path}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	text := out.String()
+	for _, want := range []string{
+		"budget: 9000 MiB",
+		"4700 MiB (learned)",
+		"NO: needs 12000 MiB, budget 9000 MiB",
+		"9000 MiB (unknown: whole budget)",
+		"guess", // and a note on why it has no estimate
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	if !strings.Contains(text, "notes:") {
+		t.Errorf("no note on the model without an estimate:\n%s", text)
+	}
+}
+
+func TestCheck_InvalidConfigExitsNonZero(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(path, []byte("vram: {totl_mb: 5}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"check", "-config", path}, &out, &errOut); code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	if !strings.Contains(errOut.String(), "vram.totl_mb") {
+		t.Fatalf("error does not name the key: %s", errOut.String())
+	}
+}
+
+func TestLearnKey_ChangesWithEngineOptions(t *testing.T) {
+	a := &Config{Models: ModelsConfig{LLM: []LLMModel{{Name: "m", ModelPath: "/x.gguf", Config: LLMEngineConfig{ContextSize: 4096}}}}}
+	b := &Config{Models: ModelsConfig{LLM: []LLMModel{{Name: "m", ModelPath: "/x.gguf", Config: LLMEngineConfig{ContextSize: 8192}}}}}
+	if learnKey(a, "m") == learnKey(b, "m") {
+		t.Fatal("a larger context keeps the learned figure of the smaller one")
+	}
+	if learnKey(a, "m") != learnKey(a, "m") || !strings.HasPrefix(learnKey(a, "m"), "m@") {
+		t.Fatalf("unstable key %q", learnKey(a, "m"))
+	}
+}

@@ -1,0 +1,110 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/vramcram/vramcram/store"
+)
+
+// effects carries out what the loop decides. The decision code (handleReq,
+// handleEvent, plan) touches processes, slow store writes and time only
+// through it and Config.NowFunc; each effect reports back as events. The
+// daemon uses goroutines (liveEffects); the simulation tests run the same
+// decisions against simulated engines and a simulated clock.
+type effects interface {
+	// load waits for the memory of the exited engines pids to show free,
+	// starts i's engine, and reports launched, loadDone and (when the
+	// process ends) instExited.
+	load(ctx context.Context, i *instance, pids []int, needMB int)
+	// terminate stops i's engine; instExited follows.
+	terminate(i *instance)
+	// runSlot claims the next job of i's model and runs it, reporting
+	// jobStarted and slotDone.
+	runSlot(ctx context.Context, i *instance)
+	// failQueued fails every queued job of model, then reports failedQueued.
+	failQueued(model, reason string)
+	// persistLearned records a model's learned VRAM figure.
+	persistLearned(model, key string, mb int)
+}
+
+// liveEffects runs effects in goroutines against real engines and the store.
+type liveEffects struct{ s *Scheduler }
+
+func (fx liveEffects) load(ctx context.Context, i *instance, pids []int, needMB int) {
+	s := fx.s
+	go func() {
+		s.waitReleased(ctx, i.model.Name, pids, needMB)
+		eng, err := s.launcher.Launch(ctx, i.model.Model)
+		if err != nil {
+			s.emit(loadDone{inst: i, err: err})
+			return
+		}
+		s.emit(launched{inst: i, eng: eng})
+		go func() {
+			<-eng.Done()
+			s.emit(instExited{inst: i})
+		}()
+		s.emit(loadDone{inst: i, err: eng.WaitReady(ctx)})
+	}()
+}
+
+func (fx liveEffects) terminate(i *instance) {
+	s, eng := fx.s, i.eng
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := eng.Stop(ctx); err != nil {
+			s.log.Warn("stop engine", "model", i.model.Name, "err", err)
+		}
+	}()
+}
+
+func (fx liveEffects) runSlot(ctx context.Context, i *instance) { go fx.s.runSlot(ctx, i) }
+
+func (fx liveEffects) failQueued(model, reason string) {
+	s := fx.s
+	go func() {
+		n := s.failQueuedNow(model, reason)
+		s.emit(failedQueued{model: model, n: n})
+	}()
+}
+
+func (fx liveEffects) persistLearned(model, key string, mb int) {
+	s := fx.s
+	ls, ok := s.store.(LearnedStore)
+	if !ok {
+		return
+	}
+	go func() {
+		if err := ls.SetLearnedVRAM(key, mb); err != nil {
+			s.log.Warn("persist learned VRAM", "model", model, "err", err)
+		}
+	}()
+}
+
+// runSlot claims the next job of i's model, runs it and records the outcome.
+func (s *Scheduler) runSlot(ctx context.Context, i *instance) {
+	job, err := s.store.Claim(i.model.Name)
+	if err != nil {
+		s.emit(slotDone{inst: i, empty: errors.Is(err, store.ErrEmpty), err: err})
+		return
+	}
+	if engineGone(i) {
+		// The engine died between dispatch and claim: the job never ran, so
+		// it goes back without counting an attempt.
+		s.emit(slotDone{inst: i, err: s.store.Release(job.ID)})
+		return
+	}
+	jctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	run := &jobRun{id: job.ID, model: job.Model, inst: i, cancel: cancel}
+	s.emit(jobStarted{run: run})
+	result, err := i.eng.Run(jctx, job, func(p Progress) {
+		run.record(p)
+		s.bus.Publish(Event{Type: EvJobProgress, Model: job.Model, JobID: job.ID, Tokens: p.Tokens, Step: p.Step, Steps: p.Steps, Chunk: p.Chunk})
+	})
+	outcome, ferr := s.finish(jctx, i, job, result, err)
+	s.emit(slotDone{inst: i, run: run, outcome: outcome, err: ferr})
+}
