@@ -1,23 +1,13 @@
 package api
 
-import (
-	"context"
-	"time"
-)
+import "context"
 
 // SetAcquireFunc makes s take its interactive slots from f instead of the
-// scheduler's Acquire: f returns the engine's base URL and the release func.
-func SetAcquireFunc(s *Server, f func(ctx context.Context, model string, priority int) (string, func(ok bool), error)) {
+// scheduler's Acquire: f returns the engine's base URL, a context that ends
+// with the slot (nil: never) and the finish func.
+func SetAcquireFunc(s *Server, f func(ctx context.Context, model string, priority int) (string, context.Context, func(error), error)) {
 	s.acquireFn = func(ctx context.Context, model string, priority int) (slot, error) {
-		url, release, err := f(ctx, model, priority)
-		return slot{url: url, release: release}, err
+		url, sctx, finish, err := f(ctx, model, priority)
+		return slot{url: url, ctx: sctx, finish: finish}, err
 	}
-}
-
-// SetStreamTimings shortens the job streams' store poll and keep-alive; it
-// returns a func that restores them.
-func SetStreamTimings(poll, keepAlive time.Duration) func() {
-	p, k := streamPoll, streamKeepAlive
-	streamPoll, streamKeepAlive = poll, keepAlive
-	return func() { streamPoll, streamKeepAlive = p, k }
 }

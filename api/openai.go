@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 
@@ -26,11 +27,15 @@ var errNoLeaser = &Error{Status: http.StatusNotImplemented, Code: CodeNotAvailab
 
 // slot is a slot of a loaded engine held by one interactive request.
 type slot struct {
-	url     string        // the engine's base URL
-	release func(ok bool) // gives the slot back; ok=false blames the engine
+	url string          // the engine's base URL
+	ctx context.Context // ends when the engine behind the slot dies or the scheduler stops; nil: never
+	// finish gives the slot back with the request's outcome: nil
+	// (completed), a context cancellation (the client left: cancelled) or
+	// what went wrong (failed).
+	finish func(err error)
 }
 
-// AcquireFunc hands out slots; tests set one in place of the scheduler's
+// acquireFunc hands out slots; tests set one in place of the scheduler's
 // Acquire (see export_test.go).
 type acquireFunc func(ctx context.Context, model string, priority int) (slot, error)
 
@@ -47,7 +52,7 @@ func (s *Server) acquire(ctx context.Context, model string) (slot, error) {
 	if err != nil {
 		return slot{}, err
 	}
-	return slot{url: lease.URL, release: func(bool) { lease.Release() }}, nil
+	return slot{url: lease.URL, ctx: lease.Context(), finish: lease.Finish}, nil
 }
 
 // openAIModel is one entry of GET /v1/models.
@@ -119,9 +124,18 @@ func (s *Server) openAIRoute(k openAIKind) echo.HandlerFunc {
 			}
 			return acquireError(model, err)
 		}
-		engineOK := true
-		defer func() { sl.release(engineOK) }()
-		engineOK, err = s.forward(c, sl.url+k.enginePath(), model, body)
+		// The engine call ends with the client's request or with the slot
+		// (its engine died, the scheduler stopped), whichever ends first.
+		ectx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		if sl.ctx != nil {
+			defer context.AfterFunc(sl.ctx, cancel)()
+		}
+		outcome, err := s.forward(c, ectx, sl.url+k.enginePath(), model, body)
+		if outcome != nil && ctx.Err() == nil && sl.ctx != nil && sl.ctx.Err() != nil {
+			outcome = fmt.Errorf("engine stopped: %v", context.Cause(sl.ctx))
+		}
+		sl.finish(outcome)
 		return err
 	}
 }

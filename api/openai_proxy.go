@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,27 +36,34 @@ func newEngineClient() *http.Client {
 // allocate one.
 var relayBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
-// forward posts body to the engine at url and relays its answer. It reports
-// false when the engine, not the client, failed (the scheduler may then
-// check the engine's health).
-func (s *Server) forward(c echo.Context, url, model string, body []byte) (bool, error) {
-	ctx := c.Request().Context()
+// forward posts body to the engine at url, under ctx (which ends with the
+// client's request or with the slot), and relays the answer. It returns the
+// outcome for the slot — nil when the engine answered in full with a
+// success status, context.Canceled when the client left, else what went
+// wrong — and the error for echo to answer when nothing was relayed.
+func (s *Server) forward(c echo.Context, ctx context.Context, url, model string, body []byte) (outcome, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return true, fmt.Errorf("engine request for %s: %w", model, err)
+		return err, fmt.Errorf("engine request for %s: %w", model, err)
 	}
 	req.Header["Content-Type"] = jsonContentType
 	resp, err := s.engines.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return true, nil // the client left
+		if cerr := c.Request().Context().Err(); cerr != nil {
+			return cerr, nil // the client left
 		}
 		s.log.Warn("engine request failed", "model", model, "err", err)
-		return false, &Error{Status: http.StatusBadGateway, Code: CodeEngineFailed,
+		return fmt.Errorf("engine request: %v", err), &Error{Status: http.StatusBadGateway, Code: CodeEngineFailed,
 			Message: fmt.Sprintf("the engine of model %q did not answer; retry", model)}
 	}
 	defer resp.Body.Close()
-	return s.relay(c, resp, model), nil
+	if err := s.relay(c, resp, model); err != nil {
+		return err, nil
+	}
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("engine answered %s", resp.Status), nil
+	}
+	return nil, nil
 }
 
 var (
@@ -66,10 +74,11 @@ var (
 
 // relay copies the engine's answer to the client as it comes: status,
 // Content-Type and length, then the body bytes untouched, flushed after each
-// read when the answer is an event stream. It reports false when the engine
-// failed mid-answer; an event stream then ends with an error event, as
-// llama-server sends one for its own mid-stream errors.
-func (s *Server) relay(c echo.Context, resp *http.Response, model string) bool {
+// read when the answer is an event stream. It returns context.Canceled when
+// the client left and the engine's error when it failed mid-answer; an event
+// stream then ends with an error event, as llama-server sends one for its
+// own mid-stream errors.
+func (s *Server) relay(c echo.Context, resp *http.Response, model string) error {
 	w := c.Response()
 	h := w.Header()
 	ct := resp.Header["Content-Type"]
@@ -91,20 +100,20 @@ func (s *Server) relay(c echo.Context, resp *http.Response, model string) bool {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
 			if _, err := w.Write(buf[:n]); err != nil {
-				return true // the client left; the deferred close aborts the engine's request
+				return context.Canceled // the client left; closing the body aborts the engine's request
 			}
 			if sse {
 				if err := rc.Flush(); err != nil {
-					return true
+					return context.Canceled
 				}
 			}
 		}
 		switch {
 		case rerr == nil:
 		case errors.Is(rerr, io.EOF):
-			return true
+			return nil
 		case c.Request().Context().Err() != nil:
-			return true // the client left
+			return context.Canceled // the client left
 		default:
 			s.log.Warn("engine failed mid-answer", "model", model, "err", rerr)
 			if sse {
@@ -113,7 +122,7 @@ func (s *Server) relay(c echo.Context, resp *http.Response, model string) bool {
 				_, _ = fmt.Fprintf(w, "data: %s\n\n", b)
 				_ = rc.Flush()
 			}
-			return false
+			return fmt.Errorf("engine failed mid-answer: %v", rerr)
 		}
 	}
 }

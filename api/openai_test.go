@@ -104,35 +104,47 @@ type oaBundle struct {
 	eng      *fakeEngine
 	ts       *httptest.Server // the API on a real listener, for streams
 	acquires *calls           // "model priority"
-	releases *calls           // "ok=true" | "ok=false"
+	releases *calls           // outcomes: completed, cancelled, failed: …
 
 	mu         sync.Mutex
-	acquireErr error         // Acquire fails with it
-	engineURL  string        // overrides the engine's URL
-	block      chan struct{} // non-nil: Acquire waits for ctx, closing block when it starts waiting
+	acquireErr error           // Acquire fails with it
+	engineURL  string          // overrides the engine's URL
+	block      chan struct{}   // non-nil: Acquire waits for ctx, closing block when it starts waiting
+	slotCtx    context.Context // the slots' context
+}
+
+// outcome names a finish error as the scheduler's bus does.
+func outcome(err error) string {
+	switch {
+	case err == nil:
+		return "completed"
+	case errors.Is(err, context.Canceled):
+		return "cancelled"
+	}
+	return "failed: " + err.Error()
 }
 
 func setupOpenAI(t *testing.T, opts ...func(*api.Config)) *oaBundle {
 	t.Helper()
 	ob := &oaBundle{eng: newFakeEngine(t), acquires: &calls{}, releases: &calls{}}
-	acquire := func(ctx context.Context, model string, prio int) (string, func(bool), error) {
+	acquire := func(ctx context.Context, model string, prio int) (string, context.Context, func(error), error) {
 		ob.acquires.add(fmt.Sprintf("%s %d", model, prio))
 		ob.mu.Lock()
-		err, url, block := ob.acquireErr, ob.engineURL, ob.block
+		err, url, block, sctx := ob.acquireErr, ob.engineURL, ob.block, ob.slotCtx
 		ob.mu.Unlock()
 		if block != nil {
 			close(block)
 			<-ctx.Done()
-			return "", nil, ctx.Err()
+			return "", nil, nil, ctx.Err()
 		}
 		if err != nil {
-			return "", nil, err
+			return "", nil, nil, err
 		}
 		if url == "" {
 			url = ob.eng.srv.URL
 		}
 		var once sync.Once
-		return url, func(ok bool) { once.Do(func() { ob.releases.add(fmt.Sprintf("ok=%v", ok)) }) }, nil
+		return url, sctx, func(err error) { once.Do(func() { ob.releases.add(outcome(err)) }) }, nil
 	}
 	ob.testBundle = setupWith(t, setupOpts{
 		config: func(c *api.Config) {
@@ -319,7 +331,7 @@ func TestOpenAI_ForwardsAndRelaysUntouched(t *testing.T) {
 		if acq := b.acquires.get(); acq[i] != tt.model+" 7" {
 			t.Fatalf("acquire %q, want model %s at interactive priority 7", acq[i], tt.model)
 		}
-		if rel := b.releases.get(); len(rel) != i+1 || rel[i] != "ok=true" {
+		if rel := b.releases.get(); len(rel) != i+1 || rel[i] != "completed" {
 			t.Fatalf("releases %v", rel)
 		}
 	}
@@ -378,7 +390,7 @@ func TestOpenAI_StreamIsRelayedChunkByChunk(t *testing.T) {
 	if text.String() != "echo: hello world" {
 		t.Fatalf("text %q", text.String())
 	}
-	if rel := b.releases.get(); len(rel) != 1 || rel[0] != "ok=true" {
+	if rel := b.releases.get(); len(rel) != 1 || rel[0] != "completed" {
 		t.Fatalf("releases %v", rel)
 	}
 }
@@ -397,8 +409,8 @@ func TestOpenAI_ClientDisconnectMidStreamAbortsTheEngineAndReleases(t *testing.T
 	cancel() // the client goes away mid-stream
 	<-b.eng.aborted
 	waitFor(t, func() bool { return len(b.releases.get()) == 1 }, "slot released")
-	if rel := b.releases.get(); rel[0] != "ok=true" {
-		t.Fatalf("release %v: a client leaving is not the engine's fault", rel)
+	if rel := b.releases.get(); rel[0] != "cancelled" {
+		t.Fatalf("release %v: want the interactive job cancelled", rel)
 	}
 }
 
@@ -469,8 +481,8 @@ func TestOpenAI_EngineFailures(t *testing.T) {
 		dead.Close()
 		rec := b.do(t, http.MethodPost, "/v1/chat/completions", `{"model":"llama","messages":[{"role":"user","content":"hi"}]}`)
 		wantOpenAIError(t, 502, rec.Body.Bytes(), rec.Code, "server_error", "engine_failed", "")
-		if rel := b.releases.get(); len(rel) != 1 || rel[0] != "ok=false" {
-			t.Fatalf("releases %v, want the engine blamed", rel)
+		if rel := b.releases.get(); len(rel) != 1 || !strings.HasPrefix(rel[0], "failed: engine request") {
+			t.Fatalf("releases %v, want failed", rel)
 		}
 	})
 	t.Run("DiesMidStream", func(t *testing.T) {
@@ -488,8 +500,31 @@ func TestOpenAI_EngineFailures(t *testing.T) {
 		if err := json.Unmarshal([]byte(strings.TrimSpace(strings.TrimPrefix(rest, "data: "))), &ev); err != nil || ev["error"]["type"] != "server_error" {
 			t.Fatalf("error event %q: %v", rest, err)
 		}
-		if rel := b.releases.get(); len(rel) != 1 || rel[0] != "ok=false" {
-			t.Fatalf("releases %v, want the engine blamed", rel)
+		if rel := b.releases.get(); len(rel) != 1 || !strings.HasPrefix(rel[0], "failed: engine failed mid-answer") {
+			t.Fatalf("releases %v, want failed", rel)
+		}
+	})
+	t.Run("SlotEndsMidStream", func(t *testing.T) {
+		t.Parallel()
+		b := setupOpenAI(t)
+		gate := make(chan struct{})
+		b.eng.set(func(e *fakeEngine) { e.gate = gate })
+		sctx, stop := context.WithCancelCause(context.Background())
+		b.set(func(b *oaBundle) { b.slotCtx = sctx })
+		resp := b.post(t, context.Background(), "/v1/chat/completions", `{"model":"llama","stream":true,"messages":[{"role":"user","content":"x"}]}`)
+		defer resp.Body.Close()
+		r := bufio.NewReader(resp.Body)
+		if ev := nextSSE(t, r); !strings.Contains(ev, `"echo:"`) {
+			t.Fatalf("first chunk %q", ev)
+		}
+		stop(errors.New("engine exited: signal: killed")) // the scheduler saw the engine die
+		if ev := nextSSE(t, r); !strings.Contains(ev, `"code":"engine_failed"`) {
+			t.Fatalf("after the slot ended: %q, want an error event", ev)
+		}
+		<-b.eng.aborted
+		waitFor(t, func() bool { return len(b.releases.get()) == 1 }, "slot finished")
+		if rel := b.releases.get(); rel[0] != "failed: engine stopped: engine exited: signal: killed" {
+			t.Fatalf("releases %v", rel)
 		}
 	})
 	t.Run("EngineErrorRelayed", func(t *testing.T) {
@@ -503,7 +538,7 @@ func TestOpenAI_EngineFailures(t *testing.T) {
 		if resp.StatusCode != 400 || string(body) != answer {
 			t.Fatalf("%d %s: want the engine's answer as is", resp.StatusCode, body)
 		}
-		if rel := b.releases.get(); len(rel) != 1 || rel[0] != "ok=true" {
+		if rel := b.releases.get(); len(rel) != 1 || rel[0] != "failed: engine answered 400 Bad Request" {
 			t.Fatalf("releases %v", rel)
 		}
 	})
