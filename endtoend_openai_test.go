@@ -234,13 +234,17 @@ func TestE2E_OpenAIRoutes(t *testing.T) {
 		if code := d.postJSON("/v1/embeddings", `{"model":"alpha","input":["a","b"]}`, &out); code != 200 || len(out.Data) != 2 || len(out.Data[1].Embedding) != 16 || out.Data[1].Index != 1 {
 			t.Fatalf("embeddings: %d %+v", code, out)
 		}
-		var e struct{ Error struct{ Code, Param, Type string } }
+		var e struct {
+			Error struct{ Code, Param, Type string }
+		}
 		if code := d.postJSON("/v1/embeddings", `{"model":"beta","input":"a"}`, &e); code != 400 || e.Error.Code != "model_not_supported" || e.Error.Param != "model" {
 			t.Fatalf("embeddings of beta: %d %+v", code, e)
 		}
 	})
 	t.Run("UnknownModel", func(t *testing.T) {
-		var e struct{ Error struct{ Code, Param, Type, Message string } }
+		var e struct {
+			Error struct{ Code, Param, Type, Message string }
+		}
 		if code := d.postJSON("/v1/chat/completions", chatBody("gamma", "x", false), &e); code != 404 ||
 			e.Error.Code != "model_not_found" || e.Error.Type != "invalid_request_error" || e.Error.Param != "model" || !strings.Contains(e.Error.Message, "gamma") {
 			t.Fatalf("unknown model: %d %+v", code, e)
