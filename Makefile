@@ -30,8 +30,10 @@ test: ## all tests with -race (end-to-end included)
 test-short: ## unit tests only
 	$(GO) test -race -count=1 -short -timeout 5m ./...
 
-bench: ## benchmarks: durable enqueue, claim→complete, scheduler decisions
+bench: ## benchmarks: durable enqueue, claim→complete, scheduler decisions, proxy overhead
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./store/ ./scheduler/
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./api/
+	$(GO) test -run '^$$' -bench ProxyOverhead -benchtime 5000x -count $(BENCHCOUNT) .
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@set -e; for pkg in $$($(GO) list ./...); do \

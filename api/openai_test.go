@@ -39,7 +39,7 @@ type fakeEngine struct {
 
 type engineCall struct{ path, body string }
 
-func newFakeEngine(t *testing.T) *fakeEngine {
+func newFakeEngine(t testing.TB) *fakeEngine {
 	t.Helper()
 	e := &fakeEngine{aborted: make(chan struct{})}
 	e.srv = httptest.NewServer(http.HandlerFunc(e.serve))
@@ -124,7 +124,7 @@ func outcome(err error) string {
 	return "failed: " + err.Error()
 }
 
-func setupOpenAI(t *testing.T, opts ...func(*api.Config)) *oaBundle {
+func setupOpenAI(t testing.TB, opts ...func(*api.Config)) *oaBundle {
 	t.Helper()
 	ob := &oaBundle{eng: newFakeEngine(t), acquires: &calls{}, releases: &calls{}}
 	acquire := func(ctx context.Context, model string, prio int) (string, context.Context, func(error), error) {
