@@ -600,3 +600,81 @@ func TestE2E_OpenAINodeClient(t *testing.T) {
 		t.Fatalf("openai client: %v", err)
 	}
 }
+
+// TestE2E_RealLlamaServerOpenAI runs the OpenAI routes and the official
+// openai client against a real llama-server:
+// LLAMA_SERVER=/path/to/llama-server LLAMA_MODEL=/path/to/model.gguf.
+// Two model names share the file and the budget holds one, so the second
+// model's first request waits for a swap.
+func TestE2E_RealLlamaServerOpenAI(t *testing.T) {
+	server, model := os.Getenv("LLAMA_SERVER"), os.Getenv("LLAMA_MODEL")
+	if server == "" || model == "" {
+		t.Skip("set LLAMA_SERVER and LLAMA_MODEL to run against a real llama-server")
+	}
+	bin, _ := buildBinaries(t)
+	dir := t.TempDir()
+	port := freePort(t)
+	cfg := fmt.Sprintf(`server: {host: 127.0.0.1, port: %d, metrics_port: 0}
+storage: {data_dir: %s}
+vram: {total_mb: 5000, safety_margin_mb: 500}
+inference: {llama_server_path: %s}
+agents: {heartbeat_interval_seconds: 1, heartbeat_timeout_seconds: 10, worker_ready_timeout_seconds: 60, graceful_shutdown_timeout_seconds: 10, stop_grace_seconds: 3}
+logging: {level: debug, format: json}
+models:
+  llm:
+    - {name: tiny-a, model_path: %s, vram_mb: 4000, config: {parallel: 2, context_size: 512, gpu_layers: 0, embeddings: true, extra_args: [--pooling, mean]}}
+    - {name: tiny-b, model_path: %s, vram_mb: 4000, config: {parallel: 2, context_size: 512, gpu_layers: 0}}
+`, port, filepath.Join(dir, "data"), server, model, model)
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startOAIDaemon(t, bin, e2eSetup{cfg: path, port: port})
+	events := followEvents(t, d.url, map[string]int{"tiny-a": 4000, "tiny-b": 4000}, 4500)
+
+	for _, m := range []string{"tiny-a", "tiny-b", "tiny-a"} { // each one a swap
+		var out struct {
+			Model   string
+			Choices []struct {
+				Message      struct{ Content string }
+				FinishReason string `json:"finish_reason"`
+			}
+		}
+		body := fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":8,"seed":1}`, m)
+		if code := d.postJSON("/v1/chat/completions", body, &out); code != 200 || out.Model != m || len(out.Choices) != 1 || out.Choices[0].Message.Content == "" {
+			t.Fatalf("chat %s: %d %+v", m, code, out)
+		}
+		t.Logf("%s: %q (%s)", m, out.Choices[0].Message.Content, out.Choices[0].FinishReason)
+	}
+	if n := len(events.ofType("model_evicted")); n < 2 {
+		t.Fatalf("evictions %d, want a swap per request", n)
+	}
+	resp := d.post(context.Background(), "/v1/chat/completions", `{"model":"tiny-a","stream":true,"max_tokens":12,"messages":[{"role":"user","content":"Hello"}]}`)
+	text, chunks, finish := readChatStream(t, bufio.NewReader(resp.Body))
+	resp.Body.Close()
+	if chunks < 12 || finish != "length" || text == "" {
+		t.Fatalf("stream %q in %d chunks, finish %q", text, chunks, finish)
+	}
+	var emb struct {
+		Model string
+		Data  []struct{ Embedding []float64 }
+	}
+	if code := d.postJSON("/v1/embeddings", `{"model":"tiny-a","input":["one","two"]}`, &emb); code != 200 || emb.Model != "tiny-a" || len(emb.Data) != 2 || len(emb.Data[0].Embedding) == 0 {
+		t.Fatalf("embeddings: %d %+v", code, emb)
+	}
+	if node, err := exec.LookPath("node"); err == nil {
+		if _, err := os.Stat("scripts/openai-client/node_modules/openai/package.json"); err == nil {
+			out, err := exec.Command(node, "scripts/openai-client/test.mjs", "--base-url", d.url+"/v1",
+				"--model", "tiny-a", "--embeddings-model", "tiny-a").CombinedOutput()
+			t.Logf("%s", out)
+			if err != nil {
+				t.Fatalf("openai client: %v", err)
+			}
+		}
+	}
+	events.mu.Lock()
+	defer events.mu.Unlock()
+	if len(events.over) > 0 {
+		t.Fatalf("ledger over budget: %v", events.over)
+	}
+}
