@@ -8,8 +8,9 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 CONFIG   ?= config.example.yaml
 FUZZTIME ?= 30s
 BENCHCOUNT ?= 1
+SEEDS    ?= 2000
 
-.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean gpu-bin gpu-check
+.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean gpu-bin gpu-check sim
 
 help: ## list targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z][a-z-]*:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,6 +55,9 @@ tidy: ## go mod tidy
 
 cover: ## coverage report
 	$(GO) test -count=1 -coverprofile=cover.out ./... && $(GO) tool cover -func=cover.out | tail -1
+
+sim: ## deterministic scheduler simulation over SEEDS random seeds (default 2000)
+	$(GO) test -race -count=1 -run 'TestSim$$' ./scheduler -sim.seeds=$(SEEDS)
 
 gpu-bin: ## prebuild vramcram, the stand-in engine and the NVML tests into .gpu-bin/ for scripts/gpu-check.sh
 	CGO_ENABLED=1 $(GO) build -ldflags '$(LDFLAGS)' -o .gpu-bin/vramcram .
