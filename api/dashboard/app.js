@@ -231,6 +231,7 @@ function renderVRAM() {
     reserved += m.vram_reserved_mb;
     legend(color, '', `${m.name}: ${fmtMB(m.vram_reserved_mb)} reserved${has ? `, ${fmtMB(m.vram_measured_mb)} measured` : ''} (${m.state})`);
   }
+  if (measured) legend('rgba(0,0,0,.35)', '', 'dark strip: measured by NVML (red outline: above the reservation)');
   const notOurs = h.vram_not_ours_mb || 0;
   const margin = Math.max(0, total - h.vram_budget_mb);
   const free = Math.max(0, h.vram_budget_mb - reserved - notOurs);
