@@ -9,7 +9,7 @@ CONFIG   ?= config.example.yaml
 FUZZTIME ?= 30s
 BENCHCOUNT ?= 1
 
-.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean test-dashboard
+.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean
 
 help: ## list targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z][a-z-]*:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,6 +27,7 @@ test: ## all tests with -race (end-to-end included)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 10m ./...
 
+.PHONY: test-dashboard
 test-dashboard: ## only the dashboard's headless-Chromium test, verbose (prints the screenshot's path)
 	$(GO) test -race -count=1 -v -run '^TestE2E_Dashboard' .
 
