@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -103,6 +104,15 @@ func TestE2E_DashboardInHeadlessChromium(t *testing.T) {
 	const key = "dashboard-test-key"
 	cfg, port := writeDashboardConfig(t, engine, key)
 	d := startDaemon(t, bin, cfg, port)
+	t.Cleanup(func() {
+		// Runs before startDaemon's SIGKILL: a graceful stop leaves no
+		// engine behind for the other end-to-end tests to find.
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(30 * time.Second):
+		}
+	})
 	shot := dashboardScreenshot(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -145,5 +155,9 @@ func TestE2E_DashboardInHeadlessChromium(t *testing.T) {
 	}
 	if states["alpha"] != "unloaded" || states["beta"] != "ready" {
 		t.Errorf("model states %v, want alpha unloaded and beta ready", states)
+	}
+	d.signal(syscall.SIGTERM, 30*time.Second)
+	if procs := engineProcs(engine); len(procs) != 0 {
+		t.Fatalf("engines left after SIGTERM: %v", procs)
 	}
 }
