@@ -28,6 +28,10 @@ test: ## all tests with -race (end-to-end included)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 10m ./...
 
+.PHONY: test-dashboard
+test-dashboard: ## only the dashboard's headless-Chromium test, verbose (prints the screenshot's path)
+	$(GO) test -race -count=1 -v -run '^TestE2E_Dashboard' .
+
 test-short: ## unit tests only
 	$(GO) test -race -count=1 -short -timeout 5m ./...
 
