@@ -65,7 +65,7 @@ type simSpec struct {
 	// skipReleaseWait makes loads ignore memory still held by exited
 	// engines: a deliberate bug, to show the invariants catch it.
 	skipReleaseWait bool
-	limit       time.Duration // sim time after which unfinished jobs count as stuck
+	limit           time.Duration // sim time after which unfinished jobs count as stuck
 }
 
 // simEvent is one thing scheduled to happen.
