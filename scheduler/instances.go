@@ -25,7 +25,7 @@ func (s *Scheduler) plan(ctx context.Context) {
 				continue // a dead engine's exit event is on its way
 			}
 			for i.inflight < m.Slots && m.waiting() > 0 {
-				if len(m.waiters) > 0 && (m.queued == 0 || waiterFirst(m.waiters[0], heads(m.Name))) {
+				if len(m.waiters) > 0 && (m.queued == 0 || s.waiterFirst(m.waiters[0], heads(m.Name))) {
 					s.grant(i, m)
 					continue
 				}
@@ -85,8 +85,8 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 		if h.ok {
 			c.HasHead, c.Priority, c.Since = true, h.priority, h.since
 		}
-		if ws := st.models[c.Model].waiters; len(ws) > 0 && waiterFirst(ws[0], h) {
-			c.HasHead, c.Priority, c.Since = true, ws[0].priority, ws[0].since
+		if ws := st.models[c.Model].waiters; len(ws) > 0 && s.waiterFirst(ws[0], h) {
+			c.HasHead, c.Priority, c.Since = true, s.effective(ws[0].priority, ws[0].since), ws[0].since
 		}
 	}
 	orderCandidates(cands)
@@ -440,6 +440,6 @@ func (s *Scheduler) headsFunc() func(model string) headInfo {
 			heads = h
 		}
 		j, ok := heads[model]
-		return headInfo{ok: ok, priority: j.Priority, since: j.CreatedAt}
+		return headInfo{ok: ok, priority: s.effective(j.Priority, j.CreatedAt), since: j.CreatedAt}
 	}
 }

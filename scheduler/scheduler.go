@@ -63,6 +63,10 @@ type Config struct {
 	Policy         Policy
 	MaxWait        time.Duration
 	MaxAttempts    int
+	// Aging raises a waiting job's priority by one per Aging waited when
+	// the loop picks what to load next (the store does the same within a
+	// model's queue). 0 disables it.
+	Aging time.Duration
 	// ShutdownGrace is how long Stop lets running jobs finish before it
 	// requeues them.
 	ShutdownGrace time.Duration

@@ -59,6 +59,7 @@ type simSpec struct {
 	policy      Policy
 	maxWait     time.Duration
 	maxAttempts int
+	aging       time.Duration
 	arrivals    []simArrival
 	faults      simFaults
 	shutdownAt  time.Duration // 0: no shutdown
@@ -162,7 +163,8 @@ func newSim(spec simSpec) *sim {
 	x := &sim{spec: spec, rng: rand.New(rand.NewPCG(spec.seed, spec.seed^0x9e3779b97f4a7c15)), start: start, now: start,
 		engines: map[int]*simEngine{}, durations: map[string]time.Duration{}, running: map[string]bool{}, ctx: context.Background()}
 	x.st = newSimStore(func() time.Time { return x.now })
-	cfg := Config{TotalMB: spec.budget, Policy: spec.policy, MaxWait: spec.maxWait, MaxAttempts: spec.maxAttempts,
+	x.st.aging = spec.aging
+	cfg := Config{TotalMB: spec.budget, Policy: spec.policy, MaxWait: spec.maxWait, MaxAttempts: spec.maxAttempts, Aging: spec.aging,
 		ShutdownGrace: 5 * time.Second, ReleaseTimeout: 10 * time.Second, NowFunc: func() time.Time { return x.now }}
 	for _, m := range spec.models {
 		cfg.Models = append(cfg.Models, Model{Name: m.name, Type: "llm", VRAMMB: m.mb, Slots: m.slots, Pinned: m.pinned})

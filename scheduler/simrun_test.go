@@ -17,6 +17,9 @@ func randomSpec(seed uint64) simSpec {
 	if rng.IntN(2) == 0 {
 		spec.policy = PolicyFIFO
 	}
+	if rng.IntN(2) == 0 {
+		spec.aging = time.Duration(1+rng.IntN(10)) * time.Second
+	}
 	names := []string{"a", "b", "c", "d"}[:3+rng.IntN(2)]
 	for k, n := range names {
 		m := simModel{name: n, mb: 3000 + 1000*rng.IntN(4), loadTime: time.Duration(100+rng.IntN(1900)) * time.Millisecond, slots: 1 + rng.IntN(3)}

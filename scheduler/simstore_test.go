@@ -12,8 +12,9 @@ import (
 // (claim order, attempts, compare-and-set transitions), deterministic and
 // fast enough for hundreds of simulated runs.
 type simStore struct {
-	now  func() time.Time
-	jobs map[string]*store.Job
+	now   func() time.Time
+	aging time.Duration
+	jobs  map[string]*store.Job
 	ids  []string // arrival order
 	seq  uint64
 }
@@ -31,6 +32,10 @@ func (s *simStore) enqueue(model string, prio, maxAttempts int) *store.Job {
 	return j
 }
 
+func (s *simStore) eff(j *store.Job) int {
+	return store.EffectivePriority(j.Priority, j.CreatedAt, s.now(), s.aging)
+}
+
 // head is the next job Claim would take for model.
 func (s *simStore) head(model string) *store.Job {
 	var best *store.Job
@@ -39,7 +44,7 @@ func (s *simStore) head(model string) *store.Job {
 		if j.Model != model || j.State != store.JobStateQueued {
 			continue
 		}
-		if best == nil || j.Priority > best.Priority {
+		if best == nil || s.eff(j) > s.eff(best) {
 			best = j
 		}
 	}
