@@ -15,8 +15,8 @@ type simStore struct {
 	now   func() time.Time
 	aging time.Duration
 	jobs  map[string]*store.Job
-	ids  []string // arrival order
-	seq  uint64
+	ids   []string // arrival order
+	seq   uint64
 }
 
 func newSimStore(now func() time.Time) *simStore {
