@@ -10,7 +10,7 @@ FUZZTIME ?= 30s
 BENCHCOUNT ?= 1
 SEEDS    ?= 2000
 
-.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean gpu-bin gpu-check sim
+.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean gpu-bin gpu-check sim stress
 
 help: ## list targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z][a-z-]*:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -59,6 +59,9 @@ tidy: ## go mod tidy
 
 cover: ## coverage report
 	$(GO) test -count=1 -coverprofile=cover.out ./... && $(GO) tool cover -func=cover.out | tail -1
+
+stress: ## crash test: 1000 jobs while VramCram is SIGKILLed 20 times (STRESS_JOBS, STRESS_KILLS)
+	STRESS_JOBS=$${STRESS_JOBS:-1000} STRESS_KILLS=$${STRESS_KILLS:-20} $(GO) test -race -count=1 -timeout 20m -run 'TestE2E_CrashStress$$' -v .
 
 sim: ## deterministic scheduler simulation over SEEDS random seeds (default 2000)
 	$(GO) test -race -count=1 -run 'TestSim$$' ./scheduler -sim.seeds=$(SEEDS)
