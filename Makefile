@@ -10,7 +10,7 @@ FUZZTIME ?= 30s
 BENCHCOUNT ?= 1
 SEEDS    ?= 2000
 
-.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean gpu-bin gpu-check sim stress
+.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean gpu-bin gpu-check sim stress loadtest
 
 help: ## list targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z][a-z-]*:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,6 +62,9 @@ cover: ## coverage report
 
 stress: ## crash test: 1000 jobs while VramCram is SIGKILLed 20 times (STRESS_JOBS, STRESS_KILLS)
 	STRESS_JOBS=$${STRESS_JOBS:-1000} STRESS_KILLS=$${STRESS_KILLS:-20} $(GO) test -race -count=1 -timeout 20m -run 'TestE2E_CrashStress$$' -v .
+
+loadtest: ## load test: 500 clients submit and poll 20,000 jobs (LOAD_CLIENTS, LOAD_JOBS, LOAD_MAX_QUEUE)
+	LOAD_CLIENTS=$${LOAD_CLIENTS:-500} LOAD_JOBS=$${LOAD_JOBS:-20000} LOAD_MAX_QUEUE=$${LOAD_MAX_QUEUE:-300} $(GO) test -count=1 -timeout 20m -run 'TestE2E_Load$$' -v .
 
 sim: ## deterministic scheduler simulation over SEEDS random seeds (default 2000)
 	$(GO) test -race -count=1 -run 'TestSim$$' ./scheduler -sim.seeds=$(SEEDS)
