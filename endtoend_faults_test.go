@@ -67,7 +67,9 @@ func TestE2E_EngineFaults(t *testing.T) {
 	}()
 
 	t.Run("model file missing", func(t *testing.T) {
-		var e struct{ Error struct{ Code, Message string } }
+		var e struct {
+			Error struct{ Code, Message string }
+		}
 		code := d.do("POST", "/jobs", map[string]any{"model": "nofile", "prompt": "x"}, &e)
 		if code != 503 || e.Error.Code != "model_unavailable" || !strings.Contains(e.Error.Message, "not found") {
 			t.Fatalf("submit to a model without a file: %d %+v", code, e)
