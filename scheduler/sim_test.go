@@ -32,6 +32,7 @@ type simModel struct {
 	loadTime time.Duration
 	slots    int
 	pinned   bool
+	gpus     []int
 }
 
 // simArrival is a job that arrives at a given time.
@@ -55,7 +56,8 @@ type simFaults struct {
 type simSpec struct {
 	seed        uint64
 	models      []simModel
-	budget      int
+	budget      int   // one device of this size, unless devices is set
+	devices     []int // sizes of several devices
 	policy      Policy
 	maxWait     time.Duration
 	maxAttempts int
@@ -124,7 +126,7 @@ type simEngine struct {
 	sim       *sim
 	pid       int
 	model     string
-	mb        int
+	mb        map[int]int // device → MiB
 	exited    bool
 	releaseAt time.Time
 	done      chan struct{}
@@ -164,12 +166,19 @@ func newSim(spec simSpec) *sim {
 		engines: map[int]*simEngine{}, durations: map[string]time.Duration{}, running: map[string]bool{}, ctx: context.Background()}
 	x.st = newSimStore(func() time.Time { return x.now })
 	x.st.aging = spec.aging
+	if len(spec.devices) == 0 {
+		spec.devices = []int{spec.budget}
+	}
 	cfg := Config{TotalMB: spec.budget, Policy: spec.policy, MaxWait: spec.maxWait, MaxAttempts: spec.maxAttempts, Aging: spec.aging,
 		ShutdownGrace: 5 * time.Second, ReleaseTimeout: 10 * time.Second, NowFunc: func() time.Time { return x.now }}
 	for _, m := range spec.models {
-		cfg.Models = append(cfg.Models, Model{Name: m.name, Type: "llm", VRAMMB: m.mb, Slots: m.slots, Pinned: m.pinned})
+		cfg.Models = append(cfg.Models, Model{Name: m.name, Type: "llm", VRAMMB: m.mb, Slots: m.slots, Pinned: m.pinned, GPUs: m.gpus})
 	}
-	s, err := New(cfg, x.st, nil, simMeter{x}, nil)
+	for d, size := range spec.devices {
+		cfg.Devices = append(cfg.Devices, Device{ID: fmt.Sprint(d), TotalMB: size, Meter: simMeter{x, d}})
+	}
+	x.spec = spec
+	s, err := New(cfg, x.st, nil, nil, nil)
 	if err != nil {
 		panic(err)
 	}
@@ -260,12 +269,13 @@ func (x *sim) step() {
 	if !x.s.stopped() {
 		x.s.plan(x.ctx)
 	}
-	reserved, _, _ := x.s.ledger()
-	if budget := x.s.budget(); reserved > budget {
-		x.failf("ledger: %d MiB reserved > budget %d MiB", reserved, budget)
-	}
-	if held := x.heldMB(); held > x.spec.budget {
-		x.failf("GPU: engines hold %d MiB > %d MiB (%s)", held, x.spec.budget, x.holders())
+	for d, size := range x.spec.devices {
+		if reserved, _, _ := x.s.ledgerOn(d); reserved > x.s.budgetOn(d) {
+			x.failf("ledger of GPU %d: %d MiB reserved > budget %d MiB", d, reserved, x.s.budgetOn(d))
+		}
+		if held := x.heldMB(d); held > size {
+			x.failf("GPU %d: engines hold %d MiB > %d MiB (%s)", d, held, size, x.holders())
+		}
 	}
 }
 
@@ -273,13 +283,13 @@ func (x *sim) failf(format string, args ...any) {
 	x.errs = append(x.errs, fmt.Sprintf("t=%v step %d: ", x.now.Sub(x.start), x.steps)+fmt.Sprintf(format, args...))
 }
 
-// heldMB is the memory the GPU would show used: live engines and exited
+// heldMB is the memory device d would show used: live engines and exited
 // ones whose memory has not come back.
-func (x *sim) heldMB() int {
+func (x *sim) heldMB(d int) int {
 	n := 0
 	for _, e := range x.engines {
 		if !e.exited || x.now.Before(e.releaseAt) {
-			n += e.mb
+			n += e.mb[d]
 		}
 	}
 	return n
@@ -354,32 +364,35 @@ func (x *sim) checkEnd() {
 	}
 }
 
-// simMeter reads the simulated GPU as NVML would.
-type simMeter struct{ x *sim }
+// simMeter reads simulated GPU d as NVML would.
+type simMeter struct {
+	x *sim
+	d int
+}
 
 func (m simMeter) Read(context.Context) (vram.Reading, error) {
-	x := m.x
-	r := vram.Reading{Source: vram.SourceNVML, TotalMB: x.spec.budget, ByPID: map[int]int{}}
+	x, d := m.x, m.d
+	r := vram.Reading{Source: vram.SourceNVML, TotalMB: x.spec.devices[d], ByPID: map[int]int{}}
 	for pid, e := range x.engines {
-		if !e.exited || x.now.Before(e.releaseAt) {
-			r.ByPID[pid] = e.mb
+		if mb := e.mb[d]; mb > 0 && (!e.exited || x.now.Before(e.releaseAt)) {
+			r.ByPID[pid] = mb
 		}
 	}
-	r.FreeMB = x.spec.budget - x.heldMB()
+	r.FreeMB = x.spec.devices[d] - x.heldMB(d)
 	return r, nil
 }
 
 // simFx carries out the scheduler's effects in simulated time.
 type simFx struct{ x *sim }
 
-func (fx simFx) load(ctx context.Context, i *instance, pids []int, needMB int) {
+func (fx simFx) load(ctx context.Context, i *instance, pids []int) {
 	x := fx.x
 	wait := time.Duration(0)
 	if x.spec.skipReleaseWait {
 		pids = nil
 	}
 	for _, pid := range pids {
-		if e := x.engines[pid]; e != nil && e.releaseAt.After(x.now) {
+		if e := x.engines[pid]; e != nil && e.releaseAt.After(x.now) && sharesDevice(e, i.place) {
 			wait = max(wait, min(e.releaseAt.Sub(x.now), x.s.cfg.ReleaseTimeout))
 		}
 	}
@@ -390,7 +403,10 @@ func (fx simFx) load(ctx context.Context, i *instance, pids []int, needMB int) {
 		}
 		m := x.model(i.model.Name)
 		x.nextPID++
-		e := &simEngine{sim: x, pid: x.nextPID, model: m.name, mb: m.mb, done: make(chan struct{})}
+		e := &simEngine{sim: x, pid: x.nextPID, model: m.name, mb: map[int]int{}, done: make(chan struct{})}
+		for _, p := range i.place {
+			e.mb[p.Device] = m.mb * p.MB / max(i.reservedMB, 1) // what it really holds there
+		}
 		x.engines[e.pid] = e
 		x.loads++
 		x.s.handleEvent(launched{inst: i, eng: e})
@@ -410,6 +426,16 @@ func (fx simFx) load(ctx context.Context, i *instance, pids []int, needMB int) {
 			}
 		})
 	})
+}
+
+// sharesDevice reports whether e holds memory on a device of place.
+func sharesDevice(e *simEngine, place []Placement) bool {
+	for _, p := range place {
+		if e.mb[p.Device] > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func errString2(err error) error {

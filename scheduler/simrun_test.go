@@ -94,7 +94,7 @@ func TestSim_CatchesALoadThatRacesForMemory(t *testing.T) {
 		spec.skipReleaseWait = true
 		spec.faults.slowRelease = 3 * time.Second
 		spec.faults.until = time.Minute
-		if errs := newSim(spec).run(); len(errs) > 0 && strings.Contains(errs[0], "GPU: engines hold") {
+		if errs := newSim(spec).run(); len(errs) > 0 && strings.Contains(errs[0], "engines hold") {
 			caught++
 		}
 	}
