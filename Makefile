@@ -8,8 +8,9 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 CONFIG   ?= config.example.yaml
 FUZZTIME ?= 30s
 BENCHCOUNT ?= 1
+SEEDS    ?= 2000
 
-.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean gpu-bin gpu-check
+.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean gpu-bin gpu-check sim stress loadtest
 
 help: ## list targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z][a-z-]*:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,6 +27,10 @@ run: build ## run with $(CONFIG)
 test: ## all tests with -race (end-to-end included)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 10m ./...
+
+.PHONY: test-dashboard
+test-dashboard: ## only the dashboard's headless-Chromium test, verbose (prints the screenshot's path)
+	$(GO) test -race -count=1 -v -run '^TestE2E_Dashboard' .
 
 test-short: ## unit tests only
 	$(GO) test -race -count=1 -short -timeout 5m ./...
@@ -56,6 +61,15 @@ tidy: ## go mod tidy
 
 cover: ## coverage report
 	$(GO) test -count=1 -coverprofile=cover.out ./... && $(GO) tool cover -func=cover.out | tail -1
+
+stress: ## crash test: 1000 jobs while VramCram is SIGKILLed 20 times (STRESS_JOBS, STRESS_KILLS)
+	STRESS_JOBS=$${STRESS_JOBS:-1000} STRESS_KILLS=$${STRESS_KILLS:-20} $(GO) test -race -count=1 -timeout 20m -run 'TestE2E_CrashStress$$' -v .
+
+loadtest: ## load test: 500 clients submit and poll 20,000 jobs (LOAD_CLIENTS, LOAD_JOBS, LOAD_MAX_QUEUE)
+	LOAD_CLIENTS=$${LOAD_CLIENTS:-500} LOAD_JOBS=$${LOAD_JOBS:-20000} LOAD_MAX_QUEUE=$${LOAD_MAX_QUEUE:-300} $(GO) test -count=1 -timeout 20m -run 'TestE2E_Load$$' -v .
+
+sim: ## deterministic scheduler simulation over SEEDS random seeds (default 2000)
+	$(GO) test -race -count=1 -run 'TestSim$$' ./scheduler -sim.seeds=$(SEEDS)
 
 gpu-bin: ## prebuild vramcram, the stand-in engine and the NVML tests into .gpu-bin/ for scripts/gpu-check.sh
 	CGO_ENABLED=1 $(GO) build -ldflags '$(LDFLAGS)' -o .gpu-bin/vramcram .

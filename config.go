@@ -94,6 +94,7 @@ type SchedulingConfig struct {
 	MaxWaitSeconds int    `koanf:"max_wait_seconds"` // 30
 	MaxQueue       int    `koanf:"max_queue"`        // 10000
 	MaxAttempts    int    `koanf:"max_attempts"`     // 3
+	AgingSeconds   int    `koanf:"aging_seconds"`    // 60: +1 priority per 60 s waited; 0 off
 	// InteractivePriority is the queue priority of each request to the
 	// OpenAI-compatible routes (-100..100, higher first); default 10.
 	InteractivePriority int `koanf:"interactive_priority"`
@@ -201,6 +202,7 @@ func DefaultConfig() Config {
 		Scheduling: SchedulingConfig{
 			Policy:         "batch",
 			MaxWaitSeconds: 30,
+			AgingSeconds:   60,
 			MaxQueue:       10000,
 			MaxAttempts:    3,
 
@@ -778,6 +780,7 @@ func (c *Config) Validate() []string {
 	sc := c.Scheduling
 	p.oneOf("scheduling.policy", sc.Policy, "batch", "fifo")
 	p.atLeast("scheduling.max_wait_seconds", sc.MaxWaitSeconds, 0)
+	p.atLeast("scheduling.aging_seconds", sc.AgingSeconds, 0)
 	p.atLeast("scheduling.max_queue", sc.MaxQueue, 1)
 	p.between("scheduling.max_attempts", sc.MaxAttempts, 1, 100)
 	p.between("scheduling.interactive_priority", sc.InteractivePriority, -100, 100)

@@ -128,7 +128,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	st, err := store.Open(filepath.Join(dataDir, storeFile), store.Options{MaxQueued: cfg.Scheduling.MaxQueue})
+	st, err := store.Open(filepath.Join(dataDir, storeFile), store.Options{MaxQueued: cfg.Scheduling.MaxQueue, Aging: seconds(cfg.Scheduling.AgingSeconds)})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}

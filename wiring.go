@@ -50,6 +50,7 @@ func schedulerConfig(cfg *Config) scheduler.Config {
 		SafetyMarginMB: cfg.VRAM.SafetyMarginMB,
 		Policy:         scheduler.Policy(cfg.Scheduling.Policy),
 		MaxWait:        seconds(cfg.Scheduling.MaxWaitSeconds),
+		Aging:          seconds(cfg.Scheduling.AgingSeconds),
 		MaxAttempts:    cfg.Scheduling.MaxAttempts,
 		ShutdownGrace:  seconds(cfg.Agents.GracefulShutdownTimeoutSeconds),
 		MeterInterval:  seconds(cfg.VRAM.MonitoringIntervalSeconds),

@@ -120,6 +120,7 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	e.GET("/jobs/:id/result", s.getResult)
 	e.DELETE("/jobs/:id", s.cancelJob)
 	e.GET("/events", s.events)
+	s.routeDashboard(e) // GET / and its assets; no key needed
 	e.GET("/jobs/:id/stream", s.streamJob)
 	e.GET("/ws", s.ws)
 	e.GET("/v1/models", s.openAIModels)
@@ -134,11 +135,12 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 // Handler returns the http.Handler to serve.
 func (s *Server) Handler() http.Handler { return s.echo }
 
-// auth requires a Bearer key on every route but /health when keys are set.
+// auth requires a Bearer key on every route but /health and the dashboard
+// page (publicPath) when keys are set.
 // Keys are compared in constant time.
 func (s *Server) auth(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if len(s.cfg.APIKeys) == 0 || c.Request().URL.Path == "/health" {
+		if len(s.cfg.APIKeys) == 0 || publicPath(c.Path()) {
 			return next(c)
 		}
 		// The auth scheme is case-insensitive (RFC 9110 §11.1): "bearer KEY" is fine.

@@ -18,6 +18,8 @@ const (
 	EvModelFailed      = "model_failed"
 	EvModelUnavailable = "model_unavailable"
 	EvReleaseTimeout   = "vram_release_timeout"
+	EvDeviceLost       = "device_lost"
+	EvDeviceBack       = "device_back"
 )
 
 // Event is one thing that happened, as published on the bus and served as SSE.
@@ -26,6 +28,7 @@ type Event struct {
 	Time    time.Time `json:"time"`
 	Type    string    `json:"type"`
 	Model   string    `json:"model,omitempty"`
+	Device  string    `json:"device,omitempty"`
 	JobID   string    `json:"job_id,omitempty"`
 	State   string    `json:"state,omitempty"`
 	Reason  string    `json:"reason,omitempty"`

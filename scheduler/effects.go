@@ -17,7 +17,7 @@ type effects interface {
 	// load waits for the memory of the exited engines pids to show free,
 	// starts i's engine, and reports launched, loadDone and (when the
 	// process ends) instExited.
-	load(ctx context.Context, i *instance, pids []int, needMB int)
+	load(ctx context.Context, i *instance, pids []int)
 	// terminate stops i's engine; instExited follows.
 	terminate(i *instance)
 	// runSlot claims the next job of i's model and runs it, reporting
@@ -32,11 +32,17 @@ type effects interface {
 // liveEffects runs effects in goroutines against real engines and the store.
 type liveEffects struct{ s *Scheduler }
 
-func (fx liveEffects) load(ctx context.Context, i *instance, pids []int, needMB int) {
+func (fx liveEffects) load(ctx context.Context, i *instance, pids []int) {
 	s := fx.s
+	m := i.model.Model // a copy: the loop goes on changing its own
+	m.Placement = i.place
+	meters := make([]Meter, len(i.place))
+	for k, p := range i.place {
+		meters[k] = s.st.devs[p.Device].Meter
+	}
 	go func() {
-		s.waitReleased(ctx, i.model.Name, pids, needMB)
-		eng, err := s.launcher.Launch(ctx, i.model.Model)
+		s.waitReleased(ctx, m.Name, pids, m.Placement, meters)
+		eng, err := s.launcher.Launch(ctx, m)
 		if err != nil {
 			s.emit(loadDone{inst: i, err: err})
 			return

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vramcram/vramcram/store"
@@ -25,7 +26,7 @@ func (s *Scheduler) plan(ctx context.Context) {
 				continue // a dead engine's exit event is on its way
 			}
 			for i.inflight < m.Slots && m.waiting() > 0 {
-				if len(m.waiters) > 0 && (m.queued == 0 || waiterFirst(m.waiters[0], heads(m.Name))) {
+				if len(m.waiters) > 0 && (m.queued == 0 || s.waiterFirst(m.waiters[0], heads(m.Name))) {
 					s.grant(i, m)
 					continue
 				}
@@ -51,7 +52,7 @@ func (s *Scheduler) plan(ctx context.Context) {
 		switch {
 		case m.unavailable != "":
 			s.failQueued(m, "model unavailable: "+m.unavailable)
-		case s.reservation(m) > s.budget():
+		case !s.fitsAlone(m, s.reservation(m)):
 			s.failQueued(m, "model needs more VRAM than the budget")
 		}
 	}
@@ -68,7 +69,7 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 		if m.inst != nil || m.unavailable != "" || m.failing || now.Before(m.backoffUntil) {
 			continue
 		}
-		if s.reservation(m) > s.budget() {
+		if !s.fitsAlone(m, s.reservation(m)) {
 			continue
 		}
 		if m.waiting() > 0 || m.wantLoaded {
@@ -85,36 +86,33 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 		if h.ok {
 			c.HasHead, c.Priority, c.Since = true, h.priority, h.since
 		}
-		if ws := st.models[c.Model].waiters; len(ws) > 0 && waiterFirst(ws[0], h) {
-			c.HasHead, c.Priority, c.Since = true, ws[0].priority, ws[0].since
+		if ws := st.models[c.Model].waiters; len(ws) > 0 && s.waiterFirst(ws[0], h) {
+			c.HasHead, c.Priority, c.Since = true, s.effective(ws[0].priority, ws[0].since), ws[0].since
 		}
 	}
 	orderCandidates(cands)
-	budget := s.budget()
 	for _, c := range cands {
 		m := st.models[c.Model]
-		need := s.reservation(m)
-		reserved, releasing, notOurs := s.ledger()
-		free := budget - reserved - notOurs
-		if need <= free {
-			s.startLoad(ctx, m, need)
+		opts := s.options(m, s.reservation(m))
+		if place, ok := s.fitNow(opts); ok {
+			s.startLoad(ctx, m, place)
 			continue
 		}
 		if !c.HasHead {
 			// A load wish displaces only idle instances with nothing queued.
-			if victims, ok := chooseVictims(s.victims(m), need-free-releasing, scopeIdleNoWork); ok && need > free+releasing {
-				for _, v := range victims {
+			if r, ok := s.makeRoom(m, opts, scopeIdleNoWork); ok && !r.wait {
+				for _, v := range r.victims {
 					s.evict(v, m.Name)
 				}
 			}
 			continue
 		}
-		if need <= free+releasing {
+		r, ok := s.makeRoom(m, opts, scopeFor(s.cfg.Policy, c, now, s.cfg.MaxWait))
+		if ok && r.wait {
 			return // memory is already on its way back; wait for it
 		}
-		victims, ok := chooseVictims(s.victims(m), need-free-releasing, scopeFor(s.cfg.Policy, c, now, s.cfg.MaxWait))
 		if ok {
-			for _, v := range victims {
+			for _, v := range r.victims {
 				s.evict(v, m.Name)
 			}
 			return
@@ -125,18 +123,19 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 	}
 }
 
-// victims lists the instances that a load for m might displace.
-func (s *Scheduler) victims(m *modelState) []victim {
+// victimsOn lists the instances on device d that a load for m might
+// displace, each with its share of d.
+func (s *Scheduler) victimsOn(m *modelState, d int) []victim {
 	var out []victim
 	for _, i := range s.st.instances() {
-		if i.model == m || (i.state != InstReady && i.state != InstLoading) {
+		if i.model == m || (i.state != InstReady && i.state != InstLoading) || i.shareOn(d) == 0 {
 			continue
 		}
 		if i.state == InstLoading {
 			continue // never kill a load half-way; it becomes a victim once ready
 		}
 		out = append(out, victim{
-			ID: i.id, Model: i.model.Name, ReservedMB: i.reservedMB, LastUsed: i.lastUsed,
+			ID: i.id, Model: i.model.Name, ReservedMB: i.shareOn(d), LastUsed: i.lastUsed,
 			Busy: i.inflight > 0, Queued: i.model.waiting(), Pinned: i.model.Pinned,
 		})
 	}
@@ -161,15 +160,26 @@ func (s *Scheduler) evict(v victim, forModel string) {
 }
 
 // startLoad reserves need MiB for a new instance of m and spawns it.
-func (s *Scheduler) startLoad(ctx context.Context, m *modelState, need int) {
+func (s *Scheduler) startLoad(ctx context.Context, m *modelState, place []Placement) {
 	st := s.st
 	st.nextInstID++
 	lctx, cancel := context.WithCancel(ctx)
-	i := &instance{id: st.nextInstID, model: m, state: InstLoading, reservedMB: need, estimateMB: need, startedAt: s.now(), cancelLoad: cancel}
+	i := &instance{id: st.nextInstID, model: m, state: InstLoading, startedAt: s.now(), cancelLoad: cancel}
+	i.setShares(place)
+	i.estimate, i.estimateMB = place, i.reservedMB
 	m.inst = i
-	s.log.Info("loading model", "model", m.Name, "vram_mb", need)
-	s.bus.Publish(Event{Type: EvModelLoading, Model: m.Name, VRAMMB: need})
-	s.fx.load(lctx, i, s.recentExits(), need)
+	s.log.Info("loading model", "model", m.Name, "vram_mb", i.reservedMB, "gpus", placeIDs(place))
+	s.bus.Publish(Event{Type: EvModelLoading, Model: m.Name, VRAMMB: i.reservedMB, Device: placeIDs(place)})
+	s.fx.load(lctx, i, s.recentExits())
+}
+
+// placeIDs lists a placement's device IDs, as CUDA_VISIBLE_DEVICES does.
+func placeIDs(place []Placement) string {
+	ids := make([]string, len(place))
+	for k, p := range place {
+		ids[k] = p.ID
+	}
+	return strings.Join(ids, ",")
 }
 
 func (s *Scheduler) onLoadDone(i *instance, err error) {
@@ -370,12 +380,19 @@ func (s *Scheduler) forceStop() {
 func (s *Scheduler) snapshot() Snapshot {
 	st := s.st
 	now := s.now()
-	reserved, _, notOurs := s.ledger()
-	budget := s.budget()
-	snap := Snapshot{
-		Policy: string(s.cfg.Policy), VRAMSource: string(st.reading.Source),
-		TotalMB: st.reading.TotalMB, BudgetMB: budget, ReservedMB: reserved, NotOursMB: notOurs,
-		FreeMB: max(budget-reserved-notOurs, 0), Running: len(st.runs) + len(st.leases),
+	snap := Snapshot{Policy: string(s.cfg.Policy), VRAMSource: string(st.devs[0].reading.Source),
+		Running: len(st.runs) + len(st.leases)}
+	for d, dv := range st.devs {
+		reserved, _, notOurs := s.ledgerOn(d)
+		ds := DeviceStatus{Index: d, ID: dv.ID, Name: dv.Name, Source: string(dv.reading.Source), TotalMB: dv.reading.TotalMB,
+			BudgetMB: s.budgetOn(d), ReservedMB: reserved, NotOursMB: notOurs, Lost: dv.lost}
+		ds.FreeMB = max(ds.BudgetMB-reserved-notOurs, 0)
+		snap.Devices = append(snap.Devices, ds)
+		snap.TotalMB += ds.TotalMB
+		snap.BudgetMB += ds.BudgetMB
+		snap.ReservedMB += reserved
+		snap.NotOursMB += notOurs
+		snap.FreeMB += ds.FreeMB
 	}
 	for _, name := range st.order {
 		m := st.models[name]
@@ -386,6 +403,7 @@ func (s *Scheduler) snapshot() Snapshot {
 		if i := m.inst; i != nil {
 			ms.ReservedMB = i.reservedMB
 			ms.MeasuredMB = i.measuredMB
+			ms.Placement = i.place
 			ms.Running = i.inflight - i.claiming
 			ms.Queued += i.claiming
 			ms.LoadedAt = timePtr(i.readyAt)
@@ -440,6 +458,6 @@ func (s *Scheduler) headsFunc() func(model string) headInfo {
 			heads = h
 		}
 		j, ok := heads[model]
-		return headInfo{ok: ok, priority: j.Priority, since: j.CreatedAt}
+		return headInfo{ok: ok, priority: s.effective(j.Priority, j.CreatedAt), since: j.CreatedAt}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/vramcram/vramcram/store"
 )
 
 // ErrLoadFailed marks an interactive request whose model could not be
@@ -161,17 +163,23 @@ func (s *Scheduler) failWaiters(m *modelState, err error) {
 
 // waiterFirst says whether m's best waiter goes before the head of m's
 // durable queue: higher priority, or equal priority and earlier arrival.
-func waiterFirst(w *waiter, head headInfo) bool {
-	if !head.ok || w.priority != head.priority {
-		return !head.ok || w.priority > head.priority
+func (s *Scheduler) waiterFirst(w *waiter, head headInfo) bool {
+	wp := s.effective(w.priority, w.since)
+	if !head.ok || wp != head.priority {
+		return !head.ok || wp > head.priority
 	}
 	return !head.since.Before(w.since)
+}
+
+// effective is a priority aged by Config.Aging.
+func (s *Scheduler) effective(priority int, since time.Time) int {
+	return store.EffectivePriority(priority, since, s.now(), s.cfg.Aging)
 }
 
 // headInfo is the head of one model's durable queue.
 type headInfo struct {
 	ok       bool
-	priority int
+	priority int // aged
 	since    time.Time
 }
 

@@ -16,31 +16,50 @@ func learnKey(m Model) string {
 	return m.Name
 }
 
-// learn folds a meter reading into the ledger: what the driver reports for
-// an engine's process replaces its model's estimate. While loading the
-// reservation is the larger of the two (the engine is still allocating);
-// once ready it is the peak measured since the start. A new peak of a ready
-// instance is persisted for the next load.
-func (s *Scheduler) learn(r vram.Reading) {
-	if r.Source != vram.SourceNVML {
-		return
-	}
+// learn folds the devices' readings into the ledger: what the driver
+// reports for an engine's process on each of its devices replaces the
+// estimate there. While loading a share is the larger of the two (the
+// engine is still allocating); once ready it is the peak measured since the
+// start. A new peak of a ready instance is persisted for the next load.
+func (s *Scheduler) learn() {
 	for _, i := range s.st.instances() {
 		if i.eng == nil || i.eng.PID() <= 0 || i.state == InstStopping {
 			continue
 		}
-		mb, listed := r.Held(i.eng.PID())
-		if !listed || mb <= 0 {
+		if len(i.peak) != len(i.place) {
+			i.peak = make([]int, len(i.place))
+		}
+		measured, seen := 0, false
+		for k, p := range i.place {
+			r := s.st.devs[p.Device].reading
+			if r.Source != vram.SourceNVML {
+				continue
+			}
+			if mb, listed := r.Held(i.eng.PID()); listed && mb > 0 {
+				measured += mb
+				i.peak[k] = max(i.peak[k], mb)
+				seen = true
+			}
+		}
+		if !seen {
 			continue
 		}
-		i.measuredMB = mb
-		i.peakMB = max(i.peakMB, mb)
-		switch i.state {
-		case InstLoading:
-			i.reservedMB = max(i.estimateMB, i.peakMB)
-		case InstReady, InstDraining:
-			i.reservedMB = i.peakMB
-			s.persistLearned(i.model, i.peakMB)
+		i.measuredMB = measured
+		place := make([]Placement, len(i.place))
+		copy(place, i.place)
+		for k := range place {
+			if i.peak[k] == 0 {
+				continue // nothing measured there yet: keep the share
+			}
+			if i.state == InstLoading {
+				place[k].MB = max(i.estimate[k].MB, i.peak[k])
+			} else {
+				place[k].MB = i.peak[k]
+			}
+		}
+		i.setShares(place)
+		if i.state != InstLoading {
+			s.persistLearned(i.model, i.reservedMB)
 		}
 	}
 }

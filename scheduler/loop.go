@@ -219,8 +219,8 @@ func (s *Scheduler) admit(name string) error {
 	if m.unavailable != "" {
 		return fmt.Errorf("%w: %s: %s", ErrUnavailable, name, m.unavailable)
 	}
-	if need, budget := s.reservation(m), s.budget(); need > budget {
-		return fmt.Errorf("%w: %s needs %d MiB, budget is %d MiB", ErrTooLarge, name, need, budget)
+	if need := s.reservation(m); !s.fitsAlone(m, need) {
+		return fmt.Errorf("%w: %s needs %d MiB, budget is %d MiB", ErrTooLarge, name, need, s.budget())
 	}
 	if s.st.closing {
 		return ErrStopped
@@ -228,13 +228,14 @@ func (s *Scheduler) admit(name string) error {
 	return nil
 }
 
-// budget is total − safety margin, from the latest reading.
+// budget is the largest single device's total − safety margin, from the
+// latest readings: the most one unsplit model can reserve.
 func (s *Scheduler) budget() int {
-	total := s.st.reading.TotalMB
-	if total <= 0 {
-		total = s.cfg.TotalMB
+	b := 0
+	for d := range s.st.devs {
+		b = max(b, s.budgetOn(d))
 	}
-	return total - s.cfg.SafetyMarginMB
+	return b
 }
 
 // reservation is what an instance of m reserves in the ledger when it
@@ -253,29 +254,22 @@ func (s *Scheduler) reservation(m *modelState) int {
 	return s.budget()
 }
 
-// ledger returns reserved MiB, MiB being released (draining or stopping) and
-// MiB held by processes that are not ours.
+// ledger returns, over all devices, reserved MiB, MiB being released
+// (draining or stopping) and MiB held by processes that are not ours.
 func (s *Scheduler) ledger() (reserved, releasing, notOurs int) {
-	for _, i := range s.st.instances() {
-		reserved += i.reservedMB
-		if i.state == InstDraining || i.state == InstStopping {
-			releasing += i.reservedMB
-		}
+	for d := range s.st.devs {
+		r, rel, n := s.ledgerOn(d)
+		reserved, releasing, notOurs = reserved+r, releasing+rel, notOurs+n
 	}
-	return reserved, releasing, s.st.reading.NotOursMB(s.st.ours())
+	return reserved, releasing, notOurs
 }
 
+// readMeter reads every device and folds the readings into the ledger.
 func (s *Scheduler) readMeter(ctx context.Context) {
-	if s.meter == nil {
-		return
+	for d := range s.st.devs {
+		s.readDevice(ctx, d)
 	}
-	r, err := s.meter.Read(ctx)
-	if err != nil {
-		s.log.Warn("read VRAM", "err", err)
-		return
-	}
-	s.st.reading = r
-	s.learn(r)
+	s.learn()
 }
 
 // refreshDepths re-reads the queue lengths from the store. Slots that were

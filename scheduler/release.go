@@ -30,26 +30,34 @@ func (s *Scheduler) recentExits() []int {
 // after its process is reaped; loading into that memory would fail, or make
 // llama-server shrink itself to fit. Past the timeout the load proceeds under
 // the ledger. A static meter knows no processes: it returns at once.
-func (s *Scheduler) waitReleased(ctx context.Context, model string, pids []int, needMB int) {
-	if s.meter == nil || len(pids) == 0 {
+//
+// Each device of the placement is checked with its own meter (meters[k]
+// reads place[k]'s device; nil: a static meter, nothing to wait for).
+func (s *Scheduler) waitReleased(ctx context.Context, model string, pids []int, place []Placement, meters []Meter) {
+	if len(pids) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReleaseTimeout)
 	defer cancel()
 	start := s.now()
-	for k, pid := range pids {
-		want := 0
-		if k == len(pids)-1 {
-			want = needMB // free memory matters once every victim is gone
+	for d, meter := range meters {
+		if meter == nil {
+			continue
 		}
-		err := vram.WaitReleased(ctx, s.meter, pid, want, s.cfg.ReleasePoll)
-		if errors.Is(err, vram.ErrReleaseTimeout) {
-			s.log.Warn("VRAM not released in time; loading under the ledger", "model", model, "pid", pid, "err", err)
-			s.bus.Publish(Event{Type: EvReleaseTimeout, Model: model, Error: err.Error()})
-			return
-		}
-		if err != nil {
-			return
+		for k, pid := range pids {
+			want := 0
+			if k == len(pids)-1 {
+				want = place[d].MB // free memory matters once every victim is gone
+			}
+			err := vram.WaitReleased(ctx, meter, pid, want, s.cfg.ReleasePoll)
+			if errors.Is(err, vram.ErrReleaseTimeout) {
+				s.log.Warn("VRAM not released in time; loading under the ledger", "model", model, "pid", pid, "device", place[d].ID, "err", err)
+				s.bus.Publish(Event{Type: EvReleaseTimeout, Model: model, Device: place[d].ID, Error: err.Error()})
+				return
+			}
+			if err != nil {
+				return
+			}
 		}
 	}
 	if d := s.now().Sub(start); d > 50*time.Millisecond {

@@ -51,18 +51,31 @@ type Model struct {
 	LearnKey string
 	Slots    int  // concurrent jobs per instance (llama-server --parallel)
 	Pinned   bool // never an eviction victim
-	Preload  bool // loaded at start
-	TTL      time.Duration
+	// GPUs are the devices (positions in Config.Devices) the model must
+	// use; several split it evenly. Empty: the scheduler picks one device.
+	GPUs []int
+	// Placement is set on the copy of the Model given to Launcher.Launch:
+	// the devices and shares of this instance.
+	Placement []Placement
+	Preload   bool // loaded at start
+	TTL       time.Duration
 }
 
 // Config holds the scheduler's settings.
 type Config struct {
-	Models         []Model
-	TotalMB        int // used when the meter's reading is unavailable
+	Models  []Model
+	TotalMB int // used when the meter's reading is unavailable
+	// Devices are the GPUs, each with its own ledger. Empty: one device of
+	// TotalMB read by the meter given to New.
+	Devices        []Device
 	SafetyMarginMB int
 	Policy         Policy
 	MaxWait        time.Duration
 	MaxAttempts    int
+	// Aging raises a waiting job's priority by one per Aging waited when
+	// the loop picks what to load next (the store does the same within a
+	// model's queue). 0 disables it.
+	Aging time.Duration
 	// ShutdownGrace is how long Stop lets running jobs finish before it
 	// requeues them.
 	ShutdownGrace time.Duration
@@ -173,8 +186,23 @@ func New(cfg Config, st JobStore, l Launcher, m Meter, log *slog.Logger) (*Sched
 	if cfg.Policy != PolicyBatch && cfg.Policy != PolicyFIFO {
 		return nil, fmt.Errorf("scheduler: unknown policy %q", cfg.Policy)
 	}
-	if cfg.TotalMB-cfg.SafetyMarginMB <= 0 {
-		return nil, fmt.Errorf("scheduler: budget %d−%d MiB is not positive", cfg.TotalMB, cfg.SafetyMarginMB)
+	if len(cfg.Devices) == 0 {
+		cfg.Devices = []Device{{ID: "0", TotalMB: cfg.TotalMB}}
+		if m != nil {
+			cfg.Devices[0].Meter = m
+		}
+	}
+	for k, d := range cfg.Devices {
+		if d.TotalMB-cfg.SafetyMarginMB <= 0 {
+			return nil, fmt.Errorf("scheduler: device %d: budget %d−%d MiB is not positive", k, d.TotalMB, cfg.SafetyMarginMB)
+		}
+	}
+	for _, mo := range cfg.Models {
+		for _, g := range mo.GPUs {
+			if g < 0 || g >= len(cfg.Devices) {
+				return nil, fmt.Errorf("scheduler: model %s: GPU %d is not one of the %d devices", mo.Name, g, len(cfg.Devices))
+			}
+		}
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

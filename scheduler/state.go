@@ -39,10 +39,12 @@ type instance struct {
 	model      *modelState
 	eng        Engine // nil until launched
 	state      InstState
-	reservedMB int
-	estimateMB int // the reservation at the start, before measurements
-	measuredMB int // latest figure the meter reports for the process
-	peakMB     int // highest figure the meter reported
+	reservedMB int         // the sum of place
+	place      []Placement // reservation per device
+	estimateMB int         // the reservation at the start, before measurements
+	estimate   []Placement // the placement at the start
+	measuredMB int         // latest figure the meter reports for the process
+	peak       []int       // per device of place: highest figure the meter reported
 	startedAt  time.Time
 	readyAt    time.Time
 	lastUsed   time.Time
@@ -115,7 +117,7 @@ type state struct {
 	leases     map[string]*Lease
 	waiterSeq  uint64
 	leaseSeq   uint64
-	reading    vram.Reading
+	devs       []*devState
 	nextInstID int
 
 	// exited lists engines that exited recently: the next load waits for
@@ -137,7 +139,10 @@ func newState(cfg Config) *state {
 		st.models[m.Name] = &modelState{Model: m}
 		st.order = append(st.order, m.Name)
 	}
-	st.reading = vram.Reading{Source: vram.SourceConfig, TotalMB: cfg.TotalMB, FreeMB: cfg.TotalMB}
+	for _, d := range cfg.Devices {
+		st.devs = append(st.devs, &devState{Device: d,
+			reading: vram.Reading{Source: vram.SourceConfig, TotalMB: d.TotalMB, FreeMB: d.TotalMB}})
+	}
 	return st
 }
 
@@ -165,36 +170,53 @@ func (st *state) ours() map[int]bool {
 
 // Snapshot is a point-in-time view for /health and /models.
 type Snapshot struct {
-	Policy     string        `json:"policy"`
-	VRAMSource string        `json:"vram_source"`
-	TotalMB    int           `json:"vram_total_mb"`
-	BudgetMB   int           `json:"vram_budget_mb"`
-	ReservedMB int           `json:"vram_reserved_mb"`
-	NotOursMB  int           `json:"vram_not_ours_mb"`
-	FreeMB     int           `json:"vram_free_mb"`
-	QueueDepth int           `json:"queue_depth"`
-	Running    int           `json:"running"`
-	Models     []ModelStatus `json:"models"`
+	Policy     string         `json:"policy"`
+	VRAMSource string         `json:"vram_source"`
+	TotalMB    int            `json:"vram_total_mb"`
+	BudgetMB   int            `json:"vram_budget_mb"`
+	ReservedMB int            `json:"vram_reserved_mb"`
+	NotOursMB  int            `json:"vram_not_ours_mb"`
+	FreeMB     int            `json:"vram_free_mb"`
+	Devices    []DeviceStatus `json:"devices"`
+	QueueDepth int            `json:"queue_depth"`
+	Running    int            `json:"running"`
+	Models     []ModelStatus  `json:"models"`
 }
 
 // ModelStatus is one model in a Snapshot.
 type ModelStatus struct {
-	Name       string     `json:"name"`
-	Type       string     `json:"type"`
-	State      string     `json:"state"`
-	VRAMMB     int        `json:"vram_mb"`
-	EstimateMB int        `json:"vram_estimate_mb"`
-	ReservedMB int        `json:"vram_reserved_mb"`
-	MeasuredMB int        `json:"vram_measured_mb"` // the running engine, now
-	LearnedMB  int        `json:"vram_learned_mb"`  // peak measured, kept across loads
-	Pinned     bool       `json:"pinned"`
-	Slots      int        `json:"slots"`
-	Running    int        `json:"running"`
-	Queued     int        `json:"queued"`
-	PID        int        `json:"pid,omitempty"`
-	LastUsed   *time.Time `json:"last_used"`
-	LoadedAt   *time.Time `json:"loaded_at,omitempty"`
-	Reason     string     `json:"reason,omitempty"`
+	Name       string `json:"name"`
+	Type       string `json:"type"`
+	State      string `json:"state"`
+	VRAMMB     int    `json:"vram_mb"`
+	EstimateMB int    `json:"vram_estimate_mb"`
+	ReservedMB int    `json:"vram_reserved_mb"`
+	MeasuredMB int    `json:"vram_measured_mb"` // the running engine, now
+	LearnedMB  int    `json:"vram_learned_mb"`  // peak measured, kept across loads
+	Pinned     bool   `json:"pinned"`
+	Slots      int    `json:"slots"`
+	Running    int    `json:"running"`
+	Queued     int    `json:"queued"`
+	PID        int    `json:"pid,omitempty"`
+	// Placement is where the running instance is, per device.
+	Placement []Placement `json:"placement,omitempty"`
+	LastUsed  *time.Time  `json:"last_used"`
+	LoadedAt  *time.Time  `json:"loaded_at,omitempty"`
+	Reason    string      `json:"reason,omitempty"`
+}
+
+// DeviceStatus is one GPU in a Snapshot.
+type DeviceStatus struct {
+	Index      int    `json:"index"`
+	ID         string `json:"id"`
+	Name       string `json:"name,omitempty"`
+	Source     string `json:"vram_source"`
+	TotalMB    int    `json:"vram_total_mb"`
+	BudgetMB   int    `json:"vram_budget_mb"`
+	ReservedMB int    `json:"vram_reserved_mb"`
+	NotOursMB  int    `json:"vram_not_ours_mb"`
+	FreeMB     int    `json:"vram_free_mb"`
+	Lost       string `json:"lost,omitempty"`
 }
 
 // Loaded returns the names of models with a ready (or busy) instance.

@@ -84,8 +84,8 @@ func (s *Store) Enqueue(ctx context.Context, j *Job) error {
 	return nil
 }
 
-// Claim moves the head of model's queue (highest priority, then lowest Seq)
-// to running, counts the attempt (Attempts++) and sets StartedAt. Returns the
+// Claim moves the head of model's queue (highest priority, aged by
+// Options.Aging, then lowest Seq) to running, counts the attempt (Attempts++) and sets StartedAt. Returns the
 // claimed job, or ErrEmpty if the model has no queued job.
 func (s *Store) Claim(model string) (Job, error) {
 	var claimed Job
@@ -94,13 +94,12 @@ func (s *Store) Claim(model string) (Job, error) {
 		if qb == nil || model == "" {
 			return nil, ErrEmpty
 		}
-		k, v := qb.Cursor().First()
-		if k == nil {
-			return nil, ErrEmpty
-		}
-		j, err := t.indexedJob(string(v))
+		j, ok, err := s.head(t, qb)
 		if err != nil {
-			return nil, fmt.Errorf("head %s: %w", v, err)
+			return nil, err
+		}
+		if !ok {
+			return nil, ErrEmpty
 		}
 		if j.State != JobStateQueued {
 			return nil, fmt.Errorf("head %s: %w: in queue but %s", j.ID, ErrCorrupt, j.State)

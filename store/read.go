@@ -81,15 +81,13 @@ func (s *Store) Heads() (map[string]Job, error) {
 	out := map[string]Job{}
 	err := s.view(func(t *txn) error {
 		return t.queues.ForEachBucket(func(model []byte) error {
-			k, v := t.queues.Bucket(model).Cursor().First()
-			if k == nil {
-				return nil
-			}
-			j, err := t.indexedJob(string(v))
+			j, ok, err := s.head(t, t.queues.Bucket(model))
 			if err != nil {
 				return fmt.Errorf("head of %s: %w", model, err)
 			}
-			out[string(model)] = j
+			if ok {
+				out[string(model)] = j
+			}
 			return nil
 		})
 	})
@@ -99,8 +97,9 @@ func (s *Store) Heads() (map[string]Job, error) {
 	return out, nil
 }
 
-// Position returns the job's 0-based position in its model's queue (0: Claim
-// takes it next). It walks the queue, so it costs O(position). Returns
+// Position returns the job's 0-based position in its model's queue in key
+// order (priority, then arrival; aging, which only matters to jobs that
+// waited long, is left out). It walks the queue, so it costs O(position). Returns
 // ErrStateConflict if the job is not queued, ErrNotFound.
 func (s *Store) Position(id string) (int, error) {
 	pos := 0

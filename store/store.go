@@ -65,6 +65,10 @@ type Options struct {
 	MaxQueued int
 	// NowFunc is the clock; default time.Now. Times are stored in UTC.
 	NowFunc func() time.Time
+	// Aging raises a queued job's priority by one for every Aging it has
+	// waited, for the choice of the next job (Claim, Heads), so that a
+	// stream of high-priority jobs cannot starve low ones. 0 disables it.
+	Aging time.Duration
 	// NoSync skips fsync. Tests and benchmarks only: a power loss can then
 	// lose acknowledged jobs or corrupt the file.
 	NoSync bool
@@ -79,6 +83,7 @@ type Store struct {
 	path      string
 	maxQueued uint64
 	nowFunc   func() time.Time
+	aging     time.Duration
 
 	reqCh     chan *writeReq // unbuffered: a send that succeeds is accepted
 	closingCh chan struct{}  // closed by Close: stop accepting
@@ -125,6 +130,7 @@ func Open(path string, opts Options) (*Store, error) {
 		path:      path,
 		maxQueued: uint64(opts.MaxQueued),
 		nowFunc:   opts.NowFunc,
+		aging:     opts.Aging,
 		reqCh:     make(chan *writeReq),
 		closingCh: make(chan struct{}),
 		doneCh:    make(chan struct{}),

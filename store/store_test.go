@@ -927,3 +927,46 @@ func TestReadLearnedVRAM(t *testing.T) {
 		t.Fatalf("got %v, %v", got, err)
 	}
 }
+
+func TestClaim_AgingLetsOldLowPriorityJobsThrough(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s, err := Open(t.TempDir()+"/q.db", Options{NoSync: true, Aging: time.Minute, NowFunc: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	enq := func(prio int) string {
+		j := &Job{ID: NewID(), Model: "m", Type: "llm", Prompt: "p", Priority: prio}
+		if err := s.Enqueue(context.Background(), j); err != nil {
+			t.Fatal(err)
+		}
+		return j.ID
+	}
+	low := enq(0)
+	now = now.Add(90 * time.Second)
+	high := enq(2)
+	// low has waited 1.5 aging steps: effective 1 < 2.
+	if j, err := s.Claim("m"); err != nil || j.ID != high {
+		t.Fatalf("claimed %s, %v; want the high-priority job", j.ID, err)
+	}
+	high2 := enq(2)
+	now = now.Add(3 * time.Minute) // low: 0+4.5 → 4; high2: 2+3 → 5
+	if h, _ := s.Heads(); h["m"].ID != high2 {
+		t.Fatalf("head %s, want high2", h["m"].ID)
+	}
+	now = now.Add(10 * time.Minute) // low: 14; high2: 15 — still ahead
+	high3 := enq(5)                 // fresh: 5
+	if j, _ := s.Claim("m"); j.ID != high2 {
+		t.Fatalf("claimed %s, want high2", j.ID)
+	}
+	// low (effective 14) now beats the fresh high3 (5).
+	if j, _ := s.Claim("m"); j.ID != low {
+		t.Fatalf("claimed %s, want the aged low-priority job", j.ID)
+	}
+	if j, _ := s.Claim("m"); j.ID != high3 {
+		t.Fatalf("claimed %s, want high3", j.ID)
+	}
+	if _, err := s.Claim("m"); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("queue not empty: %v", err)
+	}
+}

@@ -1,0 +1,179 @@
+package scheduler
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+)
+
+// Trace benchmarks: the same job traces run in the simulation under each
+// policy. Reported per run: loads, makespan, p50/p99 wait (arrival to start)
+// and the Belady-style lower bound on loads for serving the trace in arrival
+// order (a policy that reorders, as batch does, can go below it).
+
+// abcModels are three models of which two fit together (a+c or b+c), not a+b.
+func abcModels() []simModel {
+	return []simModel{
+		{name: "a", mb: 6000, loadTime: 2 * time.Second, slots: 2},
+		{name: "b", mb: 6000, loadTime: 2 * time.Second, slots: 2},
+		{name: "c", mb: 3000, loadTime: time.Second, slots: 2},
+	}
+}
+
+func traceAlternate(n int) []simArrival {
+	var out []simArrival
+	for k := range n {
+		out = append(out, simArrival{at: time.Duration(k) * 400 * time.Millisecond, model: []string{"a", "b"}[k%2], duration: 300 * time.Millisecond})
+	}
+	return out
+}
+
+func traceZipf(n int, models []string, seed uint64) []simArrival {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	z := rand.NewZipf(rng, 1.2, 1, uint64(len(models)-1))
+	var out []simArrival
+	for k := range n {
+		out = append(out, simArrival{at: time.Duration(k) * 400 * time.Millisecond, model: models[z.Uint64()], duration: 300 * time.Millisecond})
+	}
+	return out
+}
+
+func traceBursts(bursts, size int, seed uint64) []simArrival {
+	rng := rand.New(rand.NewPCG(seed, 2))
+	names := []string{"a", "b", "c"}
+	var out []simArrival
+	for k := range bursts {
+		m := names[rng.IntN(len(names))]
+		for j := range size {
+			out = append(out, simArrival{at: time.Duration(k)*3*time.Second + time.Duration(j)*50*time.Millisecond, model: m, duration: 300 * time.Millisecond})
+		}
+	}
+	return out
+}
+
+// beladyLoads is the number of loads to serve arrivals in order, evicting
+// on a miss the resident models used farthest in the future until the
+// needed one fits (Belady's rule with sizes).
+func beladyLoads(arrivals []simArrival, models []simModel, budget int) int {
+	size := map[string]int{}
+	for _, m := range models {
+		size[m.name] = m.mb
+	}
+	seq := make([]string, len(arrivals))
+	for k, a := range arrivals {
+		seq[k] = a.model
+	}
+	resident := map[string]bool{}
+	used, loads := 0, 0
+	for k, m := range seq {
+		if resident[m] {
+			continue
+		}
+		loads++
+		for used+size[m] > budget {
+			victim, far := "", -1
+			for r := range resident {
+				next := slices.Index(seq[k+1:], r)
+				if next < 0 {
+					next = math.MaxInt
+				}
+				if next > far || (next == far && r < victim) {
+					victim, far = r, next
+				}
+			}
+			delete(resident, victim)
+			used -= size[victim]
+		}
+		resident[m] = true
+		used += size[m]
+	}
+	return loads
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(math.Ceil(p*float64(len(s))))-1)]
+}
+
+type trace struct {
+	name     string
+	models   []simModel
+	arrivals []simArrival
+}
+
+const traceBudget, traceMaxWait = 10000, 5 * time.Second
+
+func traces() []trace {
+	zipfNames := []string{"m1", "m2", "m3", "m4", "m5", "m6"}
+	var zipfModels []simModel
+	for _, n := range zipfNames {
+		zipfModels = append(zipfModels, simModel{name: n, mb: 4500, loadTime: 2 * time.Second, slots: 2})
+	}
+	return []trace{
+		{"alternate-ab", abcModels(), traceAlternate(200)},
+		{"zipf-6", zipfModels, traceZipf(200, zipfNames, 42)},
+		{"bursts", abcModels(), traceBursts(12, 15, 42)},
+	}
+}
+
+func runTrace(tr trace, policy Policy) (*sim, []string) {
+	x := newSim(simSpec{seed: 1, models: tr.models, budget: traceBudget, policy: policy, maxWait: traceMaxWait,
+		maxAttempts: 3, arrivals: tr.arrivals, limit: time.Hour})
+	return x, x.run()
+}
+
+// TestTraces_BatchGoals: on every trace batch loads no more than fifo and
+// at most 1.2× the in-order lower bound, and its p99 wait stays within
+// max_wait plus one load and one job.
+func TestTraces_BatchGoals(t *testing.T) {
+	for _, tr := range traces() {
+		bound := beladyLoads(tr.arrivals, tr.models, traceBudget)
+		fifo, errs := runTrace(tr, PolicyFIFO)
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		batch, errs := runTrace(tr, PolicyBatch)
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		if batch.loads > fifo.loads || float64(batch.loads) > 1.2*float64(bound) {
+			t.Errorf("%s: batch %d loads, fifo %d, bound %d", tr.name, batch.loads, fifo.loads, bound)
+		}
+		limit := traceMaxWait + 2*time.Second + 300*time.Millisecond + 100*time.Millisecond
+		if p99 := percentile(batch.waits, 0.99); p99 > limit {
+			t.Errorf("%s: batch p99 wait %v > %v", tr.name, p99, limit)
+		}
+		if len(batch.waits) != len(tr.arrivals) {
+			t.Errorf("%s: %d of %d jobs started", tr.name, len(batch.waits), len(tr.arrivals))
+		}
+	}
+}
+
+func BenchmarkTraces(b *testing.B) {
+	for _, tr := range traces() {
+		bound := beladyLoads(tr.arrivals, tr.models, traceBudget)
+		for _, policy := range []Policy{PolicyFIFO, PolicyBatch} {
+			b.Run(fmt.Sprintf("%s/%s", tr.name, policy), func(b *testing.B) {
+				var x *sim
+				for b.Loop() {
+					var errs []string
+					if x, errs = runTrace(tr, policy); len(errs) > 0 {
+						b.Fatal(errs)
+					}
+				}
+				b.ReportMetric(float64(x.loads), "loads")
+				b.ReportMetric(float64(bound), "belady_loads")
+				b.ReportMetric(x.lastFinish.Sub(x.start).Seconds(), "makespan_s")
+				b.ReportMetric(percentile(x.waits, 0.50).Seconds(), "p50_wait_s")
+				b.ReportMetric(percentile(x.waits, 0.99).Seconds(), "p99_wait_s")
+			})
+		}
+	}
+}
