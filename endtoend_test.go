@@ -106,8 +106,15 @@ func startDaemon(t *testing.T, bin, cfgPath string, port int, env ...string) *da
 	d := &daemon{t: t, cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d", port), logs: logs, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(d.done) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-d.done
+		// A graceful stop stops the engines too; SIGKILL alone would leave
+		// them running, and later tests would count them.
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-d.done
+		}
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", lastLines(logs.String(), 60))
 		}
