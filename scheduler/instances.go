@@ -53,7 +53,7 @@ func (s *Scheduler) plan(ctx context.Context) {
 		case m.unavailable != "":
 			s.failQueued(m, "model unavailable: "+m.unavailable)
 		case !s.fitsAlone(m, s.reservation(m)):
-			s.failQueued(m, "model needs more VRAM than the budget")
+			s.failQueued(m, "model needs more VRAM than the budget (beside pinned models) on its GPUs")
 		}
 	}
 	s.planLoads(ctx, now)
