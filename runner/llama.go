@@ -1,6 +1,9 @@
 package runner
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+)
 
 // LlamaOptions are the llama-server settings VramCram decides per model.
 type LlamaOptions struct {
@@ -11,14 +14,18 @@ type LlamaOptions struct {
 	// means CPU only. VramCram sets it from its ledger, so it says it
 	// explicitly.
 	GPULayers  int
-	Parallel   int      // --parallel (slots); 0 leaves the engine's default
-	Embeddings bool     // --embeddings: serve /v1/embeddings
-	Extra      []string // appended last, verbatim (per-model extra_args)
+	Parallel   int  // --parallel (slots); 0 leaves the engine's default
+	Embeddings bool // --embeddings: serve /v1/embeddings
+	// TensorSplit, for a model split over several GPUs, is each visible
+	// device's share (MiB): --split-mode layer --tensor-split a,b,…
+	TensorSplit []int
+	Extra       []string // appended last, verbatim (per-model extra_args)
 }
 
 // LlamaServerArgs returns an ArgsFunc for llama-server:
 //
-//	-m PATH --host 127.0.0.1 --port P [-c CTX] [-ngl N] [--parallel S] [--embeddings] extra...
+//	-m PATH --host 127.0.0.1 --port P [-c CTX] [-ngl N] [--parallel S] [--embeddings]
+//	  [--split-mode layer --tensor-split A,B] extra...
 //
 // Extra comes last so a per-model setting can override ours (llama-server
 // keeps the last value of a repeated flag).
@@ -37,6 +44,13 @@ func LlamaServerArgs(o LlamaOptions) func(port int) []string {
 		}
 		if o.Embeddings {
 			args = append(args, "--embeddings")
+		}
+		if len(o.TensorSplit) > 1 {
+			parts := make([]string, len(o.TensorSplit))
+			for k, mb := range o.TensorSplit {
+				parts[k] = strconv.Itoa(mb)
+			}
+			args = append(args, "--split-mode", "layer", "--tensor-split", strings.Join(parts, ","))
 		}
 		return append(args, extra...)
 	}

@@ -148,3 +148,13 @@ func TestDevices_LostDeviceGetsNothingNew(t *testing.T) {
 		t.Fatalf("device 1 %+v, want lost with no budget", snap.Devices[1])
 	}
 }
+
+func TestDeviceEnv(t *testing.T) {
+	if env := DeviceEnv([]Placement{{Device: 0, MB: 100}}); env != nil {
+		t.Fatalf("unnamed default device: %v, want nothing set", env)
+	}
+	env := DeviceEnv([]Placement{{Device: 1, ID: "GPU-b", MB: 100}, {Device: 0, ID: "GPU-a", MB: 100}})
+	if !slices.Equal(env, []string{"CUDA_VISIBLE_DEVICES=GPU-b,GPU-a"}) {
+		t.Fatalf("env %v", env)
+	}
+}
