@@ -42,22 +42,22 @@ type clientCommand struct {
 	flags func(fs *flag.FlagSet) // the command's own flags; may be nil
 }
 
-// clientCommands are the subcommands that talk to a running server.
-var clientCommands = map[string]*clientCommand{}
-
-func init() {
-	for name, cmd := range map[string]*clientCommand{
-		"submit": submitCommand(),
-		"status": {usage: "ID", help: "show a job's status", run: statusCmd},
-		"result": resultCommand(),
-		"cancel": {usage: "ID", help: "cancel a queued or running job", run: cancelCmd},
-		"ps":     {usage: "", help: "list loaded models: state, VRAM, slots, idle time", run: psCmd},
-		"models": {usage: "", help: "list configured models", run: modelsCmd},
-		"load":   loadCommand(true),
-		"unload": loadCommand(false),
-	} {
-		clientCommands[name] = cmd
-	}
+// clientCommands are the subcommands that talk to a running server. Each
+// call builds the command afresh, so that its flag values start from their
+// defaults.
+var clientCommands = map[string]func() *clientCommand{
+	"submit": submitCommand,
+	"status": func() *clientCommand { return &clientCommand{usage: "ID", help: "show a job's status", run: statusCmd} },
+	"result": resultCommand,
+	"cancel": func() *clientCommand {
+		return &clientCommand{usage: "ID", help: "cancel a queued or running job", run: cancelCmd}
+	},
+	"ps": func() *clientCommand {
+		return &clientCommand{help: "list loaded models: state, VRAM, slots, idle time", run: psCmd}
+	},
+	"models": func() *clientCommand { return &clientCommand{help: "list configured models", run: modelsCmd} },
+	"load":   func() *clientCommand { return loadCommand(true) },
+	"unload": func() *clientCommand { return loadCommand(false) },
 }
 
 // usageError is a wrong command line: exit status 2.
@@ -79,7 +79,7 @@ func (e *exitError) Unwrap() error { return e.err }
 // clientMain runs the client subcommand name and returns the exit status:
 // 0, 1 for any failure (one line on stderr), 2 for a usage error.
 func clientMain(name string, args []string, cio clientIO) int {
-	cmd := clientCommands[name]
+	cmd := clientCommands[name]()
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(cio.stderr)
 	urlFlag := fs.String("url", "", "server address (default $"+envURL+", else "+defaultURL+")")
@@ -305,7 +305,7 @@ func oneArg(args []string, what string) (string, error) {
 // clientUsage lists the client commands for the top-level usage text.
 func clientUsage(w io.Writer) {
 	for _, name := range []string{"submit", "status", "result", "cancel", "ps", "models", "load", "unload"} {
-		cmd := clientCommands[name]
+		cmd := clientCommands[name]()
 		fmt.Fprintf(w, "  vramcram %-33s %s\n", name+" "+cmd.usage, cmd.help)
 	}
 }
