@@ -252,12 +252,15 @@ func (w *waiter) finish(ctx context.Context) error {
 	}
 	switch j.Status {
 	case "completed":
-		w.say("%s", summary(j))
 		streamed := ""
 		if w.stream {
 			streamed = w.streamed.String()
 		}
-		return w.c.printResult(ctx, w.id, w.o.output, streamed)
+		if err := w.c.printResult(ctx, w.id, w.o.output, streamed); err != nil {
+			return err
+		}
+		w.say("%s", summary(j))
+		return nil
 	case "cancelled":
 		return fmt.Errorf("job %s was cancelled", w.id)
 	}

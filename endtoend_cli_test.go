@@ -203,7 +203,7 @@ func TestE2E_CLI(t *testing.T) {
 
 	t.Run("Binary", func(t *testing.T) {
 		cmd := exec.Command(bin, "submit", "-m", "alpha", "--wait", "hello", "binary")
-		cmd.Env = append(cleanEnv(), envURL+"="+d.url)
+		cmd.Env = append(cleanEnv(), envURL+"="+d.url, "GORACE=atexit_sleep_ms=0")
 		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		if err := cmd.Run(); err != nil || out.String() != "echo: hello binary\n" {
