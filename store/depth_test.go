@@ -1,6 +1,8 @@
 package store
 
 import (
+	"context"
+	"fmt"
 	"maps"
 	"testing"
 )
@@ -44,6 +46,28 @@ func TestStore_QueueDepths(t *testing.T) {
 		}
 		if depths[m] != n {
 			t.Errorf("model %s: QueueDepths sums to %d, Depths says %d", m, n, depths[m])
+		}
+	}
+}
+
+// BenchmarkStore_QueueDepths measures a metrics scrape's read of 10000 queued
+// jobs (the default scheduling.max_queue) over 4 models and 3 priorities.
+func BenchmarkStore_QueueDepths(b *testing.B) {
+	s, err := Open(b.TempDir()+"/bench.db", Options{NoSync: true, MaxQueued: 20000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	for i := range 10000 {
+		j := &Job{ID: NewID(), Model: fmt.Sprintf("m%d", i%4), Type: "llm", Prompt: "p", Priority: i % 3}
+		if err := s.Enqueue(context.Background(), j); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.QueueDepths(); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
