@@ -70,7 +70,7 @@ func submitCommand() *clientCommand {
 			fs.StringVar(&o.output, "o", "", "image jobs with --wait: file to write (default JOB_ID.png; -N before the extension for several)")
 			fs.Var(&o.stream, "stream", "with --wait: print LLM text as it is generated (default: when stdout is a terminal)")
 			fs.BoolVar(&o.quiet, "q", false, "with --wait: no progress lines on stderr, only the result")
-			fs.DurationVar(&o.timeout, "timeout", 0, "with --wait: give up waiting after this long (the job keeps running); 0 = no limit")
+			fs.DurationVar(&o.timeout, "timeout", 0, "with --wait: give up waiting this long after the job is accepted (the job keeps running); 0 = no limit")
 		},
 		run: func(ctx context.Context, c *client, _ *flag.FlagSet, args []string) error {
 			return submitCmd(ctx, c, o, args)

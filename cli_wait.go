@@ -96,12 +96,9 @@ func (w *waiter) endStepLine() {
 }
 
 // submitAndWait submits body and follows the job until it ends.
+// --timeout counts from the job's acceptance: it bounds the wait for the
+// job, not the submission.
 func (c *client) submitAndWait(ctx context.Context, o *submitOpts, body map[string]any) error {
-	if o.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.timeout)
-		defer cancel()
-	}
 	sctx, stopEvents := context.WithCancel(ctx)
 	defer stopEvents()
 	w := &waiter{c: c, o: o, model: o.model, lastPos: -1, ttyErr: isTerminal(c.stderr)}
@@ -115,6 +112,9 @@ func (c *client) submitAndWait(ctx context.Context, o *submitOpts, body map[stri
 	}
 	b, err := c.do(ctx, http.MethodPost, "/jobs", body)
 	if err != nil {
+		if ctx.Err() != nil {
+			return w.gaveUp(ctx)
+		}
 		return err
 	}
 	var sub struct {
@@ -125,6 +125,11 @@ func (c *client) submitAndWait(ctx context.Context, o *submitOpts, body map[stri
 	}
 	w.id = sub.JobID
 	w.say("job %s queued for %s", w.id, w.model)
+	if o.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
 	return w.loop(ctx, events)
 }
 
@@ -288,7 +293,7 @@ func (w *waiter) gaveUp(ctx context.Context) error {
 		left, code = fmt.Sprintf("gave up waiting after %s (--timeout)", w.o.timeout), 1
 	}
 	if w.id == "" {
-		return &exitError{code: code, err: errors.New(left + " before the job was submitted")}
+		return &exitError{code: code, err: errors.New(left + " before the server answered the submission; the job may be queued (vramcram models)")}
 	}
 	return &exitError{code: code, err: fmt.Errorf("%s; job %s goes on (vramcram cancel %s stops it)", left, w.id, w.id)}
 }

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -64,6 +65,7 @@ func TestE2E_CLI(t *testing.T) {
 	bin, engine := buildBinaries(t)
 	s := writeE2EConfig(t, engine)
 	d := startDaemon(t, bin, s.cfg, s.port)
+	stopAtCleanup(t, d)
 
 	t.Run("SubmitWaitStreamsTokens", func(t *testing.T) {
 		var out writeLog
@@ -228,6 +230,7 @@ func TestE2E_CLIWithAPIKey(t *testing.T) {
 	bin, engine := buildBinaries(t)
 	s := writeE2EConfig(t, engine)
 	d := startDaemon(t, bin, s.cfg, s.port, "VRAMCRAM_SERVER__API_KEYS=k1,k2")
+	stopAtCleanup(t, d)
 	var out, errb syncBuffer
 	code := d.cli(&out, &errb, nil, "models")
 	if code != 1 || !strings.Contains(errb.String(), "(unauthorized)") {
@@ -241,6 +244,20 @@ func TestE2E_CLIWithAPIKey(t *testing.T) {
 	if !strings.Contains(errb2.String(), "running on beta") {
 		t.Errorf("no progress with a key (is /events authorised?):\n%s", errb2.String())
 	}
+}
+
+// stopAtCleanup stops the daemon with SIGTERM when the test ends, so that it
+// stops its engines: the cleanup of startDaemon kills it with SIGKILL, which
+// leaves them running. Registered after startDaemon, it runs before that.
+func stopAtCleanup(t *testing.T, d *daemon) {
+	t.Cleanup(func() {
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(30 * time.Second):
+			t.Error("daemon still running 30 s after SIGTERM")
+		}
+	})
 }
 
 // waitFor polls f until it returns a non-empty string (30 s at most).

@@ -60,6 +60,7 @@ func TestE2E_Metrics(t *testing.T) {
 	s := writeE2EConfig(t, engine)
 	mport := freePort(t)
 	d := startDaemon(t, bin, s.cfg, s.port, fmt.Sprintf("VRAMCRAM_SERVER__METRICS_PORT=%d", mport))
+	stopAtCleanup(t, d)
 	murl := fmt.Sprintf("http://127.0.0.1:%d/metrics", mport)
 
 	completed := 0

@@ -64,6 +64,7 @@ func TestE2E_Scripts(t *testing.T) {
 	bin, engine := buildBinaries(t)
 	s := writeE2EConfig(t, engine)
 	d := startDaemon(t, bin, s.cfg, s.port)
+	stopAtCleanup(t, d)
 	env := []string{envURL + "=" + d.url, "VRAMCRAM=" + bin}
 
 	t.Run("Smoke", func(t *testing.T) {

@@ -79,14 +79,23 @@ echo; echo "# 5. Its result"
 call GET "/jobs/$id/result"
 want 200
 
-echo; echo "# 6. The event stream (SSE) for three seconds while a second job runs"
+echo; echo "# 6. The event stream (SSE) while a second job runs"
 printf '\n$ curl -N %s/events\n' "$URL"
-curl -s -N --max-time 3 "${auth[@]}" "$URL/events" | sed -n 's/^data: /  /p' &
+events_file=$(mktemp)
+trap 'rm -f "$events_file"' EXIT
+curl -s -N --max-time 60 "${auth[@]}" "$URL/events" >"$events_file" &
 events=$!
-sleep 0.3
-curl -sS -o /dev/null "${auth[@]}" -H 'Content-Type: application/json' \
-  -d "{\"model\":\"$MODEL\",\"prompt\":\"Say hi.\",\"params\":{\"max_tokens\":8}}" "$URL/jobs"
-wait "$events" || true # curl ends the stream with a timeout status
+for _ in $(seq 100); do grep -q '^: connected' "$events_file" && break; sleep 0.1; done
+id2=$(curl -sS "${auth[@]}" -H 'Content-Type: application/json' \
+  -d "{\"model\":\"$MODEL\",\"prompt\":\"Say hi.\",\"params\":{\"max_tokens\":8}}" "$URL/jobs" | field job_id)
+deadline=$((SECONDS + TIMEOUT))
+until grep "$id2" "$events_file" | grep -q '"type":"job_finished"'; do
+  [ $SECONDS -lt $deadline ] || break
+  sleep 0.2
+done
+kill "$events" 2>/dev/null || true
+wait "$events" 2>/dev/null || true
+sed -n 's/^data: /  /p' "$events_file"
 
 echo; echo "# 7. Recent jobs of the model, newest first"
 call GET "/jobs?model=$MODEL&limit=2"
