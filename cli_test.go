@@ -375,3 +375,12 @@ func TestReadPrompt(t *testing.T) {
 		t.Errorf("args: %q", p)
 	}
 }
+
+// The client's variables are not config keys: a daemon started from a shell
+// that has them set must not refuse them as unknown keys.
+func TestLoadConfig_ClientEnvIsNotConfig(t *testing.T) {
+	_, err := LoadConfig("", []string{envURL + "=http://gpu-box:8000", envAPIKey + "=secret", "VRAMCRAM_SERVER__PORT=8001"})
+	if err != nil {
+		t.Fatalf("LoadConfig with the client's variables: %v", err)
+	}
+}
