@@ -12,7 +12,7 @@ BENCHCOUNT ?= 1
 .PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean metrics-check systemd-check smoke
 
 help: ## list targets
-	@awk 'BEGIN{FS=":.*## "} /^[a-z][a-z-]*:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-z][a-z-]*:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/vramcram (cgo on)
 	CGO_ENABLED=1 $(GO) build -ldflags '$(LDFLAGS)' -o bin/vramcram .
