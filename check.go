@@ -105,7 +105,7 @@ func printCheck(ctx context.Context, cfg *Config, w io.Writer) error {
 		case need > budget-notOurs:
 			fits = "not now: other processes hold the rest"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d MiB (%s)\t%s\n", m.Name, m.Type, mib(m.VRAMMB), mib(m.EstimateMB), mib(m.LearnedMB), need, from, fits)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d MiB (%s)\t%s\n", m.Name, m.Type, mibOrDash(m.VRAMMB), mibOrDash(m.EstimateMB), mibOrDash(m.LearnedMB), need, from, fits)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -134,7 +134,7 @@ func reserves(m scheduler.Model, budget int) (int, string) {
 	return budget, "unknown: whole budget"
 }
 
-func mib(n int) string {
+func mibOrDash(n int) string {
 	if n <= 0 {
 		return "-"
 	}

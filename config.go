@@ -160,6 +160,8 @@ const envPrefix = "VRAMCRAM_"
 // neither applied nor reported as unknown. VRAMCRAM_CONFIG names the file.
 var envNotKeys = map[string]bool{
 	"VRAMCRAM_CONFIG": true,
+	envURL:            true, // client commands: the server's address
+	envAPIKey:         true, // client commands: the Bearer key
 }
 
 // DefaultConfig returns the configuration used where neither the file nor the

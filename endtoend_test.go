@@ -106,8 +106,14 @@ func startDaemon(t *testing.T, bin, cfgPath string, port int, env ...string) *da
 	d := &daemon{t: t, cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d", port), logs: logs, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(d.done) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-d.done
+		// SIGTERM first, so the daemon stops its engines; SIGKILL if it hangs.
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			<-d.done
+		}
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", lastLines(logs.String(), 60))
 		}

@@ -58,6 +58,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stdout)
 		return 0
 	}
+	if _, ok := clientCommands[cmd]; ok {
+		return clientMain(cmd, args, clientIO{stdin: os.Stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv})
+	}
 	fmt.Fprintf(stderr, "vramcram: unknown command %q\n", cmd)
 	usage(stderr)
 	return 2
@@ -71,7 +74,11 @@ func usage(w io.Writer) {
 
 The config path may also come from VRAMCRAM_CONFIG; VRAMCRAM_* variables
 override keys (VRAMCRAM_SERVER__PORT=9000 sets server.port).
+
+Client commands (they talk to a running server: --url or VRAMCRAM_URL,
+default http://127.0.0.1:8000; API key from VRAMCRAM_API_KEY):
 `)
+	clientUsage(w)
 }
 
 func serveCmd(args []string, stderr io.Writer) int {
@@ -170,9 +177,19 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	met := api.NewMetrics(metricsConfig(cfg, log), sched, st)
+	defer met.Close()
 	sched.Start(ctx)
+	stopMetrics, err := serveMetrics(cfg, met, log)
+	if err != nil {
+		_ = sched.Stop(context.Background())
+		return err
+	}
+	defer stopMetrics() // after the scheduler has stopped: scrapes work during the drain
 
-	apiSrv := api.New(apiConfig(cfg, log), sched, st)
+	ac := apiConfig(cfg, log)
+	ac.Metrics = met
+	apiSrv := api.New(ac, sched, st)
 	srv := &http.Server{
 		Handler:           apiSrv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,

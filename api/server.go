@@ -53,6 +53,8 @@ type Config struct {
 	Version        string
 	Logger         *slog.Logger
 	NowFunc        func() time.Time
+	// Metrics, if set, counts requests by route and status code.
+	Metrics *Metrics
 }
 
 // Server is the HTTP API.
@@ -97,6 +99,9 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
+	if cfg.Metrics != nil {
+		e.Use(cfg.Metrics.Middleware)
+	}
 	e.Use(s.recoverPanics, s.auth)
 	e.GET("/health", s.health)
 	e.GET("/models", s.models)
