@@ -69,6 +69,17 @@ type VRAMConfig struct {
 	SafetyMarginMB            int `koanf:"safety_margin_mb"`            // default 1024
 	MonitoringIntervalSeconds int `koanf:"monitoring_interval_seconds"` // default 5
 	ReleaseTimeoutSeconds     int `koanf:"release_timeout_seconds"`     // default 10: wait for an evicted engine's memory to show free
+	// Devices restricts the GPUs used (NVML: by uuid, else index) or, without
+	// NVML, describes them (total_mb each). Empty: every GPU NVML lists, or
+	// one of total_mb.
+	Devices []DeviceConfig `koanf:"devices"`
+}
+
+// DeviceConfig is one entry of vram.devices.
+type DeviceConfig struct {
+	Index   int    `koanf:"index"`
+	UUID    string `koanf:"uuid"`
+	TotalMB int    `koanf:"total_mb"` // the size when NVML is absent
 }
 
 // InferenceConfig holds the engine binaries' paths (looked up in PATH when
@@ -118,6 +129,7 @@ type LLMModel struct {
 	Pinned     bool            `koanf:"pinned"`
 	Preload    bool            `koanf:"preload"`
 	TTLSeconds int             `koanf:"ttl_seconds"` // 0: no idle unload
+	GPUs       []int           `koanf:"gpus"`        // devices to use; several split the model; empty: VramCram picks one
 	Config     LLMEngineConfig `koanf:"config"`
 }
 
@@ -138,6 +150,7 @@ type DiffusionModel struct {
 	Pinned     bool                  `koanf:"pinned"`
 	Preload    bool                  `koanf:"preload"`
 	TTLSeconds int                   `koanf:"ttl_seconds"` // 0: no idle unload
+	GPUs       []int                 `koanf:"gpus"`        // devices to use; empty: VramCram picks one
 	Config     DiffusionEngineConfig `koanf:"config"`
 }
 
@@ -752,6 +765,23 @@ func (c *Config) Validate() []string {
 	}
 	p.atLeast("vram.monitoring_interval_seconds", v.MonitoringIntervalSeconds, 1)
 	p.atLeast("vram.release_timeout_seconds", v.ReleaseTimeoutSeconds, 1)
+	seenDev := map[string]bool{}
+	for i, d := range v.Devices {
+		path := joinIndex("vram.devices", i)
+		p.atLeast(path+".index", d.Index, 0)
+		p.atLeast(path+".total_mb", d.TotalMB, 0)
+		if d.TotalMB > 0 && v.SafetyMarginMB >= d.TotalMB {
+			p.addf("%s.total_mb: %d leaves no budget beside vram.safety_margin_mb (%d)", path, d.TotalMB, v.SafetyMarginMB)
+		}
+		key := d.UUID
+		if key == "" {
+			key = strconv.Itoa(d.Index)
+		}
+		if seenDev[key] {
+			p.addf("%s: GPU %s is listed twice", path, key)
+		}
+		seenDev[key] = true
+	}
 
 	in := c.Inference
 	for _, f := range []struct{ key, val string }{
@@ -797,9 +827,21 @@ func (c *Config) Validate() []string {
 			seen[n] = path
 		}
 	}
-	common := func(path, modelPath string, vramMB, ttl int) {
+	common := func(path, modelPath string, vramMB, ttl int, gpus []int) {
 		if modelPath == "" {
 			p.addf("%s.model_path: required", path)
+		}
+		seen := map[int]bool{}
+		for k, g := range gpus {
+			switch {
+			case g < 0:
+				p.addf("%s.gpus[%d]: must be 0 or more, got %d", path, k, g)
+			case len(v.Devices) > 0 && g >= len(v.Devices):
+				p.addf("%s.gpus[%d]: %d is not one of the %d entries of vram.devices", path, k, g, len(v.Devices))
+			case seen[g]:
+				p.addf("%s.gpus[%d]: GPU %d is listed twice", path, k, g)
+			}
+			seen[g] = true
 		}
 		p.atLeast(path+".vram_mb", vramMB, 0)
 		p.atLeast(path+".ttl_seconds", ttl, 0)
@@ -807,7 +849,7 @@ func (c *Config) Validate() []string {
 	for i, m := range c.Models.LLM {
 		path := joinIndex("models.llm", i)
 		name(path, m.Name)
-		common(path, m.ModelPath, m.VRAMMB, m.TTLSeconds)
+		common(path, m.ModelPath, m.VRAMMB, m.TTLSeconds, m.GPUs)
 		p.atLeast(path+".config.context_size", m.Config.ContextSize, 1)
 		p.atLeast(path+".config.gpu_layers", m.Config.GPULayers, -1)
 		p.between(path+".config.parallel", m.Config.Parallel, 1, 64)
@@ -815,7 +857,7 @@ func (c *Config) Validate() []string {
 	for i, m := range c.Models.Diffusion {
 		path := joinIndex("models.diffusion", i)
 		name(path, m.Name)
-		common(path, m.ModelPath, m.VRAMMB, m.TTLSeconds)
+		common(path, m.ModelPath, m.VRAMMB, m.TTLSeconds, m.GPUs)
 		e := m.Config
 		p.oneOf(path+".config.engine", e.Engine, "sd-cli", "sd-server")
 		p.imageSide(path+".config.width", e.Width)
