@@ -111,7 +111,9 @@ func TestProcess_SDServerDiesOnSigterm(t *testing.T) {
 	cfg := sdServerConfig(t, "--test-step-delay", "1s")
 	cfg.StopGrace = 10 * time.Second
 	p := startReady(t, cfg)
-	go func() { _, _ = p.GenerateImages(context.Background(), SDImageRequest{Prompt: "x", Width: 64, Height: 64, Steps: 50, Count: 1}) }()
+	go func() {
+		_, _ = p.GenerateImages(context.Background(), SDImageRequest{Prompt: "x", Width: 64, Height: 64, Steps: 50, Count: 1})
+	}()
 	begin := time.Now()
 	if err := p.Stop(context.Background()); err != nil {
 		t.Fatal(err)

@@ -121,11 +121,11 @@ type sdOptions struct {
 	listenIP       string
 	listenPort     int
 
-	loadDelay, stepDelay     time.Duration
-	failLoad                 bool
-	crashAtStep, hangAtStep  int
-	ignoreSigterm            bool
-	forkGrandchild           bool
+	loadDelay, stepDelay    time.Duration
+	failLoad                bool
+	crashAtStep, hangAtStep int
+	ignoreSigterm           bool
+	forkGrandchild          bool
 }
 
 // sdFileFlags are the model-file flags, by every spelling.
