@@ -50,6 +50,7 @@ type Config struct {
 	MaxPromptChars int               // default 100000
 	MaxAttempts    int               // stored on each job; default 3
 	ModelTypes     map[string]string // model name → "llm" | "diffusion"
+	ImageDir       string            // diffusion images: ImageDir/JOB_ID/N.png (DATA_DIR/images)
 	Version        string
 	Logger         *slog.Logger
 	NowFunc        func() time.Time
@@ -108,6 +109,8 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	e.GET("/jobs/:id/result", s.getResult)
 	e.DELETE("/jobs/:id", s.cancelJob)
 	e.GET("/events", s.events)
+	e.GET("/jobs/:id/images/:n", s.getImage)
+	e.POST("/v1/images/generations", s.imagesGenerations)
 	s.echo = e
 	return s
 }
