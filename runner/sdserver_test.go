@@ -136,3 +136,13 @@ func TestProcess_GenerateImagesEngineDies(t *testing.T) {
 		t.Fatalf("err %v, want the engine's exit", err)
 	}
 }
+
+func TestProcess_SDServerExitsOnItsOwn(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, sdServerConfig(t, "--test-exit-after", "300ms"))
+	waitDone(t, p, 10*time.Second)
+	var ee *ExitError
+	if !errors.As(p.Err(), &ee) || ee.Code != 3 || ee.BeforeReady {
+		t.Fatalf("Err %v", p.Err())
+	}
+}

@@ -33,6 +33,7 @@ package main
 //	--test-hang-at-step N     stop at the N-th sampling step and never go on
 //	--test-ignore-sigterm     ignore SIGTERM and SIGINT
 //	--test-fork-grandchild    start a sleeping copy in the same process group
+//	--test-exit-after D       exit 3 after D, whatever it is doing
 
 import (
 	"errors"
@@ -96,6 +97,12 @@ func runSD(role string, args []string) int {
 			return 1
 		}
 	}
+	if o.exitAfter > 0 {
+		time.AfterFunc(o.exitAfter, func() {
+			logf("test: exiting with code 3 after %s (--test-exit-after)", o.exitAfter)
+			os.Exit(3)
+		})
+	}
 	switch role {
 	case roleSDCLI:
 		return runSDCLI(o)
@@ -122,6 +129,7 @@ type sdOptions struct {
 	listenPort     int
 
 	loadDelay, stepDelay    time.Duration
+	exitAfter               time.Duration
 	failLoad                bool
 	crashAtStep, hangAtStep int
 	ignoreSigterm           bool
@@ -253,6 +261,8 @@ func (o *sdOptions) setFlag(name string, value func() (string, error)) error {
 		return dur(&o.loadDelay)
 	case "--test-step-delay":
 		return dur(&o.stepDelay)
+	case "--test-exit-after":
+		return dur(&o.exitAfter)
 	case "--test-crash-at-step":
 		return num(&o.crashAtStep)
 	case "--test-hang-at-step":

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSDRole(t *testing.T) {
@@ -32,13 +33,13 @@ func TestParseSDArgs(t *testing.T) {
 	t.Parallel()
 	o, err := parseSDArgs(strings.Fields("--diffusion-model d --vae v -p cat -n dog -o out.png -W 64 -H 128 --steps 4 " +
 		"--cfg-scale 1.5 -s -1 -b 3 --sampling-method euler_a --scheduler karras --listen-port 9 --diffusion-fa -t 4 " +
-		"--test-step-delay 5ms --test-crash-at-step 7 --test-role sd-cli"))
+		"--test-step-delay 5ms --test-crash-at-step 7 --test-exit-after 2s --test-role sd-cli"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if o.prompt != "cat" || o.negative != "dog" || o.width != 64 || o.height != 128 || o.steps != 4 || o.cfg != 1.5 ||
 		o.seed != -1 || o.batch != 3 || o.samplingMethod != "euler_a" || o.scheduler != "karras" || o.listenPort != 9 ||
-		o.crashAtStep != 7 || len(o.files) != 2 || o.files[0] != [2]string{"--diffusion-model", "d"} {
+		o.crashAtStep != 7 || o.exitAfter != 2*time.Second || len(o.files) != 2 || o.files[0] != [2]string{"--diffusion-model", "d"} {
 		t.Fatalf("parsed %+v", o)
 	}
 	for _, bad := range []string{"--bogus", "-W", "-W x", "--sampling-method bogus", "--scheduler bad/name"} {
