@@ -241,7 +241,9 @@ func RunCLI(ctx context.Context, r CLIRun) error {
 	if err != nil {
 		return fmt.Errorf("run engine %s: %w", r.Name, err)
 	}
-	log.Info("engine run started", "pid", c.pid, "binary", bin, "args", redactArgs(r.Args))
+	// The argv holds the prompt: only debug logs show it.
+	log.Info("engine run started", "pid", c.pid, "binary", bin)
+	log.Debug("engine run argv", "pid", c.pid, "args", redactArgs(r.Args))
 	if r.SpawnedFunc != nil {
 		r.SpawnedFunc(c.pid, c.reapedCh)
 	}
