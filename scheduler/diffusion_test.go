@@ -30,7 +30,7 @@ var (
 // standIn builds the stand-in engine once, as sd-cli with an sd-server
 // symlink beside it (the role follows the program name), and returns the
 // directory.
-func standIn(t *testing.T) string {
+func standIn(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the stand-in engine; skipped with -short")
@@ -361,5 +361,34 @@ func TestImagePath(t *testing.T) {
 	}
 	if err := RemoveJobImages("/data/images", "../../etc"); err == nil {
 		t.Fatal("bad id accepted")
+	}
+}
+
+// BenchmarkSDCLIEngine_Run measures one sd-cli job end to end with the
+// stand-in (1 step, 64×64): spawn, progress parsing, collecting and checking
+// the PNG, the result document. The real engine's load and sampling come on
+// top.
+func BenchmarkSDCLIEngine_Run(b *testing.B) {
+	dir := standIn(b)
+	model := filepath.Join(b.TempDir(), "sd.safetensors")
+	if err := os.WriteFile(model, []byte("stand-in"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	l := &DiffusionLauncher{
+		CLIBinary: filepath.Join(dir, "sd-cli"),
+		Options: map[string]DiffusionOptions{"sd": {Files: runner.SDFiles{Model: model},
+			Defaults: DiffusionDefaults{Width: 64, Height: 64, Steps: 1, CFGScale: 7}}},
+		ImageDir: b.TempDir(),
+	}
+	eng, err := l.Launch(context.Background(), Model{Name: "sd"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer eng.Stop(context.Background())
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := eng.Run(context.Background(), diffusionJob("a cat", ""), func(Progress) {}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
