@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -86,29 +87,35 @@ func sdProcs(bins []string) map[int]string {
 	return out
 }
 
-// sampleSD checks, until stop, that the engine processes alive at once
-// never hold more than the budget.
+// sampleSD watches, until stop, which engine processes are alive and checks
+// that those alive at the same moment never hold more than the budget. A
+// scan of /proc is not a snapshot (one process may exit and another start
+// while it runs), so each process is known alive only from its first to its
+// last sighting, each timed when it was read; overlaps of those intervals
+// are certain, and those are what is checked.
 func sampleSD(bins []string, sizes map[string]int, budget int) (stop func() (peak int, over []string)) {
 	quit := make(chan struct{})
-	type result struct {
-		peak int
-		over []string
+	type sighting struct {
+		model       string
+		first, last time.Time
 	}
-	res := make(chan result, 1)
+	seen := map[int]*sighting{}
+	done := make(chan struct{})
 	go func() {
-		var r result
+		defer close(done)
 		for {
-			sum := 0
-			for _, m := range sdProcs(bins) {
-				sum += sizes[m]
-			}
-			r.peak = max(r.peak, sum)
-			if sum > budget {
-				r.over = append(r.over, fmt.Sprintf("%d MiB of engines alive > budget %d", sum, budget))
+			for _, bin := range bins {
+				for pid, file := range engineProcs(bin) {
+					now := time.Now()
+					if x := seen[pid]; x != nil {
+						x.last = now
+					} else {
+						seen[pid] = &sighting{strings.TrimSuffix(file, filepath.Ext(file)), now, now}
+					}
+				}
 			}
 			select {
 			case <-quit:
-				res <- r
 				return
 			case <-time.After(3 * time.Millisecond):
 			}
@@ -116,8 +123,33 @@ func sampleSD(bins []string, sizes map[string]int, budget int) (stop func() (pea
 	}()
 	return func() (int, []string) {
 		close(quit)
-		r := <-res
-		return r.peak, r.over
+		<-done
+		type edge struct {
+			at   time.Time
+			mb   int
+			what string
+		}
+		var edges []edge
+		for pid, x := range seen {
+			what := fmt.Sprintf("%s (pid %d)", x.model, pid)
+			edges = append(edges, edge{x.first, sizes[x.model], what}, edge{x.last, -sizes[x.model], what})
+		}
+		sort.Slice(edges, func(i, j int) bool {
+			if !edges[i].at.Equal(edges[j].at) {
+				return edges[i].at.Before(edges[j].at)
+			}
+			return edges[i].mb > edges[j].mb // a start before an end at the same instant
+		})
+		peak, sum := 0, 0
+		var over []string
+		for _, e := range edges {
+			sum += e.mb
+			peak = max(peak, sum)
+			if sum > budget {
+				over = append(over, fmt.Sprintf("%d MiB of engines alive after %s started > budget %d", sum, e.what, budget))
+			}
+		}
+		return peak, over
 	}
 }
 
@@ -329,8 +361,17 @@ func TestE2E_DiffusionCancelAndFailure(t *testing.T) {
 	if js := d.waitJob(id, 10*time.Second); js.Status != "cancelled" {
 		t.Fatalf("cancelled job: %+v", js)
 	}
-	if _, err := os.Stat(filepath.Join(s.dir, "data", "images", id)); !os.IsNotExist(err) {
-		t.Fatalf("images of the cancelled job: %v", err)
+	// The job is cancelled in the store at once; its run cleans up as it ends.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		_, err := os.Stat(filepath.Join(s.dir, "data", "images", id))
+		if os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("images of the cancelled job still there: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 
 	// A failing sd-cli job reports the engine's own error, without retries.
