@@ -163,6 +163,14 @@ type DiffusionEngineConfig struct {
 	CFGScale       float64  `koanf:"cfg_scale"`       // 7.0
 	SamplingMethod string   `koanf:"sampling_method"` // optional
 	ExtraArgs      []string `koanf:"extra_args"`
+	Scheduler      string   `koanf:"scheduler"`       // optional: --scheduler
+	DiffusionModel string   `koanf:"diffusion_model"` // optional: --diffusion-model (then model_path may be empty)
+	VAE            string   `koanf:"vae"`             // optional: --vae
+	ClipL          string   `koanf:"clip_l"`          // optional: --clip_l
+	ClipG          string   `koanf:"clip_g"`          // optional: --clip_g
+	T5XXL          string   `koanf:"t5xxl"`           // optional: --t5xxl
+	LLM            string   `koanf:"llm"`             // optional: --llm (LLM text encoder)
+	TimeoutSeconds int      `koanf:"timeout_seconds"` // 600: a job's limit; 0 = none
 }
 
 // envPrefix marks the environment variables that override config keys:
@@ -232,7 +240,7 @@ func (m *LLMModel) setDefaults() {
 
 // setDefaults fills the per-model defaults before a list element is decoded.
 func (m *DiffusionModel) setDefaults() {
-	m.Config = DiffusionEngineConfig{Engine: "sd-cli", Width: 512, Height: 512, Steps: 20, CFGScale: 7}
+	m.Config = DiffusionEngineConfig{Engine: "sd-cli", Width: 512, Height: 512, Steps: 20, CFGScale: 7, TimeoutSeconds: 600}
 }
 
 // ConfigError lists every problem found while loading a configuration.
@@ -857,7 +865,12 @@ func (c *Config) Validate() []string {
 	for i, m := range c.Models.Diffusion {
 		path := joinIndex("models.diffusion", i)
 		name(path, m.Name)
-		common(path, m.ModelPath, m.VRAMMB, m.TTLSeconds, m.GPUs)
+		modelPath := m.ModelPath + m.Config.DiffusionModel // a split model needs no full checkpoint
+		if modelPath == "" {
+			p.addf("%s.model_path: required (or config.diffusion_model for a model in parts)", path)
+			modelPath = "-" // reported just now
+		}
+		common(path, modelPath, m.VRAMMB, m.TTLSeconds, m.GPUs)
 		e := m.Config
 		p.oneOf(path+".config.engine", e.Engine, "sd-cli", "sd-server")
 		p.imageSide(path+".config.width", e.Width)
@@ -866,6 +879,9 @@ func (c *Config) Validate() []string {
 		if !(e.CFGScale >= 0 && e.CFGScale <= 30) { // written so that NaN fails
 			p.addf("%s.config.cfg_scale: must be between 0 and 30, got %v", path, e.CFGScale)
 		}
+		p.samplerName(path+".config.sampling_method", e.SamplingMethod)
+		p.samplerName(path+".config.scheduler", e.Scheduler)
+		p.atLeast(path+".config.timeout_seconds", e.TimeoutSeconds, 0)
 	}
 	return p
 }
@@ -908,6 +924,19 @@ func (p *problems) imageSide(key string, v int) {
 		p.addf("%s: must be a multiple of 8 between 64 and 4096, got %d", key, v)
 	}
 }
+
+// samplerName checks the shape of a sampler or scheduler name (euler_a,
+// dpm++2m, karras); the engine knows which exist.
+func (p *problems) samplerName(key, v string) {
+	if v == "" {
+		return
+	}
+	if !samplerNameRE.MatchString(v) {
+		p.addf("%s: %q is not a sampler or scheduler name (1-32 letters, digits, '_', '+', '-' or '.')", key, v)
+	}
+}
+
+var samplerNameRE = regexp.MustCompile(`^[A-Za-z0-9_+.][A-Za-z0-9_+.-]{0,31}$`)
 
 func (p *problems) oneOf(key, v string, allowed ...string) {
 	if !slices.Contains(allowed, v) {

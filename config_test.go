@@ -186,7 +186,7 @@ models:
 	}
 	want.Models.Diffusion = []DiffusionModel{
 		{Name: "sd", ModelPath: "./sd.safetensors", Config: DiffusionEngineConfig{
-			Engine: "sd-cli", Width: 512, Height: 512, Steps: 4, CFGScale: 1,
+			Engine: "sd-cli", Width: 512, Height: 512, Steps: 4, CFGScale: 1, TimeoutSeconds: 600,
 		}},
 	}
 	if !reflect.DeepEqual(*cfg, want) {

@@ -205,7 +205,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	log.Info("vramcram listening", "addr", "http://"+ln.Addr().String(), "version", version, "models", len(cfg.Models.LLM)+len(cfg.Models.Diffusion))
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
-	go retention(ctx, st, cfg.Storage.RetentionHours, log)
+	go retention(ctx, st, cfg.Storage.RetentionHours, imageDir(cfg), log)
 
 	select {
 	case <-ctx.Done():
@@ -246,8 +246,9 @@ func shutdown(srv *http.Server, sched *scheduler.Scheduler, cfg *Config, log *sl
 	return cause
 }
 
-// retention deletes finished jobs older than the retention period, hourly.
-func retention(ctx context.Context, st *store.Store, hours int, log *slog.Logger) {
+// retention deletes finished jobs older than the retention period, hourly,
+// and the image directories no job needs any more.
+func retention(ctx context.Context, st *store.Store, hours int, images string, log *slog.Logger) {
 	if hours <= 0 {
 		return
 	}
@@ -260,6 +261,7 @@ func retention(ctx context.Context, st *store.Store, hours int, log *slog.Logger
 		} else if n > 0 {
 			log.Info("retention removed finished jobs", "jobs", n)
 		}
+		logPrune(images, st, log)
 		select {
 		case <-ctx.Done():
 			return

@@ -50,6 +50,7 @@ type Config struct {
 	MaxPromptChars int               // default 100000
 	MaxAttempts    int               // stored on each job; default 3
 	ModelTypes     map[string]string // model name → "llm" | "diffusion"
+	ImageDir       string            // diffusion images: ImageDir/JOB_ID/N.png (DATA_DIR/images)
 	Version        string
 	Logger         *slog.Logger
 	NowFunc        func() time.Time
@@ -114,6 +115,8 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	e.DELETE("/jobs/:id", s.cancelJob)
 	e.GET("/events", s.events)
 	s.routeDashboard(e) // GET / and its assets; no key needed
+	e.GET("/jobs/:id/images/:n", s.getImage)
+	e.POST("/v1/images/generations", s.imagesGenerations)
 	s.echo = e
 	return s
 }
