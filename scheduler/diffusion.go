@@ -205,8 +205,8 @@ func (e *sdCLIEngine) LastPID() int {
 
 // OneShot marks an engine whose failures are its job's process, not the
 // engine's: nothing to wait for before recording them.
-func (e *sdCLIEngine) OneShot() {}
-func (e *sdCLIEngine) Done() <-chan struct{}           { return e.done }
+func (e *sdCLIEngine) OneShot()              {}
+func (e *sdCLIEngine) Done() <-chan struct{} { return e.done }
 
 // Err is why the instance ended: it only ends when stopped.
 func (e *sdCLIEngine) Err() error {
