@@ -30,7 +30,6 @@ import (
 	"github.com/vramcram/vramcram/runner"
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/store"
-	"github.com/vramcram/vramcram/vram"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -159,12 +158,15 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		log.Warn("reap orphan engines", "err", err)
 	}
 
-	meter, source, err := vram.OpenMeter(cfg.VRAM.TotalMB, log.With("component", "vram"))
+	devs, source, err := openDevices(cfg, log.With("component", "vram"))
 	if err != nil {
-		return fmt.Errorf("open VRAM meter: %w", err)
+		return err
 	}
-	defer meter.Close()
-	log.Info("VRAM meter", "vram_source", source, "vram_total_mb", cfg.VRAM.TotalMB, "safety_margin_mb", cfg.VRAM.SafetyMarginMB)
+	defer closeDevices(devs, log)
+	for _, d := range devs {
+		log.Info("GPU", "vram_source", source, "index", d.Index, "id", d.ID(), "name", d.Name, "vram_total_mb", d.TotalMB,
+			"safety_margin_mb", cfg.VRAM.SafetyMarginMB)
+	}
 
 	sc := schedulerConfig(cfg)
 	estimateModels(cfg, sc.Models, log)
@@ -173,7 +175,8 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		log.Warn("read learned VRAM figures", "err", err)
 	}
 	applyLearned(cfg, sc.Models, learned, log)
-	sched, err := scheduler.New(sc, st, newLaunchers(cfg, records, log), meter, log.With("component", "scheduler"))
+	sc.Devices = schedulerDevices(devs, source, len(cfg.VRAM.Devices) > 0)
+	sched, err := scheduler.New(sc, st, newLaunchers(cfg, records, log), nil, log.With("component", "scheduler"))
 	if err != nil {
 		return err
 	}

@@ -59,13 +59,13 @@ func schedulerConfig(cfg *Config) scheduler.Config {
 	for _, m := range cfg.Models.LLM {
 		sc.Models = append(sc.Models, scheduler.Model{
 			Name: m.Name, Type: "llm", VRAMMB: m.VRAMMB, Slots: m.Config.Parallel,
-			Pinned: m.Pinned, Preload: m.Preload, TTL: seconds(m.TTLSeconds),
+			Pinned: m.Pinned, Preload: m.Preload, TTL: seconds(m.TTLSeconds), GPUs: m.GPUs,
 		})
 	}
 	for _, m := range cfg.Models.Diffusion {
 		sc.Models = append(sc.Models, scheduler.Model{
 			Name: m.Name, Type: "diffusion", VRAMMB: m.VRAMMB, Slots: 1,
-			Pinned: m.Pinned, Preload: m.Preload, TTL: seconds(m.TTLSeconds),
+			Pinned: m.Pinned, Preload: m.Preload, TTL: seconds(m.TTLSeconds), GPUs: m.GPUs,
 		})
 	}
 	return sc
