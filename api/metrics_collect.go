@@ -38,6 +38,15 @@ var (
 	descModelConf  = desc("vramcram_model_vram_configured_bytes", "vram_mb from the config (0 when not set).", "model")
 	descModelEst   = desc("vramcram_model_vram_estimate_bytes", "Estimate from the model file (0 when none).", "model")
 	descLastUsed   = desc("vramcram_model_last_used_timestamp_seconds", "When the model last finished a job or loaded.", "model")
+	descModelMeas  = desc("vramcram_model_vram_measured_bytes", "What NVML reports for the model's engine process now (0 when not loaded or without NVML).", "model")
+	descModelLearn = desc("vramcram_model_vram_learned_bytes", "Peak measured on earlier loads; the next load reserves it.", "model")
+	descEstErr     = desc("vramcram_model_vram_estimate_error_bytes", "Measured minus the figure the load started from (configured or estimated); positive: it was too low.", "model")
+	descDevTotal   = desc("vramcram_gpu_vram_total_bytes", "One GPU's memory.", "gpu")
+	descDevBudget  = desc("vramcram_gpu_vram_budget_bytes", "One GPU's budget: total minus vram.safety_margin_mb (0 while lost).", "gpu")
+	descDevResv    = desc("vramcram_gpu_vram_reserved_bytes", "Reserved on one GPU by VramCram's engines.", "gpu")
+	descDevNotOurs = desc("vramcram_gpu_vram_not_ours_bytes", "Used on one GPU by processes that are not VramCram's.", "gpu")
+	descDevFree    = desc("vramcram_gpu_vram_free_bytes", "One GPU's budget left.", "gpu")
+	descDevLost    = desc("vramcram_gpu_lost", "1 while the GPU's readings fail and nothing is placed on it.", "gpu")
 )
 
 var modelStates = []string{
@@ -53,7 +62,8 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descSchedulerUp, descBuildInfo, descEventsDropped, descVRAMSource, descVRAMTotal, descVRAMBudget,
 		descVRAMResv, descVRAMNotOur, descVRAMFree, descQueueDepth, descRunning, descState, descSlots,
-		descModelResv, descModelConf, descModelEst, descLastUsed,
+		descModelResv, descModelConf, descModelEst, descLastUsed, descModelMeas, descModelLearn, descEstErr,
+		descDevTotal, descDevBudget, descDevResv, descDevNotOurs, descDevFree, descDevLost,
 	} {
 		ch <- d
 	}
@@ -82,6 +92,19 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(ch, descVRAMResv, float64(snap.ReservedMB)*mib)
 	gauge(ch, descVRAMNotOur, float64(snap.NotOursMB)*mib)
 	gauge(ch, descVRAMFree, float64(snap.FreeMB)*mib)
+	for _, d := range snap.Devices {
+		gpu := strconv.Itoa(d.Index)
+		gauge(ch, descDevTotal, float64(d.TotalMB)*mib, gpu)
+		gauge(ch, descDevBudget, float64(d.BudgetMB)*mib, gpu)
+		gauge(ch, descDevResv, float64(d.ReservedMB)*mib, gpu)
+		gauge(ch, descDevNotOurs, float64(d.NotOursMB)*mib, gpu)
+		gauge(ch, descDevFree, float64(d.FreeMB)*mib, gpu)
+		lost := 0.0
+		if d.Lost != "" {
+			lost = 1
+		}
+		gauge(ch, descDevLost, lost, gpu)
+	}
 	for _, ms := range snap.Models {
 		c.collectModel(ch, ms)
 	}
@@ -101,6 +124,17 @@ func (c *snapshotCollector) collectModel(ch chan<- prometheus.Metric, ms schedul
 	gauge(ch, descModelResv, float64(ms.ReservedMB)*mib, ms.Name)
 	gauge(ch, descModelConf, float64(ms.VRAMMB)*mib, ms.Name)
 	gauge(ch, descModelEst, float64(ms.EstimateMB)*mib, ms.Name)
+	gauge(ch, descModelMeas, float64(ms.MeasuredMB)*mib, ms.Name)
+	gauge(ch, descModelLearn, float64(ms.LearnedMB)*mib, ms.Name)
+	if ms.MeasuredMB > 0 {
+		base := ms.VRAMMB
+		if base == 0 {
+			base = ms.EstimateMB
+		}
+		if base > 0 {
+			gauge(ch, descEstErr, float64(ms.MeasuredMB-base)*mib, ms.Name)
+		}
+	}
 	if ms.LastUsed != nil {
 		gauge(ch, descLastUsed, float64(ms.LastUsed.UnixNano())/1e9, ms.Name)
 	}

@@ -165,8 +165,12 @@ func TestMetrics_Snapshot(t *testing.T) {
 		return scheduler.Snapshot{
 			VRAMSource: "nvml", TotalMB: 24576, BudgetMB: 23552, ReservedMB: 6000, NotOursMB: 500, FreeMB: 17052,
 			Models: []scheduler.ModelStatus{
-				{Name: "llama", Type: "llm", State: scheduler.ModelBusy, VRAMMB: 6000, ReservedMB: 6000, Slots: 2, Running: 2, LastUsed: &used},
+				{Name: "llama", Type: "llm", State: scheduler.ModelBusy, VRAMMB: 6000, ReservedMB: 6400, MeasuredMB: 6400, LearnedMB: 6400, Slots: 2, Running: 2, LastUsed: &used},
 				{Name: "qwen", Type: "llm", State: scheduler.ModelUnloaded, EstimateMB: 3000, Slots: 1},
+			},
+			Devices: []scheduler.DeviceStatus{
+				{Index: 0, TotalMB: 24576, BudgetMB: 23552, ReservedMB: 6400, NotOursMB: 500, FreeMB: 16652},
+				{Index: 1, TotalMB: 8192, Lost: "reading failed"},
 			},
 		}, nil
 	}
@@ -191,7 +195,15 @@ func TestMetrics_Snapshot(t *testing.T) {
 		`vramcram_model_state{model="llama",state="ready"}`:         0,
 		`vramcram_model_state{model="qwen",state="unloaded"}`:       1,
 		`vramcram_model_slots{model="llama"}`:                       2,
-		`vramcram_model_vram_reserved_bytes{model="llama"}`:         6000 << 20,
+		`vramcram_model_vram_reserved_bytes{model="llama"}`:         6400 << 20,
+		`vramcram_model_vram_measured_bytes{model="llama"}`:         6400 << 20,
+		`vramcram_model_vram_learned_bytes{model="llama"}`:          6400 << 20,
+		`vramcram_model_vram_estimate_error_bytes{model="llama"}`:   400 << 20,
+		`vramcram_gpu_vram_reserved_bytes{gpu="0"}`:                 6400 << 20,
+		`vramcram_gpu_vram_free_bytes{gpu="0"}`:                     16652 << 20,
+		`vramcram_gpu_lost{gpu="0"}`:                                0,
+		`vramcram_gpu_lost{gpu="1"}`:                                1,
+		`vramcram_gpu_vram_budget_bytes{gpu="1"}`:                   0,
 		`vramcram_model_vram_configured_bytes{model="llama"}`:       6000 << 20,
 		`vramcram_model_vram_estimate_bytes{model="qwen"}`:          3000 << 20,
 		`vramcram_model_last_used_timestamp_seconds{model="llama"}`: float64(used.Unix()),

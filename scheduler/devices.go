@@ -258,6 +258,10 @@ func (s *Scheduler) readDevice(ctx context.Context, d int) {
 		return
 	}
 	dv.failures = 0
+	if r.TotalMB != dv.reading.TotalMB || r.FreeMB != dv.reading.FreeMB || r.Source != dv.reading.Source {
+		s.bus.Publish(Event{Type: EvVRAMReading, Device: dv.ID, TotalMB: r.TotalMB, FreeMB: r.FreeMB,
+			NotOursMB: r.NotOursMB(s.st.ours()), VRAMMB: r.UsedMB()})
+	}
 	if dv.lost != "" {
 		s.log.Info("GPU reads again", "device", dv.ID)
 		s.bus.Publish(Event{Type: EvDeviceBack, Device: dv.ID})

@@ -158,3 +158,18 @@ func TestDeviceEnv(t *testing.T) {
 		t.Fatalf("env %v", env)
 	}
 }
+
+func TestDevices_ReadingChangesArePublished(t *testing.T) {
+	models := []simModel{{name: "a", mb: 6000, loadTime: time.Second, slots: 1}}
+	_, evs := runDevices(t, []int{10000, 8000}, models, []simArrival{job(time.Second, "a")}, nil)
+	var used []int
+	for _, e := range evs {
+		if e.Type == EvVRAMReading && e.Device == "0" {
+			used = append(used, e.VRAMMB)
+		}
+	}
+	// The readings go from idle to a's 6000 MiB on GPU 0.
+	if !slices.Contains(used, 6000) {
+		t.Fatalf("vram_reading events on GPU 0 show used %v, want one with 6000", used)
+	}
+}
