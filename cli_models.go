@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -28,6 +29,21 @@ type modelInfo struct {
 	LastUsed   *time.Time `json:"last_used"`
 	LoadedAt   *time.Time `json:"loaded_at"`
 	Reason     string     `json:"reason"`
+	Placement  []struct {
+		Device int `json:"device"`
+		MB     int `json:"vram_mb"`
+	} `json:"placement"`
+}
+
+// gpuInfo is one GPU of GET /models.
+type gpuInfo struct {
+	Index      int    `json:"index"`
+	ID         string `json:"id"`
+	BudgetMB   int    `json:"vram_budget_mb"`
+	ReservedMB int    `json:"vram_reserved_mb"`
+	NotOursMB  int    `json:"vram_not_ours_mb"`
+	FreeMB     int    `json:"vram_free_mb"`
+	Lost       string `json:"lost"`
 }
 
 type modelList struct {
@@ -35,6 +51,7 @@ type modelList struct {
 	BudgetMB   int         `json:"vram_budget_mb"`
 	ReservedMB int         `json:"vram_reserved_mb"`
 	FreeMB     int         `json:"vram_free_mb"`
+	Devices    []gpuInfo   `json:"devices"`
 }
 
 func (c *client) models(ctx context.Context) (modelList, []byte, error) {
@@ -73,7 +90,7 @@ func psCmd(ctx context.Context, c *client, _ *flag.FlagSet, args []string) error
 // printPS writes the loaded models as a table, like ollama ps.
 func printPS(w io.Writer, l modelList, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATE\tRESERVED\tMEASURED\tSLOTS BUSY\tIDLE\tLOADED\tPID")
+	fmt.Fprintln(tw, "NAME\tSTATE\tGPU\tRESERVED\tMEASURED\tSLOTS BUSY\tIDLE\tLOADED\tPID")
 	n := 0
 	for _, m := range l.Models {
 		if !loaded(m.State) {
@@ -100,7 +117,15 @@ func printPS(w io.Writer, l modelList, now time.Time) {
 		if m.Pinned {
 			name += " (pinned)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", name, m.State, mib(m.ReservedMB), measured,
+		gpus := []string{}
+		for _, p := range m.Placement {
+			gpus = append(gpus, fmt.Sprint(p.Device))
+		}
+		gpu := strings.Join(gpus, "+")
+		if gpu == "" {
+			gpu = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", name, m.State, gpu, mib(m.ReservedMB), measured,
 			m.Running, m.Slots, idle, since, pid)
 	}
 	tw.Flush()
@@ -108,6 +133,15 @@ func printPS(w io.Writer, l modelList, now time.Time) {
 		fmt.Fprintln(w, "(no model loaded)")
 	}
 	fmt.Fprintf(w, "\nVRAM: %d of %d MiB budget reserved, %d MiB free\n", l.ReservedMB, l.BudgetMB, l.FreeMB)
+	if len(l.Devices) > 1 {
+		for _, d := range l.Devices {
+			line := fmt.Sprintf("  GPU %d (%s): %d of %d MiB reserved, %d MiB not ours, %d MiB free", d.Index, d.ID, d.ReservedMB, d.BudgetMB, d.NotOursMB, d.FreeMB)
+			if d.Lost != "" {
+				line += " — LOST: " + d.Lost
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
 }
 
 func modelsCmd(ctx context.Context, c *client, _ *flag.FlagSet, args []string) error {
