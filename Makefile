@@ -10,10 +10,10 @@ FUZZTIME ?= 30s
 BENCHCOUNT ?= 1
 SEEDS    ?= 2000
 
-.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean gpu-bin gpu-check sim stress loadtest
+.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean gpu-bin gpu-check sim stress loadtest metrics-check systemd-check smoke
 
 help: ## list targets
-	@awk 'BEGIN{FS=":.*## "} /^[a-z][a-z-]*:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-z][a-z-]*:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/vramcram (cgo on)
 	CGO_ENABLED=1 $(GO) build -ldflags '$(LDFLAGS)' -o bin/vramcram .
@@ -81,3 +81,14 @@ gpu-check: ## GPU machine only: NVML tests + VRAM checks with GPU-holding stand-
 
 clean: ## remove build outputs
 	rm -rf bin cover.out
+
+metrics-check: ## workload on a daemon, then promtool check metrics on the scrape (needs promtool)
+	@command -v promtool >/dev/null || { echo "promtool missing: apt-get install --no-install-recommends prometheus"; exit 1; }
+	$(GO) test -race -count=1 -v -run 'TestE2E_Metrics$$|TestMetrics_Promtool$$' . ./api/
+
+systemd-check: ## systemd-analyze verify deploy/systemd/vramcram.service (needs systemd)
+	@command -v systemd-analyze >/dev/null || { echo "systemd-analyze missing: apt-get install systemd"; exit 1; }
+	$(GO) test -count=1 -v -run 'TestSystemdUnit' .
+
+smoke: build ## scripts/smoke.sh against the server at VRAMCRAM_URL (default http://127.0.0.1:8000)
+	VRAMCRAM=./bin/vramcram bash scripts/smoke.sh

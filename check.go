@@ -17,7 +17,6 @@ import (
 
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/store"
-	"github.com/vramcram/vramcram/vram"
 )
 
 // storeFile is the bbolt file under storage.data_dir.
@@ -73,20 +72,28 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 
 func printCheck(ctx context.Context, cfg *Config, w io.Writer) error {
 	quiet := slog.New(slog.DiscardHandler)
-	meter, source, err := vram.OpenMeter(cfg.VRAM.TotalMB, quiet)
+	devs, source, err := openDevices(cfg, quiet)
 	if err != nil {
-		return fmt.Errorf("open VRAM meter: %w", err)
+		return err
 	}
-	defer meter.Close()
-	r, err := meter.Read(ctx)
-	if err != nil {
-		return fmt.Errorf("read VRAM: %w", err)
-	}
-	notOurs := r.NotOursMB(nil)
-	budget := r.TotalMB - cfg.VRAM.SafetyMarginMB
+	defer closeDevices(devs, quiet)
 	fmt.Fprintf(w, "config OK: %d LLM and %d diffusion models\n", len(cfg.Models.LLM), len(cfg.Models.Diffusion))
-	fmt.Fprintf(w, "GPU: source %s, total %d MiB, free %d MiB, used by other processes %d MiB\n", source, r.TotalMB, r.FreeMB, notOurs)
-	fmt.Fprintf(w, "budget: %d MiB (total − safety margin %d MiB); free for models now: %d MiB\n\n", budget, cfg.VRAM.SafetyMarginMB, budget-notOurs)
+	var gpus []gpuRoom
+	for k, d := range devs {
+		r, err := d.Meter.Read(ctx)
+		if err != nil {
+			return fmt.Errorf("read GPU %s: %w", d.ID(), err)
+		}
+		g := gpuRoom{budget: r.TotalMB - cfg.VRAM.SafetyMarginMB, notOurs: r.NotOursMB(nil)}
+		gpus = append(gpus, g)
+		fmt.Fprintf(w, "GPU %d (%s%s): source %s, total %d MiB, free %d MiB, used by other processes %d MiB; budget %d MiB (safety margin %d MiB)\n",
+			k, d.ID(), nameSuffix(d.Name), source, r.TotalMB, r.FreeMB, g.notOurs, g.budget, cfg.VRAM.SafetyMarginMB)
+	}
+	fmt.Fprintln(w)
+	budget := 0
+	for _, g := range gpus {
+		budget = max(budget, g.budget)
+	}
 
 	models := schedulerConfig(cfg).Models
 	var notes bytes.Buffer
@@ -98,14 +105,8 @@ func printCheck(ctx context.Context, cfg *Config, w io.Writer) error {
 	fmt.Fprintln(tw, "MODEL\tTYPE\tCONFIGURED\tESTIMATED\tLEARNED\tRESERVES\tFITS ALONE")
 	for _, m := range models {
 		need, from := reserves(m, budget)
-		fits := "yes"
-		switch {
-		case need > budget:
-			fits = fmt.Sprintf("NO: needs %d MiB, budget %d MiB", need, budget)
-		case need > budget-notOurs:
-			fits = "not now: other processes hold the rest"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d MiB (%s)\t%s\n", m.Name, m.Type, mib(m.VRAMMB), mib(m.EstimateMB), mib(m.LearnedMB), need, from, fits)
+		fits := fitsAlone(m, need, gpus)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d MiB (%s)\t%s\n", m.Name, m.Type, mibOrDash(m.VRAMMB), mibOrDash(m.EstimateMB), mibOrDash(m.LearnedMB), need, from, fits)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -121,6 +122,53 @@ func printCheck(ctx context.Context, cfg *Config, w io.Writer) error {
 	return nil
 }
 
+// gpuRoom is one GPU's budget and the memory other processes hold on it.
+type gpuRoom struct{ budget, notOurs int }
+
+// fitsAlone says whether m fits its GPUs (any one GPU when it names none)
+// with nothing else of ours loaded.
+func fitsAlone(m scheduler.Model, need int, gpus []gpuRoom) string {
+	devs := m.GPUs
+	share := need
+	if len(devs) > 0 {
+		share = need / len(devs)
+	} else {
+		for k := range gpus {
+			devs = append(devs, k)
+		}
+	}
+	best := -1
+	for _, d := range devs {
+		if d >= len(gpus) {
+			return fmt.Sprintf("NO: GPU %d does not exist", d)
+		}
+		if len(m.GPUs) > 0 { // a split needs every device
+			if share > gpus[d].budget {
+				return fmt.Sprintf("NO: needs %d MiB on GPU %d, budget %d MiB", share, d, gpus[d].budget)
+			}
+			best = max(best, 0)
+			continue
+		}
+		best = max(best, gpus[d].budget)
+	}
+	if len(m.GPUs) == 0 && need > best {
+		return fmt.Sprintf("NO: needs %d MiB, budget %d MiB", need, best)
+	}
+	for _, d := range devs {
+		if share <= gpus[d].budget-gpus[d].notOurs {
+			return "yes"
+		}
+	}
+	return "not now: other processes hold the rest"
+}
+
+func nameSuffix(name string) string {
+	if name == "" {
+		return ""
+	}
+	return ", " + name
+}
+
 // reserves mirrors the scheduler's choice of a model's reservation.
 func reserves(m scheduler.Model, budget int) (int, string) {
 	switch {
@@ -134,7 +182,7 @@ func reserves(m scheduler.Model, budget int) (int, string) {
 	return budget, "unknown: whole budget"
 }
 
-func mib(n int) string {
+func mibOrDash(n int) string {
 	if n <= 0 {
 		return "-"
 	}

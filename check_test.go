@@ -62,7 +62,7 @@ func TestCheck_PrintsFiguresAndFit(t *testing.T) {
 	}
 	text := out.String()
 	for _, want := range []string{
-		"budget: 9000 MiB",
+		"budget 9000 MiB",
 		"4700 MiB (learned)",
 		"NO: needs 12000 MiB, budget 9000 MiB",
 		"9000 MiB (unknown: whole budget)",
@@ -99,5 +99,40 @@ func TestLearnKey_ChangesWithEngineOptions(t *testing.T) {
 	}
 	if learnKey(a, "m") != learnKey(a, "m") || !strings.HasPrefix(learnKey(a, "m"), "m@") {
 		t.Fatalf("unstable key %q", learnKey(a, "m"))
+	}
+}
+
+func TestCheck_TwoConfiguredGPUs(t *testing.T) {
+	dir := t.TempDir()
+	model := filepath.Join(dir, "m.gguf")
+	if err := os.WriteFile(model, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := `storage: {data_dir: ` + filepath.Join(dir, "data") + `}
+vram: {safety_margin_mb: 1000, devices: [{index: 0, total_mb: 10000}, {index: 1, uuid: GPU-b, total_mb: 6000}]}
+models:
+  llm:
+    - {name: split, model_path: ` + model + `, vram_mb: 9000, gpus: [0, 1]}
+    - {name: toobig-on-1, model_path: ` + model + `, vram_mb: 6000, gpus: [1]}
+    - {name: anywhere, model_path: ` + model + `, vram_mb: 8000}
+`
+	path := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"check", "-config", path}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	text := out.String()
+	for _, want := range []string{"GPU 0 (0)", "GPU 1 (GPU-b)", "budget 5000 MiB", "NO: needs 6000 MiB on GPU 1, budget 5000 MiB"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	for _, line := range strings.Split(text, "\n") {
+		if (strings.HasPrefix(line, "split ") || strings.HasPrefix(line, "anywhere ")) && !strings.HasSuffix(strings.TrimSpace(line), "yes") {
+			t.Errorf("want yes: %s", line)
+		}
 	}
 }

@@ -69,6 +69,17 @@ type VRAMConfig struct {
 	SafetyMarginMB            int `koanf:"safety_margin_mb"`            // default 1024
 	MonitoringIntervalSeconds int `koanf:"monitoring_interval_seconds"` // default 5
 	ReleaseTimeoutSeconds     int `koanf:"release_timeout_seconds"`     // default 10: wait for an evicted engine's memory to show free
+	// Devices restricts the GPUs used (NVML: by uuid, else index) or, without
+	// NVML, describes them (total_mb each). Empty: every GPU NVML lists, or
+	// one of total_mb.
+	Devices []DeviceConfig `koanf:"devices"`
+}
+
+// DeviceConfig is one entry of vram.devices.
+type DeviceConfig struct {
+	Index   int    `koanf:"index"`
+	UUID    string `koanf:"uuid"`
+	TotalMB int    `koanf:"total_mb"` // the size when NVML is absent
 }
 
 // InferenceConfig holds the engine binaries' paths (looked up in PATH when
@@ -121,6 +132,7 @@ type LLMModel struct {
 	Pinned     bool            `koanf:"pinned"`
 	Preload    bool            `koanf:"preload"`
 	TTLSeconds int             `koanf:"ttl_seconds"` // 0: no idle unload
+	GPUs       []int           `koanf:"gpus"`        // devices to use; several split the model; empty: VramCram picks one
 	Config     LLMEngineConfig `koanf:"config"`
 }
 
@@ -141,6 +153,7 @@ type DiffusionModel struct {
 	Pinned     bool                  `koanf:"pinned"`
 	Preload    bool                  `koanf:"preload"`
 	TTLSeconds int                   `koanf:"ttl_seconds"` // 0: no idle unload
+	GPUs       []int                 `koanf:"gpus"`        // devices to use; empty: VramCram picks one
 	Config     DiffusionEngineConfig `koanf:"config"`
 }
 
@@ -153,6 +166,14 @@ type DiffusionEngineConfig struct {
 	CFGScale       float64  `koanf:"cfg_scale"`       // 7.0
 	SamplingMethod string   `koanf:"sampling_method"` // optional
 	ExtraArgs      []string `koanf:"extra_args"`
+	Scheduler      string   `koanf:"scheduler"`       // optional: --scheduler
+	DiffusionModel string   `koanf:"diffusion_model"` // optional: --diffusion-model (then model_path may be empty)
+	VAE            string   `koanf:"vae"`             // optional: --vae
+	ClipL          string   `koanf:"clip_l"`          // optional: --clip_l
+	ClipG          string   `koanf:"clip_g"`          // optional: --clip_g
+	T5XXL          string   `koanf:"t5xxl"`           // optional: --t5xxl
+	LLM            string   `koanf:"llm"`             // optional: --llm (LLM text encoder)
+	TimeoutSeconds int      `koanf:"timeout_seconds"` // 600: a job's limit; 0 = none
 }
 
 // envPrefix marks the environment variables that override config keys:
@@ -163,6 +184,8 @@ const envPrefix = "VRAMCRAM_"
 // neither applied nor reported as unknown. VRAMCRAM_CONFIG names the file.
 var envNotKeys = map[string]bool{
 	"VRAMCRAM_CONFIG": true,
+	envURL:            true, // client commands: the server's address
+	envAPIKey:         true, // client commands: the Bearer key
 }
 
 // DefaultConfig returns the configuration used where neither the file nor the
@@ -222,7 +245,7 @@ func (m *LLMModel) setDefaults() {
 
 // setDefaults fills the per-model defaults before a list element is decoded.
 func (m *DiffusionModel) setDefaults() {
-	m.Config = DiffusionEngineConfig{Engine: "sd-cli", Width: 512, Height: 512, Steps: 20, CFGScale: 7}
+	m.Config = DiffusionEngineConfig{Engine: "sd-cli", Width: 512, Height: 512, Steps: 20, CFGScale: 7, TimeoutSeconds: 600}
 }
 
 // ConfigError lists every problem found while loading a configuration.
@@ -755,6 +778,23 @@ func (c *Config) Validate() []string {
 	}
 	p.atLeast("vram.monitoring_interval_seconds", v.MonitoringIntervalSeconds, 1)
 	p.atLeast("vram.release_timeout_seconds", v.ReleaseTimeoutSeconds, 1)
+	seenDev := map[string]bool{}
+	for i, d := range v.Devices {
+		path := joinIndex("vram.devices", i)
+		p.atLeast(path+".index", d.Index, 0)
+		p.atLeast(path+".total_mb", d.TotalMB, 0)
+		if d.TotalMB > 0 && v.SafetyMarginMB >= d.TotalMB {
+			p.addf("%s.total_mb: %d leaves no budget beside vram.safety_margin_mb (%d)", path, d.TotalMB, v.SafetyMarginMB)
+		}
+		key := d.UUID
+		if key == "" {
+			key = strconv.Itoa(d.Index)
+		}
+		if seenDev[key] {
+			p.addf("%s: GPU %s is listed twice", path, key)
+		}
+		seenDev[key] = true
+	}
 
 	in := c.Inference
 	for _, f := range []struct{ key, val string }{
@@ -801,9 +841,21 @@ func (c *Config) Validate() []string {
 			seen[n] = path
 		}
 	}
-	common := func(path, modelPath string, vramMB, ttl int) {
+	common := func(path, modelPath string, vramMB, ttl int, gpus []int) {
 		if modelPath == "" {
 			p.addf("%s.model_path: required", path)
+		}
+		seen := map[int]bool{}
+		for k, g := range gpus {
+			switch {
+			case g < 0:
+				p.addf("%s.gpus[%d]: must be 0 or more, got %d", path, k, g)
+			case len(v.Devices) > 0 && g >= len(v.Devices):
+				p.addf("%s.gpus[%d]: %d is not one of the %d entries of vram.devices", path, k, g, len(v.Devices))
+			case seen[g]:
+				p.addf("%s.gpus[%d]: GPU %d is listed twice", path, k, g)
+			}
+			seen[g] = true
 		}
 		p.atLeast(path+".vram_mb", vramMB, 0)
 		p.atLeast(path+".ttl_seconds", ttl, 0)
@@ -811,7 +863,7 @@ func (c *Config) Validate() []string {
 	for i, m := range c.Models.LLM {
 		path := joinIndex("models.llm", i)
 		name(path, m.Name)
-		common(path, m.ModelPath, m.VRAMMB, m.TTLSeconds)
+		common(path, m.ModelPath, m.VRAMMB, m.TTLSeconds, m.GPUs)
 		p.atLeast(path+".config.context_size", m.Config.ContextSize, 1)
 		p.atLeast(path+".config.gpu_layers", m.Config.GPULayers, -1)
 		p.between(path+".config.parallel", m.Config.Parallel, 1, 64)
@@ -819,7 +871,12 @@ func (c *Config) Validate() []string {
 	for i, m := range c.Models.Diffusion {
 		path := joinIndex("models.diffusion", i)
 		name(path, m.Name)
-		common(path, m.ModelPath, m.VRAMMB, m.TTLSeconds)
+		modelPath := m.ModelPath + m.Config.DiffusionModel // a split model needs no full checkpoint
+		if modelPath == "" {
+			p.addf("%s.model_path: required (or config.diffusion_model for a model in parts)", path)
+			modelPath = "-" // reported just now
+		}
+		common(path, modelPath, m.VRAMMB, m.TTLSeconds, m.GPUs)
 		e := m.Config
 		p.oneOf(path+".config.engine", e.Engine, "sd-cli", "sd-server")
 		p.imageSide(path+".config.width", e.Width)
@@ -828,6 +885,9 @@ func (c *Config) Validate() []string {
 		if !(e.CFGScale >= 0 && e.CFGScale <= 30) { // written so that NaN fails
 			p.addf("%s.config.cfg_scale: must be between 0 and 30, got %v", path, e.CFGScale)
 		}
+		p.samplerName(path+".config.sampling_method", e.SamplingMethod)
+		p.samplerName(path+".config.scheduler", e.Scheduler)
+		p.atLeast(path+".config.timeout_seconds", e.TimeoutSeconds, 0)
 	}
 	return p
 }
@@ -870,6 +930,19 @@ func (p *problems) imageSide(key string, v int) {
 		p.addf("%s: must be a multiple of 8 between 64 and 4096, got %d", key, v)
 	}
 }
+
+// samplerName checks the shape of a sampler or scheduler name (euler_a,
+// dpm++2m, karras); the engine knows which exist.
+func (p *problems) samplerName(key, v string) {
+	if v == "" {
+		return
+	}
+	if !samplerNameRE.MatchString(v) {
+		p.addf("%s: %q is not a sampler or scheduler name (1-32 letters, digits, '_', '+', '-' or '.')", key, v)
+	}
+}
+
+var samplerNameRE = regexp.MustCompile(`^[A-Za-z0-9_+.][A-Za-z0-9_+.-]{0,31}$`)
 
 func (p *problems) oneOf(key, v string, allowed ...string) {
 	if !slices.Contains(allowed, v) {

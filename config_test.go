@@ -187,7 +187,7 @@ models:
 	}
 	want.Models.Diffusion = []DiffusionModel{
 		{Name: "sd", ModelPath: "./sd.safetensors", Config: DiffusionEngineConfig{
-			Engine: "sd-cli", Width: 512, Height: 512, Steps: 4, CFGScale: 1,
+			Engine: "sd-cli", Width: 512, Height: 512, Steps: 4, CFGScale: 1, TimeoutSeconds: 600,
 		}},
 	}
 	if !reflect.DeepEqual(*cfg, want) {
@@ -761,6 +761,19 @@ func TestConfig_Validate(t *testing.T) {
 		{"LevelWarn", func(c *Config) { c.Logging.Level = "warn" }, ""},
 		{"LevelBad", func(c *Config) { c.Logging.Level = "trace" }, "logging.level"},
 		{"FormatBad", func(c *Config) { c.Logging.Format = "xml" }, "logging.format"},
+		{"AgingNegative", func(c *Config) { c.Scheduling.AgingSeconds = -1 }, "scheduling.aging_seconds"},
+		{"DevicesTwoGPUs", func(c *Config) {
+			c.VRAM.Devices = []DeviceConfig{{Index: 0, TotalMB: 8000}, {Index: 1, TotalMB: 8000}}
+		}, ""},
+		{"DeviceTwice", func(c *Config) { c.VRAM.Devices = []DeviceConfig{{Index: 1}, {Index: 1}} }, "vram.devices[1]: GPU 1 is listed twice"},
+		{"DeviceNoBudget", func(c *Config) { c.VRAM.Devices = []DeviceConfig{{TotalMB: 500}} }, "vram.devices[0].total_mb: 500 leaves no budget"},
+		{"GPUsSplit", llm(func(m *LLMModel) { m.GPUs = []int{0, 1} }), ""},
+		{"GPUNegative", llm(func(m *LLMModel) { m.GPUs = []int{-1} }), "models.llm[0].gpus[0]: must be 0 or more"},
+		{"GPUTwice", llm(func(m *LLMModel) { m.GPUs = []int{0, 0} }), "models.llm[0].gpus[1]: GPU 0 is listed twice"},
+		{"GPUNotListed", func(c *Config) {
+			c.VRAM.Devices = []DeviceConfig{{TotalMB: 8000}}
+			llm(func(m *LLMModel) { m.GPUs = []int{1} })(c)
+		}, "models.llm[0].gpus[0]: 1 is not one of the 1 entries of vram.devices"},
 		{"NoModels", func(c *Config) { c.Models = ModelsConfig{} }, ""},
 		{"LLMValid", llm(func(m *LLMModel) { m.Name = "Qwen2.5-7B_instruct" }), ""},
 		{"LLMNameEmpty", llm(func(m *LLMModel) { m.Name = "" }), "models.llm[0].name: required"},

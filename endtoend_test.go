@@ -106,12 +106,11 @@ func startDaemon(t *testing.T, bin, cfgPath string, port int, env ...string) *da
 	d := &daemon{t: t, cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d", port), logs: logs, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(d.done) }()
 	t.Cleanup(func() {
-		// A graceful stop stops the engines too; SIGKILL alone would leave
-		// them running, and later tests would count them.
+		// SIGTERM first, so the daemon stops its engines; SIGKILL if it hangs.
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-d.done:
-		case <-time.After(15 * time.Second):
+		case <-time.After(20 * time.Second):
 			_ = cmd.Process.Kill()
 			<-d.done
 		}

@@ -30,7 +30,6 @@ import (
 	"github.com/vramcram/vramcram/runner"
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/store"
-	"github.com/vramcram/vramcram/vram"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -58,6 +57,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stdout)
 		return 0
 	}
+	if _, ok := clientCommands[cmd]; ok {
+		return clientMain(cmd, args, clientIO{stdin: os.Stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv})
+	}
 	fmt.Fprintf(stderr, "vramcram: unknown command %q\n", cmd)
 	usage(stderr)
 	return 2
@@ -71,7 +73,11 @@ func usage(w io.Writer) {
 
 The config path may also come from VRAMCRAM_CONFIG; VRAMCRAM_* variables
 override keys (VRAMCRAM_SERVER__PORT=9000 sets server.port).
+
+Client commands (they talk to a running server: --url or VRAMCRAM_URL,
+default http://127.0.0.1:8000; API key from VRAMCRAM_API_KEY):
 `)
+	clientUsage(w)
 }
 
 func serveCmd(args []string, stderr io.Writer) int {
@@ -152,12 +158,15 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		log.Warn("reap orphan engines", "err", err)
 	}
 
-	meter, source, err := vram.OpenMeter(cfg.VRAM.TotalMB, log.With("component", "vram"))
+	devs, source, err := openDevices(cfg, log.With("component", "vram"))
 	if err != nil {
-		return fmt.Errorf("open VRAM meter: %w", err)
+		return err
 	}
-	defer meter.Close()
-	log.Info("VRAM meter", "vram_source", source, "vram_total_mb", cfg.VRAM.TotalMB, "safety_margin_mb", cfg.VRAM.SafetyMarginMB)
+	defer closeDevices(devs, log)
+	for _, d := range devs {
+		log.Info("GPU", "vram_source", source, "index", d.Index, "id", d.ID(), "name", d.Name, "vram_total_mb", d.TotalMB,
+			"safety_margin_mb", cfg.VRAM.SafetyMarginMB)
+	}
 
 	sc := schedulerConfig(cfg)
 	estimateModels(cfg, sc.Models, log)
@@ -166,13 +175,24 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		log.Warn("read learned VRAM figures", "err", err)
 	}
 	applyLearned(cfg, sc.Models, learned, log)
-	sched, err := scheduler.New(sc, st, newLaunchers(cfg, records, log), meter, log.With("component", "scheduler"))
+	sc.Devices = schedulerDevices(devs, source, len(cfg.VRAM.Devices) > 0)
+	sched, err := scheduler.New(sc, st, newLaunchers(cfg, records, log), nil, log.With("component", "scheduler"))
 	if err != nil {
 		return err
 	}
+	met := api.NewMetrics(metricsConfig(cfg, log), sched, st)
+	defer met.Close()
 	sched.Start(ctx)
+	stopMetrics, err := serveMetrics(cfg, met, log)
+	if err != nil {
+		_ = sched.Stop(context.Background())
+		return err
+	}
+	defer stopMetrics() // after the scheduler has stopped: scrapes work during the drain
 
-	apiSrv := api.New(apiConfig(cfg, log), sched, st)
+	ac := apiConfig(cfg, log)
+	ac.Metrics = met
+	apiSrv := api.New(ac, sched, st)
 	srv := &http.Server{
 		Handler:           apiSrv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -188,7 +208,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	log.Info("vramcram listening", "addr", "http://"+ln.Addr().String(), "version", version, "models", len(cfg.Models.LLM)+len(cfg.Models.Diffusion))
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
-	go retention(ctx, st, cfg.Storage.RetentionHours, log)
+	go retention(ctx, st, cfg.Storage.RetentionHours, imageDir(cfg), log)
 
 	select {
 	case <-ctx.Done():
@@ -229,8 +249,9 @@ func shutdown(srv *http.Server, sched *scheduler.Scheduler, cfg *Config, log *sl
 	return cause
 }
 
-// retention deletes finished jobs older than the retention period, hourly.
-func retention(ctx context.Context, st *store.Store, hours int, log *slog.Logger) {
+// retention deletes finished jobs older than the retention period, hourly,
+// and the image directories no job needs any more.
+func retention(ctx context.Context, st *store.Store, hours int, images string, log *slog.Logger) {
 	if hours <= 0 {
 		return
 	}
@@ -243,6 +264,7 @@ func retention(ctx context.Context, st *store.Store, hours int, log *slog.Logger
 		} else if n > 0 {
 			log.Info("retention removed finished jobs", "jobs", n)
 		}
+		logPrune(images, st, log)
 		select {
 		case <-ctx.Done():
 			return

@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"log/slog"
+	"path/filepath"
 	"slices"
 
 	"github.com/vramcram/vramcram/api"
@@ -59,13 +59,13 @@ func schedulerConfig(cfg *Config) scheduler.Config {
 	for _, m := range cfg.Models.LLM {
 		sc.Models = append(sc.Models, scheduler.Model{
 			Name: m.Name, Type: "llm", VRAMMB: m.VRAMMB, Slots: m.Config.Parallel,
-			Pinned: m.Pinned, Preload: m.Preload, TTL: seconds(m.TTLSeconds),
+			Pinned: m.Pinned, Preload: m.Preload, TTL: seconds(m.TTLSeconds), GPUs: m.GPUs,
 		})
 	}
 	for _, m := range cfg.Models.Diffusion {
 		sc.Models = append(sc.Models, scheduler.Model{
 			Name: m.Name, Type: "diffusion", VRAMMB: m.VRAMMB, Slots: 1,
-			Pinned: m.Pinned, Preload: m.Preload, TTL: seconds(m.TTLSeconds),
+			Pinned: m.Pinned, Preload: m.Preload, TTL: seconds(m.TTLSeconds), GPUs: m.GPUs,
 		})
 	}
 	return sc
@@ -85,6 +85,7 @@ func apiConfig(cfg *Config, log *slog.Logger) api.Config {
 		APIKeys: cfg.Server.APIKeys, MaxBodyBytes: cfg.Server.MaxBodyBytes, MaxPromptChars: cfg.Server.MaxPromptChars,
 		MaxAttempts: cfg.Scheduling.MaxAttempts, ModelTypes: types, Version: version, Logger: log.With("component", "api"),
 		InteractivePriority: cfg.Scheduling.InteractivePriority, Embeddings: embeddings,
+		ImageDir: imageDir(cfg),
 	}
 }
 
@@ -108,20 +109,53 @@ func newLaunchers(cfg *Config, records *runner.Records, log *slog.Logger) *launc
 		}
 	}
 	a := cfg.Agents
+	rc := runner.Config{
+		ReadyTimeout:      seconds(a.WorkerReadyTimeoutSeconds),
+		HeartbeatInterval: seconds(a.HeartbeatIntervalSeconds),
+		HeartbeatTimeout:  seconds(a.HeartbeatTimeoutSeconds),
+		StopGrace:         seconds(a.StopGraceSeconds),
+		Logger:            log.With("component", "engine"),
+	}
 	return &launchers{
 		llm: &scheduler.LlamaLauncher{
 			Binary:  cfg.Inference.LlamaServerPath,
 			Options: opts,
 			Records: records,
-			Runner: runner.Config{
-				ReadyTimeout:      seconds(a.WorkerReadyTimeoutSeconds),
-				HeartbeatInterval: seconds(a.HeartbeatIntervalSeconds),
-				HeartbeatTimeout:  seconds(a.HeartbeatTimeoutSeconds),
-				StopGrace:         seconds(a.StopGraceSeconds),
-				Logger:            log.With("component", "engine"),
-			},
+			Runner:  rc,
 		},
-		diffusion: unsupported{},
+		diffusion: diffusionLauncher(cfg, records, rc),
+	}
+}
+
+// imageDir is where diffusion jobs' images are written: DATA_DIR/images/JOB_ID/.
+func imageDir(cfg *Config) string { return filepath.Join(cfg.Storage.DataDir, "images") }
+
+// diffusionLauncher maps the diffusion models' config onto their engines.
+func diffusionLauncher(cfg *Config, records *runner.Records, rc runner.Config) *scheduler.DiffusionLauncher {
+	opts := map[string]scheduler.DiffusionOptions{}
+	for _, m := range cfg.Models.Diffusion {
+		c := m.Config
+		opts[m.Name] = scheduler.DiffusionOptions{
+			Engine: c.Engine,
+			Files: runner.SDFiles{
+				Model: m.ModelPath, DiffusionModel: c.DiffusionModel, VAE: c.VAE,
+				ClipL: c.ClipL, ClipG: c.ClipG, T5XXL: c.T5XXL, LLM: c.LLM,
+			},
+			Defaults: scheduler.DiffusionDefaults{
+				Width: c.Width, Height: c.Height, Steps: c.Steps, CFGScale: c.CFGScale,
+				SamplingMethod: c.SamplingMethod, Scheduler: c.Scheduler,
+			},
+			Extra:   c.ExtraArgs,
+			Timeout: seconds(c.TimeoutSeconds),
+		}
+	}
+	return &scheduler.DiffusionLauncher{
+		CLIBinary:    cfg.Inference.SDPath,
+		ServerBinary: cfg.Inference.SDServerPath,
+		Options:      opts,
+		ImageDir:     imageDir(cfg),
+		Runner:       rc,
+		Records:      records,
 	}
 }
 
@@ -136,17 +170,4 @@ func (l *launchers) Check(m scheduler.Model) error { return l.pick(m).Check(m) }
 
 func (l *launchers) Launch(ctx context.Context, m scheduler.Model) (scheduler.Engine, error) {
 	return l.pick(m).Launch(ctx, m)
-}
-
-// errNoDiffusion is reported for diffusion models until their engines land.
-var errNoDiffusion = errors.New("diffusion engines (sd-cli, sd-server) are not supported by this build yet")
-
-// unsupported is the launcher of engine kinds this build does not run. Such
-// models show as unavailable with the reason, and jobs for them are refused.
-type unsupported struct{}
-
-func (unsupported) Check(scheduler.Model) error { return errNoDiffusion }
-
-func (unsupported) Launch(context.Context, scheduler.Model) (scheduler.Engine, error) {
-	return nil, errNoDiffusion
 }

@@ -162,6 +162,15 @@ func (s *Server) validateSubmit(req submitRequest) (*store.Job, error) {
 		if string(params) == "{}" {
 			params = nil
 		}
+	} else if typ == "diffusion" {
+		p, err := scheduler.ParseDiffusionParams(req.Params)
+		if err != nil {
+			return nil, apiErr(http.StatusBadRequest, CodeInvalid, err.Error())
+		}
+		params, _ = json.Marshal(p) // normalised, as for LLMs
+		if string(params) == "{}" {
+			params = nil
+		}
 	} else if p := bytes.TrimSpace(params); len(p) > 0 {
 		// Other engines read their params later; at the trust boundary they
 		// must at least be an object, as for LLMs.
@@ -294,23 +303,12 @@ func (s *Server) getJob(c echo.Context) error {
 // getResult handles GET /jobs/{id}/result: the stored result, or 409 with the
 // job's status while it is not completed.
 func (s *Server) getResult(c echo.Context) error {
-	j, err := s.loadJob(c)
+	j, res, err := s.completedResult(c)
 	if err != nil {
 		return err
 	}
-	if j.State != store.JobStateCompleted {
-		msg := "job is " + string(j.State)
-		if j.Error != "" {
-			msg += ": " + j.Error
-		}
-		return &Error{Status: http.StatusConflict, Code: CodeNotCompleted, Message: msg, Extra: map[string]any{"status": j.State}}
-	}
-	res, err := s.store.Result(j.ID)
-	if errors.Is(err, store.ErrNotFound) { // retention deleted it since loadJob
-		return apiErr(http.StatusNotFound, CodeNotFound, fmt.Sprintf("no job %q", j.ID))
-	}
-	if err != nil {
-		return fmt.Errorf("read result %s: %w", j.ID, err)
+	if d, ok := asDiffusion(res); ok {
+		return s.sendDiffusion(c, j.ID, d) // images are files; see images.go
 	}
 	return c.JSONBlob(http.StatusOK, res)
 }

@@ -59,7 +59,7 @@ func TestSubmit_Accepted(t *testing.T) {
 			name:      "DiffusionParamsKept",
 			body:      `{"model":"sd","prompt":"a cat","params":{"steps": 4, "width":512}}`,
 			wantModel: "sd", wantType: "diffusion", wantPrompt: "a cat",
-			wantParams: `{"steps":4,"width":512}`,
+			wantParams: `{"width":512,"steps":4}`, // normalised: field order of scheduler.DiffusionParams
 		},
 		{
 			name:      "DiffusionNullParams",

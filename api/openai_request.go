@@ -88,7 +88,7 @@ func (s *Server) checkModel(k openAIKind, model string) error {
 	}
 	if typ != "llm" {
 		return &Error{Status: http.StatusBadRequest, Code: CodeWrongModel, Param: "model",
-			Message: fmt.Sprintf("model: %q is a %s model; this route serves LLMs", model, typ)}
+			Message: fmt.Sprintf("model: %q is a %s model; this route serves LLMs (images: POST /v1/images/generations)", model, typ)}
 	}
 	if k == kindEmbedding && !s.cfg.Embeddings[model] {
 		return &Error{Status: http.StatusBadRequest, Code: CodeWrongModel, Param: "model",

@@ -164,7 +164,7 @@ func setupOpenAI(t testing.TB, opts ...func(*api.Config)) *oaBundle {
 
 // wantOpenAIError checks an error answer of the /v1/ routes: status and
 // exactly the OpenAI shape {"error":{"message","type","param","code"}}.
-func wantOpenAIError(t *testing.T, status int, body []byte, gotStatus int, typ, code, param string) {
+func wantOAIError(t *testing.T, status int, body []byte, gotStatus int, typ, code, param string) {
 	t.Helper()
 	if gotStatus != status {
 		t.Errorf("status %d, want %d (body %s)", gotStatus, status, body)
@@ -219,7 +219,7 @@ func TestOpenAI_Models(t *testing.T) {
 		t.Fatalf("GET /v1/models/qwen: %d %s", rec.Code, rec.Body)
 	}
 	rec = b.do(t, http.MethodGet, "/v1/models/nope", "")
-	wantOpenAIError(t, 404, rec.Body.Bytes(), rec.Code, "invalid_request_error", "model_not_found", "model")
+	wantOAIError(t, 404, rec.Body.Bytes(), rec.Code, "invalid_request_error", "model_not_found", "model")
 	if len(b.acquires.get()) != 0 {
 		t.Fatal("listing models acquired a slot")
 	}
@@ -266,7 +266,7 @@ func TestOpenAI_Validation(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := b.do(t, http.MethodPost, tt.path, tt.body)
-			wantOpenAIError(t, tt.status, rec.Body.Bytes(), rec.Code, tt.typ, tt.code, tt.param)
+			wantOAIError(t, tt.status, rec.Body.Bytes(), rec.Code, tt.typ, tt.code, tt.param)
 		})
 	}
 	if got := b.acquires.get(); len(got) != 0 {
@@ -281,11 +281,11 @@ func TestOpenAI_ErrorsOfOtherLayersUseTheOpenAIShape(t *testing.T) {
 	t.Parallel()
 	b := setupOpenAI(t, func(c *api.Config) { c.APIKeys = []string{"k"} })
 	rec := b.do(t, http.MethodGet, "/v1/models", "")
-	wantOpenAIError(t, 401, rec.Body.Bytes(), rec.Code, "authentication_error", "unauthorized", "")
+	wantOAIError(t, 401, rec.Body.Bytes(), rec.Code, "authentication_error", "unauthorized", "")
 	rec = b.do(t, http.MethodGet, "/v1/nothing-here", "", "Authorization", "Bearer k")
-	wantOpenAIError(t, 404, rec.Body.Bytes(), rec.Code, "not_found_error", "not_found", "")
+	wantOAIError(t, 404, rec.Body.Bytes(), rec.Code, "not_found_error", "not_found", "")
 	rec = b.do(t, http.MethodGet, "/v1/chat/completions", "", "Authorization", "Bearer k")
-	wantOpenAIError(t, 405, rec.Body.Bytes(), rec.Code, "invalid_request_error", "method_not_allowed", "")
+	wantOAIError(t, 405, rec.Body.Bytes(), rec.Code, "invalid_request_error", "method_not_allowed", "")
 	// The native routes keep their own shape.
 	rec = b.do(t, http.MethodGet, "/models", "")
 	wantError(t, rec, 401, api.CodeUnauthorized)
@@ -466,7 +466,7 @@ func TestOpenAI_AcquireErrors(t *testing.T) {
 			if tt.code == "internal" || tt.code == "shutting_down" {
 				param = ""
 			}
-			wantOpenAIError(t, tt.status, rec.Body.Bytes(), rec.Code, tt.typ, tt.code, param)
+			wantOAIError(t, tt.status, rec.Body.Bytes(), rec.Code, tt.typ, tt.code, param)
 		})
 	}
 }
@@ -480,7 +480,7 @@ func TestOpenAI_EngineFailures(t *testing.T) {
 		b.set(func(b *oaBundle) { b.engineURL = dead.URL })
 		dead.Close()
 		rec := b.do(t, http.MethodPost, "/v1/chat/completions", `{"model":"llama","messages":[{"role":"user","content":"hi"}]}`)
-		wantOpenAIError(t, 502, rec.Body.Bytes(), rec.Code, "server_error", "engine_failed", "")
+		wantOAIError(t, 502, rec.Body.Bytes(), rec.Code, "server_error", "engine_failed", "")
 		if rel := b.releases.get(); len(rel) != 1 || !strings.HasPrefix(rel[0], "failed: engine request") {
 			t.Fatalf("releases %v, want failed", rel)
 		}
@@ -548,7 +548,7 @@ func TestOpenAI_WithoutInteractiveScheduler(t *testing.T) {
 	t.Parallel()
 	b := setup(t) // the fake scheduler has no Acquire
 	rec := b.do(t, http.MethodPost, "/v1/chat/completions", `{"model":"llama","messages":[{"role":"user","content":"hi"}]}`)
-	wantOpenAIError(t, 501, rec.Body.Bytes(), rec.Code, "server_error", "not_available", "")
+	wantOAIError(t, 501, rec.Body.Bytes(), rec.Code, "server_error", "not_available", "")
 }
 
 // waitFor polls cond until it holds (10 s at most).

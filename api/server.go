@@ -50,9 +50,12 @@ type Config struct {
 	MaxPromptChars int               // default 100000
 	MaxAttempts    int               // stored on each job; default 3
 	ModelTypes     map[string]string // model name → "llm" | "diffusion"
+	ImageDir       string            // diffusion images: ImageDir/JOB_ID/N.png (DATA_DIR/images)
 	Version        string
 	Logger         *slog.Logger
 	NowFunc        func() time.Time
+	// Metrics, if set, counts requests by route and status code.
+	Metrics *Metrics
 	// InteractivePriority is the priority of each OpenAI-route request in
 	// the scheduler's queue (scheduling.interactive_priority).
 	InteractivePriority int
@@ -109,6 +112,9 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
+	if cfg.Metrics != nil {
+		e.Use(cfg.Metrics.Middleware)
+	}
 	e.Use(s.recoverPanics, s.auth)
 	e.GET("/health", s.health)
 	e.GET("/models", s.models)
@@ -121,6 +127,8 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	e.DELETE("/jobs/:id", s.cancelJob)
 	e.GET("/events", s.events)
 	s.routeDashboard(e) // GET / and its assets; no key needed
+	e.GET("/jobs/:id/images/:n", s.getImage)
+	e.POST("/v1/images/generations", s.imagesGenerations)
 	e.GET("/jobs/:id/stream", s.streamJob)
 	e.GET("/ws", s.ws)
 	e.GET("/v1/models", s.openAIModels)

@@ -31,6 +31,9 @@ type healthView struct {
 	QueueDepth    int      `json:"queue_depth"`
 	Running       int      `json:"running"`
 	Policy        string   `json:"policy"`
+	// Devices are the GPUs, each with its own ledger (the figures above
+	// are their sums).
+	Devices []scheduler.DeviceStatus `json:"devices"`
 }
 
 // health handles GET /health: 200 healthy, 503 degraded.
@@ -50,6 +53,12 @@ func (s *Server) health(c echo.Context) error {
 	v.VRAMSource, v.VRAMTotalMB, v.VRAMBudgetMB = snap.VRAMSource, snap.TotalMB, snap.BudgetMB
 	v.VRAMReserved, v.VRAMFreeMB, v.VRAMNotOurs = snap.ReservedMB, snap.FreeMB, snap.NotOursMB
 	v.LoadedModels, v.QueueDepth, v.Running, v.Policy = snap.Loaded(), snap.QueueDepth, snap.Running, snap.Policy
+	v.Devices = snap.Devices
+	for _, d := range snap.Devices {
+		if d.Lost != "" {
+			v.Status, v.Reason = "degraded", "GPU "+d.ID+" lost: "+d.Lost
+		}
+	}
 	code := http.StatusOK
 	if v.Status != "healthy" {
 		code = http.StatusServiceUnavailable
@@ -68,5 +77,6 @@ func (s *Server) models(c echo.Context) error {
 	}
 	return c.JSON(http.StatusOK, map[string]any{
 		"models": snap.Models, "vram_budget_mb": snap.BudgetMB, "vram_reserved_mb": snap.ReservedMB, "vram_free_mb": snap.FreeMB,
+		"devices": snap.Devices,
 	})
 }

@@ -1,6 +1,9 @@
 package runner
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+)
 
 // LlamaOptions are the llama-server settings VramCram decides per model.
 type LlamaOptions struct {
@@ -11,9 +14,12 @@ type LlamaOptions struct {
 	// means CPU only. VramCram sets it from its ledger, so it says it
 	// explicitly.
 	GPULayers  int
-	Parallel   int      // --parallel (slots); 0 leaves the engine's default
-	Embeddings bool     // --embeddings: serve /v1/embeddings
-	Extra      []string // appended last, verbatim (per-model extra_args)
+	Parallel   int  // --parallel (slots); 0 leaves the engine's default
+	Embeddings bool // --embeddings: serve /v1/embeddings
+	// TensorSplit, for a model split over several GPUs, is each visible
+	// device's share (MiB): --split-mode layer --tensor-split a,b,…
+	TensorSplit []int
+	Extra       []string // appended last, verbatim (per-model extra_args)
 	// Alias is --alias: the model name in llama-server's answers (the
 	// "model" of its OpenAI routes); empty leaves the file path.
 	Alias string
@@ -21,7 +27,8 @@ type LlamaOptions struct {
 
 // LlamaServerArgs returns an ArgsFunc for llama-server:
 //
-//	-m PATH --host 127.0.0.1 --port P [-c CTX] [-ngl N] [--parallel S] [--embeddings] [--alias NAME] extra...
+//	-m PATH --host 127.0.0.1 --port P [-c CTX] [-ngl N] [--parallel S] [--embeddings]
+//	  [--split-mode layer --tensor-split A,B] [--alias NAME] extra...
 //
 // Extra comes last so a per-model setting can override ours (llama-server
 // keeps the last value of a repeated flag).
@@ -40,6 +47,13 @@ func LlamaServerArgs(o LlamaOptions) func(port int) []string {
 		}
 		if o.Embeddings {
 			args = append(args, "--embeddings")
+		}
+		if len(o.TensorSplit) > 1 {
+			parts := make([]string, len(o.TensorSplit))
+			for k, mb := range o.TensorSplit {
+				parts[k] = strconv.Itoa(mb)
+			}
+			args = append(args, "--split-mode", "layer", "--tensor-split", strings.Join(parts, ","))
 		}
 		if o.Alias != "" {
 			args = append(args, "--alias", o.Alias)

@@ -19,6 +19,7 @@ const (
 	EvModelUnavailable = "model_unavailable"
 	EvReleaseTimeout   = "vram_release_timeout"
 	EvDeviceLost       = "device_lost"
+	EvVRAMReading      = "vram_reading" // a GPU's figures changed
 	EvDeviceBack       = "device_back"
 )
 
@@ -39,6 +40,10 @@ type Event struct {
 	Steps   int       `json:"steps,omitempty"`
 	Chunk   string    `json:"chunk,omitempty"`
 	Seconds float64   `json:"seconds,omitempty"`
+	// A vram_reading: the GPU's total, free (driver) and not-ours MiB.
+	TotalMB   int `json:"vram_total_mb,omitempty"`
+	FreeMB    int `json:"vram_free_mb,omitempty"`
+	NotOursMB int `json:"vram_not_ours_mb,omitempty"`
 }
 
 // Bus fans events out to subscribers. Publish never blocks: each subscriber

@@ -114,18 +114,30 @@ func (s *Scheduler) options(m *modelState, need int) [][]Placement {
 	return out
 }
 
-// fitsAlone reports whether some option of m fits the empty devices.
+// fitsAlone reports whether some option of m fits the devices with nothing
+// else on them but pinned instances, which are never evicted.
 func (s *Scheduler) fitsAlone(m *modelState, need int) bool {
 	for _, opt := range s.options(m, need) {
 		ok := true
 		for _, p := range opt {
-			ok = ok && p.MB <= s.budgetOn(p.Device)
+			ok = ok && p.MB <= s.budgetOn(p.Device)-s.pinnedOn(p.Device, m)
 		}
 		if ok {
 			return true
 		}
 	}
 	return false
+}
+
+// pinnedOn is what pinned instances of models other than m hold on d.
+func (s *Scheduler) pinnedOn(d int, m *modelState) int {
+	n := 0
+	for _, i := range s.st.instances() {
+		if i.model != m && i.model.Pinned {
+			n += i.shareOn(d)
+		}
+	}
+	return n
 }
 
 // fitNow returns the option that fits beside what runs now, keeping the
@@ -246,6 +258,10 @@ func (s *Scheduler) readDevice(ctx context.Context, d int) {
 		return
 	}
 	dv.failures = 0
+	if r.TotalMB != dv.reading.TotalMB || r.FreeMB != dv.reading.FreeMB || r.Source != dv.reading.Source {
+		s.bus.Publish(Event{Type: EvVRAMReading, Device: dv.ID, TotalMB: r.TotalMB, FreeMB: r.FreeMB,
+			NotOursMB: r.NotOursMB(s.st.ours()), VRAMMB: r.UsedMB()})
+	}
 	if dv.lost != "" {
 		s.log.Info("GPU reads again", "device", dv.ID)
 		s.bus.Publish(Event{Type: EvDeviceBack, Device: dv.ID})

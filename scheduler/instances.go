@@ -53,7 +53,7 @@ func (s *Scheduler) plan(ctx context.Context) {
 		case m.unavailable != "":
 			s.failQueued(m, "model unavailable: "+m.unavailable)
 		case !s.fitsAlone(m, s.reservation(m)):
-			s.failQueued(m, "model needs more VRAM than the budget")
+			s.failQueued(m, "model needs more VRAM than the budget (beside pinned models) on its GPUs")
 		}
 	}
 	s.planLoads(ctx, now)
@@ -250,8 +250,8 @@ func (s *Scheduler) onExited(i *instance) {
 // the ledger.
 func (s *Scheduler) remove(i *instance) {
 	i.cancelLoad()
-	if i.eng != nil && i.eng.PID() > 0 {
-		s.st.exited = append(s.st.exited, exitedEngine{pid: i.eng.PID(), at: s.now()})
+	if pid := lastPID(i.eng); pid > 0 {
+		s.st.exited = append(s.st.exited, exitedEngine{pid: pid, at: s.now()})
 	}
 	if i.model.inst == i {
 		i.model.inst = nil
@@ -319,12 +319,14 @@ func (s *Scheduler) finish(ctx context.Context, i *instance, job store.Job, resu
 	}
 	// The engine failed. If it is dying, wait briefly so the error names why.
 	reason := runErr.Error()
-	select {
-	case <-i.eng.Done():
-		if e := i.eng.Err(); e != nil {
-			reason = "engine exited: " + e.Error()
+	if _, oneShot := i.eng.(interface{ OneShot() }); !oneShot {
+		select {
+		case <-i.eng.Done():
+			if e := i.eng.Err(); e != nil {
+				reason = "engine exited: " + e.Error()
+			}
+		case <-time.After(500 * time.Millisecond):
 		}
-	case <-time.After(500 * time.Millisecond):
 	}
 	state, err := s.store.Requeue(job.ID, reason)
 	if err != nil {
@@ -421,6 +423,17 @@ func (s *Scheduler) snapshot() Snapshot {
 		snap.Models = append(snap.Models, ms)
 	}
 	return snap
+}
+
+// lastPID is the engine's process, or for a one-shot engine its latest one.
+func lastPID(e Engine) int {
+	if e == nil {
+		return 0
+	}
+	if l, ok := e.(interface{ LastPID() int }); ok {
+		return l.LastPID()
+	}
+	return e.PID()
 }
 
 // engineGone reports whether i's process has already exited.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 
 	"github.com/vramcram/vramcram/runner"
 	"github.com/vramcram/vramcram/store"
@@ -53,6 +54,12 @@ func (l *LlamaLauncher) Launch(ctx context.Context, m Model) (Engine, error) {
 	cfg := l.Runner
 	cfg.Name = m.Name
 	cfg.Binary = l.Binary
+	cfg.Env = append(append([]string(nil), cfg.Env...), DeviceEnv(m.Placement)...)
+	if len(m.Placement) > 1 {
+		for _, p := range m.Placement {
+			o.TensorSplit = append(o.TensorSplit, p.MB)
+		}
+	}
 	cfg.ArgsFunc = runner.LlamaServerArgs(o)
 	if l.Records != nil {
 		cfg.SpawnedFunc = func(pid int, exited <-chan struct{}) { l.Records.Track(m.Name, pid, exited) }
@@ -62,6 +69,17 @@ func (l *LlamaLauncher) Launch(ctx context.Context, m Model) (Engine, error) {
 		return nil, fmt.Errorf("launch %s: %w", m.Name, err)
 	}
 	return &llamaEngine{Process: p}, nil
+}
+
+// DeviceEnv is the environment that confines an engine to its placement:
+// CUDA_VISIBLE_DEVICES with the devices' IDs in order. A placement on the
+// unnamed default device sets nothing (the engine sees what VramCram sees).
+func DeviceEnv(place []Placement) []string {
+	ids := placeIDs(place)
+	if strings.Trim(ids, ",") == "" {
+		return nil
+	}
+	return []string{"CUDA_VISIBLE_DEVICES=" + ids}
 }
 
 // llamaEngine runs LLM jobs on one llama-server process.

@@ -220,7 +220,7 @@ func (s *Scheduler) admit(name string) error {
 		return fmt.Errorf("%w: %s: %s", ErrUnavailable, name, m.unavailable)
 	}
 	if need := s.reservation(m); !s.fitsAlone(m, need) {
-		return fmt.Errorf("%w: %s needs %d MiB, budget is %d MiB", ErrTooLarge, name, need, s.budget())
+		return fmt.Errorf("%w: %s needs %d MiB, more than its GPUs can hold beside pinned models (largest budget %d MiB)", ErrTooLarge, name, need, s.budget())
 	}
 	if s.st.closing {
 		return ErrStopped

@@ -187,7 +187,7 @@ func New(cfg Config, st JobStore, l Launcher, m Meter, log *slog.Logger) (*Sched
 		return nil, fmt.Errorf("scheduler: unknown policy %q", cfg.Policy)
 	}
 	if len(cfg.Devices) == 0 {
-		cfg.Devices = []Device{{ID: "0", TotalMB: cfg.TotalMB}}
+		cfg.Devices = []Device{{TotalMB: cfg.TotalMB}}
 		if m != nil {
 			cfg.Devices[0].Meter = m
 		}

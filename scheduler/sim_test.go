@@ -110,6 +110,7 @@ type sim struct {
 	nextPID int
 	ctx     context.Context
 
+	lostDevs  map[int]bool // devices whose meter fails
 	durations map[string]time.Duration
 	running   map[string]bool
 	errs      []string
@@ -372,6 +373,9 @@ type simMeter struct {
 
 func (m simMeter) Read(context.Context) (vram.Reading, error) {
 	x, d := m.x, m.d
+	if x.lostDevs[d] {
+		return vram.Reading{}, errors.New("nvml: GPU is lost")
+	}
 	r := vram.Reading{Source: vram.SourceNVML, TotalMB: x.spec.devices[d], ByPID: map[int]int{}}
 	for pid, e := range x.engines {
 		if mb := e.mb[d]; mb > 0 && (!e.exited || x.now.Before(e.releaseAt)) {

@@ -39,6 +39,18 @@ func randomSpec(seed uint64) simSpec {
 	}
 	spec.faults = simFaults{until: 15 * time.Second, loadFail: 0.15, crashPerJob: 0.05,
 		slowRelease: 3 * time.Second, slowStop: 0.2, cancelPerJob: 0.05}
+	if rng.IntN(3) == 0 { // two GPUs: models pinned to one, split over both, or placed freely
+		spec.devices = []int{10000, 6000}
+		for k := range spec.models {
+			switch rng.IntN(4) {
+			case 0:
+				spec.models[k].gpus = []int{1}
+				spec.models[k].mb = min(spec.models[k].mb, 5000)
+			case 1:
+				spec.models[k].gpus = []int{0, 1}
+			}
+		}
+	}
 	if rng.IntN(5) == 0 {
 		spec.shutdownAt = time.Duration(5+rng.IntN(20)) * time.Second
 	}

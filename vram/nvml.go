@@ -26,6 +26,7 @@ type NVML struct {
 	log   *slog.Logger
 	index int
 	name  string
+	uuid  string
 
 	mu     sync.Mutex // guards lib, dev and closed; held across library calls
 	lib    nvml.Interface
@@ -69,7 +70,11 @@ func OpenNVML(lib nvml.Interface, index int, log *slog.Logger) (*NVML, error) {
 	if ret != nvml.SUCCESS {
 		name = fmt.Sprintf("GPU %d", index)
 	}
-	n := &NVML{log: log, index: index, name: name, lib: lib, dev: dev, groups: groups}
+	uuid, ret := dev.GetUUID()
+	if ret != nvml.SUCCESS {
+		uuid = ""
+	}
+	n := &NVML{log: log, index: index, name: name, uuid: uuid, lib: lib, dev: dev, groups: groups}
 	log.Info("NVML opened", "device", name, "index", index)
 	return n, nil
 }
@@ -183,4 +188,46 @@ func openDefaultNVML(log *slog.Logger) (meterCloser, error) {
 		return nil, err // not a typed nil in an interface
 	}
 	return n, nil
+}
+
+// UUID returns the device's UUID ("" if the driver does not say).
+func (n *NVML) UUID() string { return n.uuid }
+
+// openAllNVML opens every device of the system's library.
+func openAllNVML(log *slog.Logger) ([]Device, error) { return OpenAllNVML(nil, log) }
+
+// OpenAllNVML opens every device lib lists (nil: the system's library) and
+// reads each once for its size. On error, those already opened are closed.
+func OpenAllNVML(lib nvml.Interface, log *slog.Logger) ([]Device, error) {
+	if lib == nil {
+		lib = nvml.New()
+	}
+	if ret := lib.Init(); ret != nvml.SUCCESS {
+		return nil, fmt.Errorf("%w: init: %s", ErrNVMLUnavailable, returnString(ret))
+	}
+	count, ret := lib.DeviceGetCount()
+	_ = lib.Shutdown() // each device below holds its own Init
+	if ret != nvml.SUCCESS {
+		return nil, fmt.Errorf("%w: device count: %s", ErrNVMLUnavailable, returnString(ret))
+	}
+	if count == 0 {
+		return nil, fmt.Errorf("%w: no GPU", ErrNVMLUnavailable)
+	}
+	var devs []Device
+	for i := range count {
+		n, err := OpenNVML(lib, i, log)
+		if err == nil {
+			var r Reading
+			if r, err = n.Read(context.Background()); err == nil {
+				devs = append(devs, Device{Index: i, UUID: n.UUID(), Name: n.DeviceName(), TotalMB: r.TotalMB, Meter: n})
+				continue
+			}
+			_ = n.Close()
+		}
+		for _, d := range devs {
+			_ = d.Meter.Close()
+		}
+		return nil, err
+	}
+	return devs, nil
 }

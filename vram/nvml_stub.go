@@ -34,3 +34,12 @@ func openDefaultNVML(log *slog.Logger) (meterCloser, error) {
 	_, err := OpenNVML(nil, 0, log)
 	return nil, err
 }
+
+// UUID returns "".
+func (n *NVML) UUID() string { return "" }
+
+// openAllNVML fails: this build has no NVML.
+func openAllNVML(log *slog.Logger) ([]Device, error) {
+	_, err := OpenNVML(nil, 0, log)
+	return nil, err
+}

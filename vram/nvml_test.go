@@ -75,6 +75,7 @@ func newMockNVML(t *testing.T, g *fakeGPU) (*mock.Interface, *mock.Device) {
 	t.Helper()
 	dev := &mock.Device{
 		GetNameFunc: func() (string, nvml.Return) { return "NVIDIA Mock 80GB", nvml.SUCCESS },
+		GetUUIDFunc: func() (string, nvml.Return) { return "GPU-mock-0", nvml.SUCCESS },
 		GetMemoryInfoFunc: func() (nvml.Memory, nvml.Return) {
 			g.mu.Lock()
 			defer g.mu.Unlock()

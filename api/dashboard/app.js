@@ -184,6 +184,7 @@ function scheduleRefresh() {
 function renderAll() {
   renderHealth();
   renderVRAM();
+  renderGPUs();
   renderModels();
   renderModelSelect();
   renderJobs();
@@ -251,6 +252,32 @@ function renderVRAM() {
     el('span', { text: `reserved ${fmtMB(reserved)}${measured ? ` (measured ${fmtMB(measured)})` : ''} of budget ${fmtMB(h.vram_budget_mb)}` }),
     el('span', { text: `total ${fmtMB(total)} · source ${h.vram_source}` }),
   );
+}
+
+// renderGPUs draws one small bar per GPU when there are several: each
+// model's share of that GPU, memory not ours, and the budget left.
+function renderGPUs() {
+  const list = ui.vramGPUs;
+  list.replaceChildren();
+  const devs = (st.health && st.health.devices) || [];
+  list.hidden = devs.length < 2;
+  if (devs.length < 2) return;
+  for (const d of devs) {
+    const total = d.vram_total_mb || 1;
+    const pct = (mb) => `${(100 * Math.max(0, mb)) / total}%`;
+    const bar = el('div', { class: 'bar gpu-bar', 'data-gpu': String(d.index) });
+    for (const m of st.models) {
+      const p = (m.placement || []).find((x) => x.device === d.index);
+      if (!p) continue;
+      bar.append(el('div', { class: 'seg model', 'data-model': m.name, title: `${m.name}: ${fmtMB(p.vram_mb)}`, style: { width: pct(p.vram_mb), background: modelColor(m.name) } },
+        el('span', { text: m.name })));
+    }
+    if (d.vram_not_ours_mb > 0) bar.append(el('div', { class: 'seg notours', style: { width: pct(d.vram_not_ours_mb) } }));
+    bar.append(el('div', { class: 'seg free', style: { width: pct(d.vram_free_mb) } }));
+    const label = `GPU ${d.index} (${d.id || 'default'}): ${fmtMB(d.vram_reserved_mb)} reserved of ${fmtMB(d.vram_budget_mb)}, ` +
+      `${fmtMB(d.vram_not_ours_mb || 0)} not ours, ${fmtMB(d.vram_free_mb)} free${d.lost ? ` — LOST: ${d.lost}` : ''}`;
+    list.append(el('li', { class: d.lost ? 'lost' : '' }, el('div', { class: 'gpu-label', text: label }), bar));
+  }
 }
 
 function renderModels() {
@@ -570,7 +597,7 @@ function saveKey(e) {
 function init() {
   for (const [name, id] of Object.entries({
     health: 'health', conn: 'conn', meta: 'meta', key: 'key', keyForm: 'key-form', authNeeded: 'auth-needed',
-    loadError: 'load-error', vramBar: 'vram-bar', vramScale: 'vram-scale', vramLegend: 'vram-legend',
+    loadError: 'load-error', vramBar: 'vram-bar', vramScale: 'vram-scale', vramLegend: 'vram-legend', vramGPUs: 'vram-gpus',
     model: 'model', prompt: 'prompt', maxTokens: 'max-tokens', submit: 'submit', submitForm: 'submit-form',
     jobStatus: 'job-status', answer: 'answer', evictions: 'evictions', events: 'events',
   })) ui[name] = document.getElementById(id);

@@ -56,6 +56,9 @@
 //
 // Embeddings (with --embeddings) are 16 floats derived from an FNV hash of
 // the input, L2-normalised: the same input gives the same vector.
+//
+// Run as sd, sd-cli or sd-server (by name or --test-role), it plays
+// stable-diffusion.cpp's programs instead; see sd.go.
 package main
 
 import (
@@ -218,6 +221,9 @@ func logf(format string, args ...any) {
 }
 
 func main() {
+	if role := sdRole(os.Args); role != "" {
+		os.Exit(runSD(role, os.Args[1:])) // stable-diffusion.cpp roles: see sd.go
+	}
 	o, err := parseArgs(os.Args[1:])
 	if err != nil {
 		logf("%v", err)

@@ -68,9 +68,15 @@ async function syntheticChecks() {
   await p.route('**/health', (r) => r.fulfill({ json: {
     status: 'healthy', version: 'synthetic', uptime_seconds: 1, vram_source: 'nvml', vram_total_mb: 12000, vram_budget_mb: 11000,
     vram_reserved_mb: 7000, vram_free_mb: 2500, vram_not_ours_mb: 1500, loaded_models: ['alpha', 'beta'], queue_depth: 0, running: 0, policy: 'batch',
+    devices: [
+      { index: 0, id: 'GPU-a', vram_total_mb: 6000, vram_budget_mb: 5500, vram_reserved_mb: 4000, vram_not_ours_mb: 1500, vram_free_mb: 0 },
+      { index: 1, id: 'GPU-b', vram_total_mb: 6000, vram_budget_mb: 5500, vram_reserved_mb: 3000, vram_not_ours_mb: 0, vram_free_mb: 2500, lost: 'reading GPU GPU-b failed' },
+    ],
   } }));
   await p.route('**/models', (r) => r.fulfill({ json: { models: [
-    model('alpha', 'llm', 'ready', 4000, 3500), model('beta', 'llm', 'ready', 3000, 3300), model('sd', 'diffusion', 'unloaded', 0),
+    { ...model('alpha', 'llm', 'ready', 4000, 3500), placement: [{ device: 0, id: 'GPU-a', vram_mb: 4000 }] },
+    { ...model('beta', 'llm', 'ready', 3000, 3300), placement: [{ device: 1, id: 'GPU-b', vram_mb: 3000 }] },
+    model('sd', 'diffusion', 'unloaded', 0),
   ], vram_budget_mb: 11000, vram_reserved_mb: 7000, vram_free_mb: 2500 } }));
   let posted = null;
   const job = { job_id: 'synthjob000000000001', status: 'completed', model: 'sd', type: 'diffusion', priority: 0, attempts: 1, max_attempts: 3,
@@ -97,6 +103,11 @@ async function syntheticChecks() {
   check(await p.$('#vram-bar .seg.notours'), 'memory not ours has its own segment');
   const legend = await p.textContent('#vram-legend');
   check(legend.includes('3,500 MiB measured') && legend.includes('not ours: 1,500 MiB'), `legend gives measured and not-ours figures (${legend})`);
+  check((await p.$$('#vram-gpus li')).length === 2, 'one bar per GPU when there are several');
+  check(await p.$('#vram-gpus .gpu-bar[data-gpu="0"] .seg.model[data-model="alpha"]') && await p.$('#vram-gpus .gpu-bar[data-gpu="1"] .seg.model[data-model="beta"]'),
+    'each GPU bar shows the models placed on it');
+  const gpuText = await p.textContent('#vram-gpus');
+  check(gpuText.includes('GPU 1 (GPU-b)') && gpuText.includes('LOST'), `a lost GPU is flagged (${gpuText})`);
 
   await p.selectOption('#model', 'sd');
   check(await p.isHidden('#max-tokens'), 'max tokens is hidden for a diffusion model');

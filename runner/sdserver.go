@@ -1,0 +1,199 @@
+package runner
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// SDServerReadyPath is sd-server's readiness (and heartbeat) probe. It has
+// no /health; it loads the model before it listens, so any answer means
+// ready, and /v1/models answers without waiting for a running generation.
+const SDServerReadyPath = "/v1/models"
+
+// SDServerOptions are the sd-server settings VramCram decides per model.
+// The generation defaults apply to requests that do not set a value; every
+// request VramCram sends sets them all, so they matter only to other clients.
+type SDServerOptions struct {
+	Files          SDFiles
+	Width, Height  int     // -W, -H; 0 leaves them out
+	Steps          int     // --steps; 0 leaves it out
+	CFGScale       float64 // --cfg-scale; 0 leaves it out
+	SamplingMethod string  // --sampling-method; "" leaves it out
+	Scheduler      string  // --scheduler; "" leaves it out
+	Extra          []string
+}
+
+// SDServerArgs returns an ArgsFunc for sd-server:
+//
+//	MODEL FLAGS --listen-ip 127.0.0.1 --listen-port P [-W w -H h --steps s --cfg-scale c
+//	--sampling-method m --scheduler s] extra...
+func SDServerArgs(o SDServerOptions) func(port int) []string {
+	extra := append([]string(nil), o.Extra...)
+	return func(port int) []string {
+		args := o.Files.Args()
+		args = append(args, "--listen-ip", "127.0.0.1", "--listen-port", strconv.Itoa(port))
+		if o.Width > 0 && o.Height > 0 {
+			args = append(args, "-W", strconv.Itoa(o.Width), "-H", strconv.Itoa(o.Height))
+		}
+		if o.Steps > 0 {
+			args = append(args, "--steps", strconv.Itoa(o.Steps))
+		}
+		if o.CFGScale > 0 {
+			args = append(args, "--cfg-scale", strconv.FormatFloat(o.CFGScale, 'f', -1, 64))
+		}
+		if o.SamplingMethod != "" {
+			args = append(args, "--sampling-method", o.SamplingMethod)
+		}
+		if o.Scheduler != "" {
+			args = append(args, "--scheduler", o.Scheduler)
+		}
+		return append(args, extra...)
+	}
+}
+
+// sdExtraArgsTag wraps the native parameters that sd-server's OpenAI route
+// reads from inside the prompt.
+const sdExtraArgsTag = "sd_cpp_extra_args"
+
+// sdExtraArgs is the part of sd-server's native request schema that the
+// OpenAI route has no field for.
+type sdExtraArgs struct {
+	NegativePrompt string         `json:"negative_prompt,omitempty"`
+	Seed           int64          `json:"seed"`
+	SampleParams   sdSampleParams `json:"sample_params"`
+}
+
+type sdSampleParams struct {
+	SampleSteps  int        `json:"sample_steps"`
+	SampleMethod string     `json:"sample_method,omitempty"`
+	Scheduler    string     `json:"scheduler,omitempty"`
+	Guidance     sdGuidance `json:"guidance"`
+}
+
+type sdGuidance struct {
+	TxtCFG float64 `json:"txt_cfg"`
+}
+
+// imagesBody is the JSON of POST /v1/images/generations.
+type imagesBody struct {
+	Prompt         string `json:"prompt"`
+	N              int    `json:"n"`
+	Size           string `json:"size"`
+	OutputFormat   string `json:"output_format"`
+	ResponseFormat string `json:"response_format"`
+}
+
+// imagesAnswer is its answer; errors come as {"error":"…"} or
+// {"error":"server_error","message":"…"}.
+type imagesAnswer struct {
+	Data []struct {
+		B64JSON string `json:"b64_json"`
+	} `json:"data"`
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+// SDPrompt returns the prompt sent to sd-server's OpenAI route: the user's
+// text, with any tag of its own removed (it would override ours), then the
+// native parameters the route has no field for.
+func SDPrompt(req SDImageRequest) (string, error) {
+	extra, err := json.Marshal(sdExtraArgs{
+		NegativePrompt: req.NegativePrompt,
+		Seed:           req.Seed,
+		SampleParams: sdSampleParams{
+			SampleSteps: req.Steps, SampleMethod: req.SamplingMethod, Scheduler: req.Scheduler,
+			Guidance: sdGuidance{TxtCFG: req.CFGScale},
+		},
+	})
+	if err != nil {
+		return "", err
+	}
+	p := strings.NewReplacer("<"+sdExtraArgsTag+">", "", "</"+sdExtraArgsTag+">", "").Replace(req.Prompt)
+	return p + " <" + sdExtraArgsTag + ">" + string(extra) + "</" + sdExtraArgsTag + ">", nil
+}
+
+// GenerateImages asks an sd-server for req's images through its OpenAI
+// route (POST /v1/images/generations, b64_json) and returns the PNG bytes
+// of each. sd-server generates one request at a time and cannot stop one:
+// cancelling ctx abandons the answer, but the engine finishes the images.
+//
+// Errors: ctx's error when ctx ended; *HTTPError for a non-200 answer (4xx:
+// the server refused the parameters); an error wrapping Err() when the
+// engine died during the request.
+func (p *Process) GenerateImages(ctx context.Context, req SDImageRequest) ([][]byte, error) {
+	prompt, err := SDPrompt(req)
+	if err != nil {
+		return nil, fmt.Errorf("generate on engine %s: %w", p.cfg.Name, err)
+	}
+	body, err := json.Marshal(imagesBody{
+		Prompt: prompt, N: max(req.Count, 1), Size: fmt.Sprintf("%dx%d", req.Width, req.Height),
+		OutputFormat: "png", ResponseFormat: "b64_json",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("generate on engine %s: %w", p.cfg.Name, err)
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL()+"/v1/images/generations", strings.NewReader(string(body)))
+	if err != nil {
+		return nil, fmt.Errorf("generate on engine %s: %w", p.cfg.Name, err)
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	resp, err := p.client.Do(hreq)
+	if err != nil {
+		return nil, fmt.Errorf("generate on engine %s: %w", p.cfg.Name, p.requestError(ctx, err))
+	}
+	defer resp.Body.Close()
+	images, err := decodeImages(resp)
+	if err != nil {
+		var he *HTTPError
+		if !errors.As(err, &he) {
+			err = p.requestError(ctx, err)
+		}
+		return nil, fmt.Errorf("generate on engine %s: %w", p.cfg.Name, err)
+	}
+	return images, nil
+}
+
+// maxImagesAnswer bounds the answer read into memory: 8 images of
+// 4096×4096 RGB PNG, base64-encoded, stay below it.
+const maxImagesAnswer = 1 << 30
+
+func decodeImages(resp *http.Response) ([][]byte, error) {
+	var a imagesAnswer
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxImagesAnswer))
+	if err != nil {
+		return nil, fmt.Errorf("read answer: %w", err)
+	}
+	jerr := json.Unmarshal(raw, &a)
+	if resp.StatusCode != http.StatusOK {
+		e := &HTTPError{StatusCode: resp.StatusCode, Message: strings.TrimSpace(string(raw))}
+		if jerr == nil && a.Error != "" {
+			e.Message = a.Error
+			if a.Message != "" {
+				e.Type, e.Message = a.Error, a.Message
+			}
+		}
+		return nil, e
+	}
+	if jerr != nil {
+		return nil, fmt.Errorf("decode answer: %w", jerr)
+	}
+	if len(a.Data) == 0 {
+		return nil, fmt.Errorf("answer holds no image")
+	}
+	out := make([][]byte, 0, len(a.Data))
+	for i, d := range a.Data {
+		b, err := base64.StdEncoding.DecodeString(d.B64JSON)
+		if err != nil {
+			return nil, fmt.Errorf("decode image %d: %w", i, err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// runSDServer plays sd-server: load the model, then listen and serve until
+// killed (it installs no signal handler).
+func runSDServer(o sdOptions) int {
+	sdLog("INFO", "main.cpp", 70, "stable-diffusion.cpp version testengine")
+	if err := loadModel(o); err != nil {
+		sdLog("ERROR", "main.cpp", 92, "new_sd_ctx_t failed")
+		return 1
+	}
+	addr := net.JoinHostPort(o.listenIP, strconv.Itoa(o.listenPort))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		sdLog("ERROR", "main.cpp", 160, "failed to listen on %s: %v", addr, err)
+		return 1
+	}
+	sdLog("INFO", "main.cpp", 158, "listening on: http://%s:%d", o.listenIP, ln.Addr().(*net.TCPAddr).Port)
+	s := &sdServer{o: o}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "Stable Diffusion Server is running")
+	})
+	mux.HandleFunc("GET /v1/models", s.models)
+	mux.HandleFunc("POST /v1/images/generations", s.generations)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if err := srv.Serve(ln); err != nil {
+		sdLog("ERROR", "main.cpp", 160, "server: %v", err)
+	}
+	return 0
+}
+
+// sdServer holds the one "model context"; generations take turns on it.
+type sdServer struct {
+	o  sdOptions
+	mu sync.Mutex
+}
+
+func (s *sdServer) models(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"data": []any{map[string]any{"id": "sd-cpp-local", "object": "model", "owned_by": "local"}},
+	})
+}
+
+// sdGenRequest is one parsed POST /v1/images/generations.
+type sdGenRequest struct {
+	prompt, negative string
+	n                int
+	width, height    int
+	steps            int
+	cfg              float64
+	seed             int64
+}
+
+var extraArgsRE = regexp.MustCompile(`<sd_cpp_extra_args>(.*?)</sd_cpp_extra_args>`)
+
+// parse reads the body like the real route: OpenAI fields, then the native
+// parameters from <sd_cpp_extra_args> in the prompt; defaults from flags.
+func (s *sdServer) parse(body []byte) (sdGenRequest, int, error) {
+	if len(body) == 0 {
+		return sdGenRequest{}, http.StatusBadRequest, errors.New("empty body")
+	}
+	var b struct {
+		Prompt string `json:"prompt"`
+		N      int    `json:"n"`
+		Size   string `json:"size"`
+	}
+	if err := json.Unmarshal(body, &b); err != nil {
+		return sdGenRequest{}, http.StatusInternalServerError, err
+	}
+	req := sdGenRequest{n: max(b.N, 1), width: s.o.width, height: s.o.height, steps: s.o.steps, cfg: s.o.cfg, seed: s.o.seed}
+	if w, h, ok := strings.Cut(b.Size, "x"); ok {
+		if wi, err1 := strconv.Atoi(w); err1 == nil {
+			if hi, err2 := strconv.Atoi(h); err2 == nil {
+				req.width, req.height = wi, hi
+			}
+		}
+	}
+	if b.Prompt == "" {
+		return req, http.StatusBadRequest, errors.New("prompt required")
+	}
+	extra := ""
+	if m := extraArgsRE.FindStringSubmatch(b.Prompt); m != nil {
+		extra = m[1]
+	}
+	req.prompt = strings.TrimSpace(extraArgsRE.ReplaceAllString(b.Prompt, ""))
+	if extra != "" {
+		var x struct {
+			NegativePrompt *string `json:"negative_prompt"`
+			Seed           *int64  `json:"seed"`
+			SampleParams   struct {
+				SampleSteps *int `json:"sample_steps"`
+				Guidance    struct {
+					TxtCFG *float64 `json:"txt_cfg"`
+				} `json:"guidance"`
+			} `json:"sample_params"`
+		}
+		if err := json.Unmarshal([]byte(extra), &x); err != nil {
+			return req, http.StatusBadRequest, errors.New("invalid sd_cpp_extra_args")
+		}
+		if x.NegativePrompt != nil {
+			req.negative = *x.NegativePrompt
+		}
+		if x.Seed != nil {
+			req.seed = *x.Seed
+		}
+		if p := x.SampleParams.SampleSteps; p != nil {
+			req.steps = *p
+		}
+		if c := x.SampleParams.Guidance.TxtCFG; c != nil {
+			req.cfg = *c
+		}
+	}
+	if req.width <= 0 || req.height <= 0 || req.steps <= 0 || req.width > 8192 || req.height > 8192 {
+		return req, http.StatusBadRequest, errors.New("invalid params")
+	}
+	if req.seed < 0 {
+		req.seed = rand.Int64N(1 << 31)
+	}
+	return req, http.StatusOK, nil
+}
+
+func (s *sdServer) generations(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	req, status, err := s.parse(body)
+	if err != nil {
+		if status == http.StatusInternalServerError {
+			writeJSON(w, status, map[string]any{"error": "server_error", "message": err.Error()})
+			return
+		}
+		writeJSON(w, status, map[string]any{"error": err.Error()})
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	data := make([]any, 0, req.n)
+	for i := range req.n {
+		sdLog("INFO", "stable-diffusion.cpp", 3378, "generating image: %d/%d - seed %d", i+1, req.n, req.seed+int64(i))
+		sample(s.o, req.steps)
+		var buf bytes.Buffer
+		if err := renderPNG(&buf, req.prompt, req.negative, req.seed+int64(i), i, req.width, req.height); err != nil {
+			writeJSON(w, http.StatusInternalServerError, map[string]any{"error": "generate_image returned no results"})
+			return
+		}
+		data = append(data, map[string]any{"b64_json": base64.StdEncoding.EncodeToString(buf.Bytes())})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"created": time.Now().Unix(), "data": data, "output_format": "png"})
+}

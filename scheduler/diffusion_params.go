@@ -1,0 +1,160 @@
+package scheduler
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"unicode/utf8"
+)
+
+// DiffusionParams are the parameters of a diffusion job, as submitted. Nil
+// and empty values take the model's defaults (DiffusionDefaults).
+type DiffusionParams struct {
+	Width          *int     `json:"width,omitempty"`
+	Height         *int     `json:"height,omitempty"`
+	Steps          *int     `json:"steps,omitempty"`
+	CFGScale       *float64 `json:"cfg_scale,omitempty"`
+	Seed           *int64   `json:"seed,omitempty"`  // -1: random
+	Count          *int     `json:"count,omitempty"` // images
+	NegativePrompt string   `json:"negative_prompt,omitempty"`
+	SamplingMethod string   `json:"sampling_method,omitempty"`
+	Scheduler      string   `json:"scheduler,omitempty"`
+}
+
+// Limits on diffusion parameters. Image sides are multiples of 8 because
+// the latent space is 8 times smaller than the image.
+const (
+	MinImageSide      = 64
+	MaxImageSide      = 4096
+	MaxDiffusionSteps = 150
+	MaxCFGScale       = 30
+	MaxImageCount     = 8
+	// MaxNegativePrompt is the longest negative prompt, in characters.
+	MaxNegativePrompt = 10000
+	maxSamplerName    = 32
+)
+
+// ParseDiffusionParams decodes and validates raw (a JSON object, or empty).
+// Errors are *FieldError naming the field, e.g. "params.width".
+func ParseDiffusionParams(raw json.RawMessage) (DiffusionParams, error) {
+	var p DiffusionParams
+	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		return p, nil
+	}
+	if err := decodeStrict(raw, &p); err != nil {
+		return p, err
+	}
+	return p, p.Validate()
+}
+
+// Validate checks every set value; the error is a *FieldError naming the
+// first wrong field as "params.NAME".
+func (p DiffusionParams) Validate() error {
+	for _, side := range []struct {
+		name string
+		v    *int
+	}{{"params.width", p.Width}, {"params.height", p.Height}} {
+		if side.v != nil && (*side.v < MinImageSide || *side.v > MaxImageSide || *side.v%8 != 0) {
+			return &FieldError{side.name, fmt.Sprintf("must be a multiple of 8 between %d and %d", MinImageSide, MaxImageSide)}
+		}
+	}
+	switch {
+	case p.Steps != nil && (*p.Steps < 1 || *p.Steps > MaxDiffusionSteps):
+		return &FieldError{"params.steps", fmt.Sprintf("must be between 1 and %d", MaxDiffusionSteps)}
+	case p.CFGScale != nil && !(*p.CFGScale >= 0 && *p.CFGScale <= MaxCFGScale):
+		return &FieldError{"params.cfg_scale", fmt.Sprintf("must be between 0 and %d", MaxCFGScale)}
+	case p.Seed != nil && *p.Seed < -1:
+		return &FieldError{"params.seed", "must be -1 (random) or between 0 and 9223372036854775807"}
+	case p.Count != nil && (*p.Count < 1 || *p.Count > MaxImageCount):
+		return &FieldError{"params.count", fmt.Sprintf("must be between 1 and %d", MaxImageCount)}
+	case utf8.RuneCountInString(p.NegativePrompt) > MaxNegativePrompt:
+		return &FieldError{"params.negative_prompt", fmt.Sprintf("at most %d characters", MaxNegativePrompt)}
+	}
+	if err := checkSamplerName("params.sampling_method", p.SamplingMethod); err != nil {
+		return err
+	}
+	return checkSamplerName("params.scheduler", p.Scheduler)
+}
+
+// checkSamplerName accepts the shape of stable-diffusion.cpp's names
+// (euler_a, dpm++2m, karras, …). The engine itself rejects unknown ones;
+// this keeps argv words short and printable.
+func checkSamplerName(field, s string) error {
+	if s == "" {
+		return nil
+	}
+	if len(s) > maxSamplerName {
+		return &FieldError{field, fmt.Sprintf("at most %d characters", maxSamplerName)}
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '+' || c == '-' || c == '.') {
+			return &FieldError{field, "may hold only letters, digits and _ + - ."}
+		}
+	}
+	if s[0] == '-' {
+		return &FieldError{field, "must not start with '-'"}
+	}
+	return nil
+}
+
+// DiffusionDefaults are a model's values for parameters a job leaves out.
+type DiffusionDefaults struct {
+	Width, Height  int
+	Steps          int
+	CFGScale       float64
+	SamplingMethod string
+	Scheduler      string
+}
+
+// DiffusionRequest is a job's generation with every value decided.
+type DiffusionRequest struct {
+	Prompt         string
+	NegativePrompt string
+	Width, Height  int
+	Steps          int
+	CFGScale       float64
+	Seed           int64
+	Count          int
+	SamplingMethod string
+	Scheduler      string
+}
+
+// Resolve fills what p leaves out from d and picks a seed when none (or -1)
+// was given, with seed, or a random one in [0, 2^31) when seed is nil.
+func (p DiffusionParams) Resolve(prompt string, d DiffusionDefaults, seed func() int64) DiffusionRequest {
+	r := DiffusionRequest{
+		Prompt: prompt, NegativePrompt: p.NegativePrompt,
+		Width: d.Width, Height: d.Height, Steps: d.Steps, CFGScale: d.CFGScale, Count: 1,
+		SamplingMethod: d.SamplingMethod, Scheduler: d.Scheduler,
+	}
+	setInt(&r.Width, p.Width)
+	setInt(&r.Height, p.Height)
+	setInt(&r.Steps, p.Steps)
+	setInt(&r.Count, p.Count)
+	if p.CFGScale != nil {
+		r.CFGScale = *p.CFGScale
+	}
+	if p.SamplingMethod != "" {
+		r.SamplingMethod = p.SamplingMethod
+	}
+	if p.Scheduler != "" {
+		r.Scheduler = p.Scheduler
+	}
+	switch {
+	case p.Seed != nil && *p.Seed >= 0:
+		r.Seed = *p.Seed
+	case seed != nil:
+		r.Seed = seed()
+	default:
+		r.Seed = rand.Int64N(math.MaxInt32)
+	}
+	return r
+}
+
+func setInt(dst *int, v *int) {
+	if v != nil {
+		*dst = *v
+	}
+}

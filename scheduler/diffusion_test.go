@@ -1,0 +1,394 @@
+package scheduler
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image/png"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vramcram/vramcram/runner"
+	"github.com/vramcram/vramcram/store"
+)
+
+var (
+	standInOnce sync.Once
+	standInDir  string
+	standInErr  error
+)
+
+// standIn builds the stand-in engine once, as sd-cli with an sd-server
+// symlink beside it (the role follows the program name), and returns the
+// directory.
+func standIn(t testing.TB) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the stand-in engine; skipped with -short")
+	}
+	standInOnce.Do(func() {
+		standInDir, standInErr = os.MkdirTemp("", "scheduler-sd")
+		if standInErr != nil {
+			return
+		}
+		bin := filepath.Join(standInDir, "sd-cli")
+		out, err := exec.Command("go", "build", "-o", bin, "github.com/vramcram/vramcram/runner/testengine").CombinedOutput()
+		if err != nil {
+			standInErr = fmt.Errorf("build stand-in: %v\n%s", err, out)
+			return
+		}
+		standInErr = os.Symlink(bin, filepath.Join(standInDir, "sd-server"))
+	})
+	if standInErr != nil {
+		t.Fatal(standInErr)
+	}
+	return standInDir
+}
+
+// sdLauncher returns a launcher for one model "sd" with the stand-in.
+func sdLauncher(t *testing.T, engine string, extra ...string) *DiffusionLauncher {
+	t.Helper()
+	dir := standIn(t)
+	model := filepath.Join(t.TempDir(), "sd.safetensors")
+	if err := os.WriteFile(model, []byte("stand-in"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &DiffusionLauncher{
+		CLIBinary:    filepath.Join(dir, "sd-cli"),
+		ServerBinary: filepath.Join(dir, "sd-server"),
+		Options: map[string]DiffusionOptions{"sd": {
+			Engine: engine, Files: runner.SDFiles{Model: model}, Extra: extra,
+			Defaults: DiffusionDefaults{Width: 64, Height: 64, Steps: 3, CFGScale: 7},
+		}},
+		ImageDir: t.TempDir(),
+		Runner: runner.Config{
+			ReadyTimeout: 20 * time.Second, HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: 5 * time.Second,
+			StopGrace: 5 * time.Second,
+		},
+		SeedFunc: func() int64 { return 77 },
+	}
+}
+
+func launch(t *testing.T, l *DiffusionLauncher) Engine {
+	t.Helper()
+	eng, err := l.Launch(context.Background(), Model{Name: "sd", Type: "diffusion", Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := eng.Stop(ctx); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+		<-eng.Done()
+	})
+	if err := eng.WaitReady(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return eng
+}
+
+func diffusionJob(prompt, params string) store.Job {
+	return store.Job{ID: store.NewID(), Model: "sd", Type: "diffusion", Prompt: prompt, Params: json.RawMessage(params)}
+}
+
+// checkResult decodes a result document and its image files.
+func checkResult(t *testing.T, l *DiffusionLauncher, id string, doc []byte, n, w, h int) DiffusionResult {
+	t.Helper()
+	var res DiffusionResult
+	if err := json.Unmarshal(doc, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Type != "diffusion" || len(res.Images) != n || res.Width != w || res.Height != h {
+		t.Fatalf("result %s", doc)
+	}
+	for i, im := range res.Images {
+		if im.Format != "png" || im.File != fmt.Sprintf("%d.png", i) || im.B64 != "" {
+			t.Fatalf("image %d: %+v", i, im)
+		}
+		path, err := ImagePath(l.ImageDir, id, im.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(bytes.NewReader(b))
+		if err != nil || img.Bounds().Dx() != w || img.Bounds().Dy() != h {
+			t.Fatalf("image %d: %v %v", i, err, img.Bounds())
+		}
+	}
+	return res
+}
+
+func TestSDCLIEngine_Run(t *testing.T) {
+	t.Parallel()
+	l := sdLauncher(t, EngineSDCLI)
+	eng := launch(t, l)
+	if eng.PID() != 0 {
+		t.Fatalf("PID %d before any job", eng.PID())
+	}
+	job := diffusionJob("a red fox", `{"width":96,"count":2,"negative_prompt":"blur"}`)
+	var mu sync.Mutex
+	var seen []string
+	pids := map[int]bool{}
+	res, err := eng.Run(context.Background(), job, func(p Progress) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, fmt.Sprintf("%d/%d", p.Step, p.Steps))
+		pids[eng.PID()] = true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"1/6", "2/6", "3/6", "4/6", "5/6", "6/6"}; !slices.Equal(seen, want) {
+		t.Fatalf("progress %v, want %v", seen, want)
+	}
+	if len(pids) != 1 || pids[0] {
+		t.Fatalf("PID during the run: %v", pids)
+	}
+	if eng.PID() != 0 {
+		t.Fatalf("PID %d after the job", eng.PID())
+	}
+	r := checkResult(t, l, job.ID, res, 2, 96, 64)
+	if r.Seed != 77 || r.Steps != 3 || r.CFGScale != 7 {
+		t.Fatalf("result %+v", r)
+	}
+	entries, _ := os.ReadDir(filepath.Join(l.ImageDir, job.ID))
+	if len(entries) != 2 {
+		t.Fatalf("job dir holds %d files, want only 0.png and 1.png", len(entries))
+	}
+}
+
+func TestSDCLIEngine_Failures(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		extra    []string
+		params   string
+		timeout  time.Duration
+		rejected bool
+		msg      string
+	}{
+		{"BadParams", nil, `{"width":7}`, 0, true, "params.width"},
+		{"BadModel", []string{"--test-fail-load"}, `{}`, 0, true, "unknown format"},
+		{"Crash", []string{"--test-crash-at-step", "2"}, `{}`, 0, false, "exited with code 2"},
+		{"Timeout", []string{"--test-hang-at-step", "1", "--test-ignore-sigterm"}, `{}`, 200 * time.Millisecond, false, "timed out after 200ms"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			l := sdLauncher(t, EngineSDCLI, tt.extra...)
+			o := l.Options["sd"]
+			o.Timeout = tt.timeout
+			l.Options["sd"] = o
+			eng := launch(t, l)
+			job := diffusionJob("x", tt.params)
+			_, err := eng.Run(context.Background(), job, func(Progress) {})
+			if err == nil || errors.Is(err, ErrRejected) != tt.rejected || !strings.Contains(err.Error(), tt.msg) {
+				t.Fatalf("err %v; want rejected=%v containing %q", err, tt.rejected, tt.msg)
+			}
+			if _, err := os.Stat(filepath.Join(l.ImageDir, job.ID)); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("image dir of a failed job: %v", err)
+			}
+		})
+	}
+}
+
+func TestSDCLIEngine_StopKillsRun(t *testing.T) {
+	t.Parallel()
+	l := sdLauncher(t, EngineSDCLI, "--test-hang-at-step", "2", "--test-ignore-sigterm")
+	eng, err := l.Launch(context.Background(), Model{Name: "sd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stepped := make(chan int, 8)
+	errCh := make(chan error, 1)
+	go func() {
+		_, err := eng.Run(context.Background(), diffusionJob("x", ""), func(Progress) { stepped <- eng.PID() })
+		errCh <- err
+	}()
+	pid := <-stepped
+	if err := eng.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-eng.Done():
+	default:
+		t.Fatal("Done not closed after Stop returned")
+	}
+	if err := <-errCh; !errors.Is(err, runner.ErrStopped) {
+		t.Fatalf("run err %v", err)
+	}
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("sd-cli %d still exists: %v", pid, err)
+	}
+	if _, err := eng.Run(context.Background(), diffusionJob("x", ""), func(Progress) {}); !errors.Is(err, runner.ErrStopped) {
+		t.Fatalf("run after Stop: %v", err)
+	}
+	if !errors.Is(eng.Err(), runner.ErrStopped) {
+		t.Fatalf("Err %v", eng.Err())
+	}
+}
+
+func TestSDServerEngine_Run(t *testing.T) {
+	t.Parallel()
+	l := sdLauncher(t, EngineSDServer, "--test-load-delay", "20ms")
+	eng := launch(t, l)
+	if eng.PID() <= 0 {
+		t.Fatal("no PID")
+	}
+	job := diffusionJob("a lighthouse", `{"height":128,"count":3,"seed":5,"steps":2,"cfg_scale":3.5}`)
+	res, err := eng.Run(context.Background(), job, func(Progress) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := checkResult(t, l, job.ID, res, 3, 64, 128)
+	if r.Seed != 5 || r.Steps != 2 || r.CFGScale != 3.5 {
+		t.Fatalf("result %+v", r)
+	}
+	// The same request gives the same pixels: the parameters reached it.
+	again := diffusionJob("a lighthouse", `{"height":128,"count":3,"seed":5,"steps":2,"cfg_scale":3.5}`)
+	if _, err := eng.Run(context.Background(), again, func(Progress) {}); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(filepath.Join(l.ImageDir, job.ID, "1.png"))
+	b, _ := os.ReadFile(filepath.Join(l.ImageDir, again.ID, "1.png"))
+	if !bytes.Equal(a, b) {
+		t.Fatal("same request, different image")
+	}
+	if _, err := eng.Run(context.Background(), diffusionJob("x", `{"steps":0}`), func(Progress) {}); !errors.Is(err, ErrRejected) {
+		t.Fatalf("bad params: %v", err)
+	}
+}
+
+func TestDiffusionLauncher_Check(t *testing.T) {
+	t.Parallel()
+	l := sdLauncher(t, EngineSDCLI)
+	m := Model{Name: "sd"}
+	if err := l.Check(m); err != nil {
+		t.Fatal(err)
+	}
+	l.CLIBinary = "/nonexistent/sd-cli"
+	if err := l.Check(m); err == nil || !strings.Contains(err.Error(), "inference.sd_path") {
+		t.Fatalf("missing binary: %v", err)
+	}
+	l = sdLauncher(t, EngineSDServer)
+	o := l.Options["sd"]
+	o.Files.VAE = "/nonexistent/vae.safetensors"
+	l.Options["sd"] = o
+	if err := l.Check(m); err == nil || !strings.Contains(err.Error(), `"/nonexistent/vae.safetensors" not found`) {
+		t.Fatalf("missing vae: %v", err)
+	}
+	if err := l.Check(Model{Name: "other"}); err == nil {
+		t.Fatal("unknown model passed")
+	}
+}
+
+func TestStepCounter(t *testing.T) {
+	t.Parallel()
+	c := newStepCounter(2, 3)
+	var got []string
+	for _, s := range [][2]int{{1, 2}, {2, 2}, {5, 9}, {1, 2}, {2, 2}, {1, 2}, {2, 2}, {1, 2}} {
+		if p, ok := c.add(s[0], s[1]); ok {
+			got = append(got, fmt.Sprintf("%d/%d", p.Step, p.Steps))
+		}
+	}
+	if want := []string{"1/6", "2/6", "3/6", "4/6", "5/6", "6/6", "6/6"}; !slices.Equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+}
+
+func TestCollectCLIOutput(t *testing.T) {
+	t.Parallel()
+	for _, names := range [][]string{
+		{"out.png"},
+		{"out_0.png", "out_1.png", "out_2.png"}, // current releases
+		{"out.png", "out_2.png", "out_3.png"},   // older ones
+		{"out_1.png", "out_10.png", "out_2.png"},
+	} {
+		dir := t.TempDir()
+		for _, n := range names {
+			if err := os.WriteFile(filepath.Join(dir, n), []byte(n), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := collectCLIOutput(dir, len(names)); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for i := range names {
+			b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("%d.png", i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, string(b))
+		}
+		want := slices.Clone(names)
+		if names[0] == "out_1.png" {
+			want = []string{"out_1.png", "out_2.png", "out_10.png"}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("order %v, want %v", got, want)
+		}
+	}
+	if err := collectCLIOutput(t.TempDir(), 1); err == nil {
+		t.Fatal("no images: no error")
+	}
+}
+
+func TestImagePath(t *testing.T) {
+	t.Parallel()
+	id := store.NewID()
+	if p, err := ImagePath("/data/images", id, "3.png"); err != nil || p != "/data/images/"+id+"/3.png" {
+		t.Fatalf("%s %v", p, err)
+	}
+	for _, bad := range [][2]string{{"../x", "0.png"}, {id, "../0.png"}, {id, "x.png"}, {"", "0.png"}, {id, "0.png/.."}} {
+		if _, err := ImagePath("/data/images", bad[0], bad[1]); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	if err := RemoveJobImages("/data/images", "../../etc"); err == nil {
+		t.Fatal("bad id accepted")
+	}
+}
+
+// BenchmarkSDCLIEngine_Run measures one sd-cli job end to end with the
+// stand-in (1 step, 64×64): spawn, progress parsing, collecting and checking
+// the PNG, the result document. The real engine's load and sampling come on
+// top.
+func BenchmarkSDCLIEngine_Run(b *testing.B) {
+	dir := standIn(b)
+	model := filepath.Join(b.TempDir(), "sd.safetensors")
+	if err := os.WriteFile(model, []byte("stand-in"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	l := &DiffusionLauncher{
+		CLIBinary: filepath.Join(dir, "sd-cli"),
+		Options: map[string]DiffusionOptions{"sd": {Files: runner.SDFiles{Model: model},
+			Defaults: DiffusionDefaults{Width: 64, Height: 64, Steps: 1, CFGScale: 7}}},
+		ImageDir: b.TempDir(),
+	}
+	eng, err := l.Launch(context.Background(), Model{Name: "sd"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer eng.Stop(context.Background())
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := eng.Run(context.Background(), diffusionJob("a cat", ""), func(Progress) {}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
