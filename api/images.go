@@ -408,8 +408,7 @@ func (s *Server) imagesAnswer(c echo.Context, j store.Job, format string) error 
 	return c.JSON(http.StatusOK, out)
 }
 
-// openAIError writes err in OpenAI's error shape:
-// {"error":{"message","type","code"}}; code is one of ours.
+// openAIError writes err in OpenAI's error shape, as the chat routes do.
 func (s *Server) openAIError(c echo.Context, err error) error {
 	var ae *Error
 	var he *echo.HTTPError
@@ -421,17 +420,11 @@ func (s *Server) openAIError(c echo.Context, err error) error {
 		s.log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
 		ae = apiErr(http.StatusInternalServerError, CodeInternal, "internal error; see the server log")
 	}
-	typ := "invalid_request_error"
-	switch {
-	case ae.Status == http.StatusTooManyRequests:
-		typ = "rate_limit_error"
-	case ae.Status >= 500:
-		typ = "server_error"
-	}
 	if c.Response().Committed {
 		return nil
 	}
-	return c.JSON(ae.Status, map[string]any{"error": map[string]any{"message": ae.Message, "type": typ, "code": ae.Code}})
+	writeOpenAIError(c, ae)
+	return nil
 }
 
 // diffusionModels lists the configured diffusion models, sorted.

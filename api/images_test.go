@@ -274,7 +274,7 @@ func TestImagesGenerations_Errors(t *testing.T) {
 		typ, code, msg       string
 		otherDiffusionModels bool
 	}{
-		{`{"model":"nope","prompt":"x"}`, 404, "invalid_request_error", "unknown_model", `unknown model "nope"`, false},
+		{`{"model":"nope","prompt":"x"}`, 404, "invalid_request_error", "model_not_found", `unknown model "nope"`, false},
 		{`{"model":"llama","prompt":"x"}`, 400, "invalid_request_error", "invalid", "not an image model", false},
 		{`{"model":"sd"}`, 400, "invalid_request_error", "invalid", "prompt: required", false},
 		{`{"model":"sd","prompt":"x","size":"big"}`, 400, "invalid_request_error", "invalid", "size: must be WIDTHxHEIGHT", false},
