@@ -37,12 +37,19 @@ type devState struct {
 	lost     string // why the device cannot be used (its meter fails), or ""
 }
 
-// budgetOn is device d's total − safety margin; 0 while the device is lost.
+// budgetOn is what may be reserved on device d now: its capacity, or 0
+// while the device is lost.
 func (s *Scheduler) budgetOn(d int) int {
-	dv := s.st.devs[d]
-	if dv.lost != "" {
+	if s.st.devs[d].lost != "" {
 		return 0
 	}
+	return s.capacityOn(d)
+}
+
+// capacityOn is device d's total − safety margin from its last reading,
+// lost or not: what decides whether a model can ever fit there.
+func (s *Scheduler) capacityOn(d int) int {
+	dv := s.st.devs[d]
 	total := dv.reading.TotalMB
 	if total <= 0 {
 		total = dv.TotalMB
@@ -99,11 +106,17 @@ func (s *Scheduler) split(devs []int, need int) []Placement {
 	return out
 }
 
-// options lists where m could run with need MiB: its configured devices
-// (several for a split), else each usable device alone.
+// options lists where m could run with need MiB now: its configured
+// devices (several for a split) unless one is lost, else each usable device
+// alone. A split model of unknown size takes each of its devices whole.
 func (s *Scheduler) options(m *modelState, need int) [][]Placement {
 	if len(m.GPUs) > 0 {
-		return [][]Placement{s.split(m.GPUs, need)}
+		for _, d := range m.GPUs {
+			if s.st.devs[d].lost != "" {
+				return nil // wait for the device to come back
+			}
+		}
+		return [][]Placement{s.placeOn(m, m.GPUs, need)}
 	}
 	var out [][]Placement
 	for d, dv := range s.st.devs {
@@ -114,13 +127,35 @@ func (s *Scheduler) options(m *modelState, need int) [][]Placement {
 	return out
 }
 
-// fitsAlone reports whether some option of m fits the devices with nothing
-// else on them but pinned instances, which are never evicted.
+// placeOn is m's placement on devs: need split evenly, or for a split model
+// of unknown size each device whole.
+func (s *Scheduler) placeOn(m *modelState, devs []int, need int) []Placement {
+	place := s.split(devs, need)
+	if len(devs) > 1 && s.unknownSize(m) {
+		for k := range place {
+			place[k].MB = s.capacityOn(place[k].Device)
+		}
+	}
+	return place
+}
+
+// fitsAlone reports whether some placement of m fits its devices' capacity
+// with nothing else on them but pinned instances, which are never evicted.
+// A lost device counts with its last capacity: its models wait, they are
+// not refused.
 func (s *Scheduler) fitsAlone(m *modelState, need int) bool {
-	for _, opt := range s.options(m, need) {
+	var opts [][]Placement
+	if len(m.GPUs) > 0 {
+		opts = [][]Placement{s.placeOn(m, m.GPUs, need)}
+	} else {
+		for d := range s.st.devs {
+			opts = append(opts, s.split([]int{d}, need))
+		}
+	}
+	for _, opt := range opts {
 		ok := true
 		for _, p := range opt {
-			ok = ok && p.MB <= s.budgetOn(p.Device)-s.pinnedOn(p.Device, m)
+			ok = ok && p.MB <= s.capacityOn(p.Device)-s.pinnedOn(p.Device, m)
 		}
 		if ok {
 			return true

@@ -173,3 +173,40 @@ func TestDevices_ReadingChangesArePublished(t *testing.T) {
 		t.Fatalf("vram_reading events on GPU 0 show used %v, want one with 6000", used)
 	}
 }
+
+// A GPU that is lost for a while makes work wait, never fail.
+func TestDevices_BrieflyLostGPUFailsNothing(t *testing.T) {
+	models := []simModel{{name: "a", mb: 6000, loadTime: time.Second, slots: 1}}
+	arr := []simArrival{}
+	for k := range 8 {
+		arr = append(arr, simArrival{at: time.Duration(k) * time.Second, model: "a", duration: 2 * time.Second})
+	}
+	x := newSim(simSpec{seed: 1, devices: []int{10000}, models: models, policy: PolicyBatch, maxWait: time.Second,
+		maxAttempts: 3, arrivals: arr, limit: time.Hour})
+	x.after(3*time.Second, func() { x.lostDevs = map[int]bool{0: true} })
+	x.after(6*time.Second, func() { x.lostDevs = nil })
+	if errs := x.run(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	for _, id := range x.st.ids {
+		if j := x.st.jobs[id]; j.State != "completed" {
+			t.Fatalf("job %s ended %s (%s) because the GPU was lost for 3 s", id, j.State, j.Error)
+		}
+	}
+}
+
+// After a victim exits, a reading taken before its exit must not make its
+// memory look like another program's and evict more.
+func TestDevices_StaleReadingEvictsNoMore(t *testing.T) {
+	models := []simModel{
+		{name: "a", mb: 6000, loadTime: 100 * time.Millisecond, slots: 1},
+		{name: "c", mb: 2000, loadTime: 100 * time.Millisecond, slots: 1},
+		{name: "d", mb: 1000, loadTime: 100 * time.Millisecond, slots: 1},
+		{name: "x", mb: 4000, loadTime: 100 * time.Millisecond, slots: 1},
+	}
+	arr := []simArrival{job(0, "a"), job(time.Second, "c"), job(2*time.Second, "d"), job(10*time.Second, "x")}
+	_, evs := runDevices(t, []int{10000}, models, arr, nil)
+	if ev := evicted(evs); !slices.Equal(ev, []string{"a"}) {
+		t.Fatalf("evictions %v, want only a (the least recently used, and enough)", ev)
+	}
+}

@@ -26,11 +26,19 @@ func (s *Scheduler) plan(ctx context.Context) {
 				continue // a dead engine's exit event is on its way
 			}
 			for i.inflight < m.Slots && m.waiting() > 0 {
-				if len(m.waiters) > 0 && (m.queued == 0 || s.waiterFirst(m.waiters[0], heads(m.Name))) {
+				if len(m.waiters) == 0 || m.queued == 0 {
+					s.dispatchOrGrant(ctx, i, m)
+					continue
+				}
+				if s.waiterFirst(m.waiters[s.bestWaiter(m)], heads(m.Name)) {
 					s.grant(i, m)
 					continue
 				}
+				// The queue's head goes first. The next head is only known
+				// once this claim is done (jobStarted plans again), so hand
+				// out one slot and compare afresh then.
 				s.dispatch(ctx, i)
+				break
 			}
 			if m.TTL > 0 && i.inflight == 0 && m.waiting() == 0 && now.Sub(i.lastUsed) >= m.TTL {
 				s.stopInstance(i, "idle for ttl")
@@ -86,8 +94,10 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 		if h.ok {
 			c.HasHead, c.Priority, c.Since = true, h.priority, h.since
 		}
-		if ws := st.models[c.Model].waiters; len(ws) > 0 && s.waiterFirst(ws[0], h) {
-			c.HasHead, c.Priority, c.Since = true, s.effective(ws[0].priority, ws[0].since), ws[0].since
+		if m := st.models[c.Model]; len(m.waiters) > 0 {
+			if w := m.waiters[s.bestWaiter(m)]; s.waiterFirst(w, h) {
+				c.HasHead, c.Priority, c.Since = true, s.effective(w.priority, w.since), w.since
+			}
 		}
 	}
 	orderCandidates(cands)
@@ -184,6 +194,9 @@ func placeIDs(place []Placement) string {
 
 func (s *Scheduler) onLoadDone(i *instance, err error) {
 	m := i.model
+	if m.inst != i {
+		return // stopped while loading and already gone (instExited came first)
+	}
 	now := s.now()
 	if err == nil && i.exited {
 		err = fmt.Errorf("engine exited right after it was ready: %s", errString(i.eng.Err()))
@@ -276,6 +289,15 @@ func (s *Scheduler) stopInstance(i *instance, reason string) {
 // terminate stops the engine process; instExited follows.
 func (s *Scheduler) terminate(i *instance) {
 	s.fx.terminate(i)
+}
+
+// dispatchOrGrant serves whichever kind of work m has.
+func (s *Scheduler) dispatchOrGrant(ctx context.Context, i *instance, m *modelState) {
+	if len(m.waiters) > 0 {
+		s.grant(i, m)
+		return
+	}
+	s.dispatch(ctx, i)
 }
 
 // dispatch hands one slot of i to a goroutine that claims and runs a job.

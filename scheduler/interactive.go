@@ -86,14 +86,23 @@ type (
 // ErrStopped, ErrLoadFailed, or are ctx.Err() when ctx ends first.
 func (s *Scheduler) Acquire(ctx context.Context, model string, priority int) (*Lease, error) {
 	w := &waiter{model: model, priority: priority, reply: make(chan acquireResult, 1)}
-	err, aerr := ask(ctx, s, func(r chan error) any {
-		return acquireReq{w: w, reply: r}
-	})
-	if aerr != nil {
-		return nil, aerr
+	admitted := make(chan error, 1)
+	select {
+	case s.reqCh <- acquireReq{w: w, reply: admitted}:
+	case <-s.done:
+		return nil, ErrStopped
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	if err != nil {
-		return nil, err
+	// Once the loop has the request, its answer must be read: a waiter it
+	// filed has to be withdrawn below, or its lease would never be returned.
+	select {
+	case err := <-admitted:
+		if err != nil {
+			return nil, err
+		}
+	case <-s.done:
+		return nil, ErrStopped
 	}
 	select {
 	case res := <-w.reply:
@@ -153,6 +162,23 @@ func (s *Scheduler) abandon(w *waiter) {
 	}
 }
 
+// bestWaiter is the index of m's waiter to serve next: the highest aged
+// priority, then the earliest arrival. -1 when none waits.
+func (s *Scheduler) bestWaiter(m *modelState) int {
+	best := -1
+	for k, w := range m.waiters {
+		if best < 0 {
+			best = k
+			continue
+		}
+		b := m.waiters[best]
+		if p, q := s.effective(w.priority, w.since), s.effective(b.priority, b.since); p > q || (p == q && w.seq < b.seq) {
+			best = k
+		}
+	}
+	return best
+}
+
 // failWaiters answers every waiter of m with err.
 func (s *Scheduler) failWaiters(m *modelState, err error) {
 	for _, w := range m.waiters {
@@ -185,8 +211,9 @@ type headInfo struct {
 
 // grant hands a free slot of i to m's first waiter.
 func (s *Scheduler) grant(i *instance, m *modelState) {
-	w := m.waiters[0]
-	m.waiters = m.waiters[1:]
+	k := s.bestWaiter(m)
+	w := m.waiters[k]
+	m.waiters = append(m.waiters[:k], m.waiters[k+1:]...)
 	u, ok := i.eng.(interface{ URL() string })
 	if !ok {
 		w.reply <- acquireResult{err: fmt.Errorf("%w: %s: its engine takes no direct requests", ErrUnavailable, m.Name)}

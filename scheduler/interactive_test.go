@@ -192,3 +192,50 @@ func TestAcquire_ShutdownAnswersWaitersAndEndsLeases(t *testing.T) {
 		t.Fatalf("waiter got %v, want ErrStopped", err)
 	}
 }
+
+func TestAcquire_CancelledBeforeAdmissionLeaksNoSlot(t *testing.T) {
+	sizes := map[string]int{"a": 4000}
+	b := setup(t, Config{Models: models(sizes, 1)}, sizes, nil)
+	first, err := b.sched.Acquire(context.Background(), "a", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 200 {
+		if _, err := b.sched.Acquire(done, "a", 0); err == nil {
+			t.Fatal("a cancelled request got a lease")
+		}
+	}
+	first.Release()
+	b.until("slot back and nobody waiting", func(s Snapshot) bool { return s.Running == 0 && s.Models[0].Queued == 0 })
+}
+
+func TestAcquire_AgingAmongWaiters(t *testing.T) {
+	sizes := map[string]int{"a": 4000}
+	b := setup(t, Config{Models: models(sizes, 1), Aging: 20 * time.Millisecond}, sizes, nil)
+	first, err := b.sched.Acquire(context.Background(), "a", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan int, 2)
+	wait := func(prio int) {
+		l, err := b.sched.Acquire(context.Background(), "a", prio)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		got <- prio
+		l.Release()
+	}
+	go wait(0)
+	b.until("old low-priority waiter", func(s Snapshot) bool { return s.Models[0].Queued == 1 })
+	time.Sleep(300 * time.Millisecond) // 0 + 15 aging steps
+	go wait(5)
+	b.until("both waiting", func(s Snapshot) bool { return s.Models[0].Queued == 2 })
+	first.Release()
+	if p := <-got; p != 0 {
+		t.Fatalf("priority %d served first; the aged priority-0 waiter should be", p)
+	}
+	<-got
+}

@@ -1,6 +1,10 @@
 package scheduler
 
-import "github.com/vramcram/vramcram/vram"
+import (
+	"slices"
+
+	"github.com/vramcram/vramcram/vram"
+)
 
 // LearnedStore is the optional part of the JobStore that keeps the VRAM
 // measured per model across restarts. The store's key is Model.LearnKey.
@@ -58,8 +62,8 @@ func (s *Scheduler) learn() {
 			}
 		}
 		i.setShares(place)
-		if i.state != InstLoading {
-			s.persistLearned(i.model, i.reservedMB)
+		if i.state != InstLoading && !slices.Contains(i.peak, 0) {
+			s.persistLearned(i.model, i.reservedMB) // every device measured
 		}
 	}
 }

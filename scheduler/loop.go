@@ -233,7 +233,7 @@ func (s *Scheduler) admit(name string) error {
 func (s *Scheduler) budget() int {
 	b := 0
 	for d := range s.st.devs {
-		b = max(b, s.budgetOn(d))
+		b = max(b, s.capacityOn(d))
 	}
 	return b
 }
@@ -254,6 +254,11 @@ func (s *Scheduler) reservation(m *modelState) int {
 	return s.budget()
 }
 
+// unknownSize reports whether m has no VRAM figure at all.
+func (s *Scheduler) unknownSize(m *modelState) bool {
+	return m.LearnedMB <= 0 && m.VRAMMB <= 0 && m.EstimateMB <= 0
+}
+
 // ledger returns, over all devices, reserved MiB, MiB being released
 // (draining or stopping) and MiB held by processes that are not ours.
 func (s *Scheduler) ledger() (reserved, releasing, notOurs int) {
@@ -266,6 +271,7 @@ func (s *Scheduler) ledger() (reserved, releasing, notOurs int) {
 
 // readMeter reads every device and folds the readings into the ledger.
 func (s *Scheduler) readMeter(ctx context.Context) {
+	s.recentExits() // forget exits older than the release timeout
 	for d := range s.st.devs {
 		s.readDevice(ctx, d)
 	}

@@ -271,8 +271,8 @@ func (x *sim) step() {
 		x.s.plan(x.ctx)
 	}
 	for d, size := range x.spec.devices {
-		if reserved, _, _ := x.s.ledgerOn(d); reserved > x.s.budgetOn(d) {
-			x.failf("ledger of GPU %d: %d MiB reserved > budget %d MiB", d, reserved, x.s.budgetOn(d))
+		if reserved, _, _ := x.s.ledgerOn(d); reserved > x.s.capacityOn(d) {
+			x.failf("ledger of GPU %d: %d MiB reserved > budget %d MiB", d, reserved, x.s.capacityOn(d))
 		}
 		if held := x.heldMB(d); held > size {
 			x.failf("GPU %d: engines hold %d MiB > %d MiB (%s)", d, held, size, x.holders())

@@ -157,13 +157,18 @@ func (st *state) instances() []*instance {
 	return out
 }
 
-// ours returns the PIDs of our engines.
+// ours returns the PIDs of our engines, and of those that exited recently:
+// memory a stale reading still shows for them is not another program's
+// (the load that follows waits for it to come back, see waitReleased).
 func (st *state) ours() map[int]bool {
 	pids := map[int]bool{}
 	for _, i := range st.instances() {
 		if i.eng != nil && i.eng.PID() > 0 {
 			pids[i.eng.PID()] = true
 		}
+	}
+	for _, e := range st.exited {
+		pids[e.pid] = true
 	}
 	return pids
 }
