@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -30,19 +31,22 @@ type submitRequest struct {
 
 // jobView is the JSON of GET /jobs/{id}.
 type jobView struct {
-	JobID         string              `json:"job_id"`
-	Status        string              `json:"status"`
-	Model         string              `json:"model"`
-	Type          string              `json:"type"`
-	Priority      int                 `json:"priority"`
-	Attempts      int                 `json:"attempts"`
-	MaxAttempts   int                 `json:"max_attempts"`
-	Error         string              `json:"error,omitempty"`
-	CreatedAt     time.Time           `json:"created_at"`
-	StartedAt     *time.Time          `json:"started_at,omitempty"`
-	FinishedAt    *time.Time          `json:"finished_at,omitempty"`
-	QueuePosition *int                `json:"queue_position,omitempty"`
-	Progress      *scheduler.Progress `json:"progress,omitempty"`
+	JobID         string     `json:"job_id"`
+	Status        string     `json:"status"`
+	Model         string     `json:"model"`
+	Type          string     `json:"type"`
+	Priority      int        `json:"priority"`
+	Attempts      int        `json:"attempts"`
+	MaxAttempts   int        `json:"max_attempts"`
+	Error         string     `json:"error,omitempty"`
+	CreatedAt     time.Time  `json:"created_at"`
+	StartedAt     *time.Time `json:"started_at,omitempty"`
+	FinishedAt    *time.Time `json:"finished_at,omitempty"`
+	QueuePosition *int       `json:"queue_position,omitempty"`
+	// ETASeconds estimates when a queued job will be done, from the model's
+	// recent job and load times; absent until the model has finished a job.
+	ETASeconds *float64            `json:"eta_seconds,omitempty"`
+	Progress   *scheduler.Progress `json:"progress,omitempty"`
 }
 
 // readJSON reads a body of at most MaxBodyBytes and decodes it strictly into v.
@@ -282,6 +286,7 @@ func (s *Server) view(ctx context.Context, j store.Job) jobView {
 	case store.JobStateQueued:
 		if pos, err := s.store.Position(j.ID); err == nil {
 			v.QueuePosition = &pos
+			v.ETASeconds = s.eta(ctx, j.Model, pos)
 		}
 	case store.JobStateRunning:
 		if p, ok, err := s.sched.JobProgress(ctx, j.ID); err == nil && ok {
@@ -378,4 +383,22 @@ func (s *Server) listJobs(c echo.Context) error {
 		out = append(out, s.view(c.Request().Context(), j))
 	}
 	return c.JSON(http.StatusOK, map[string]any{"jobs": out})
+}
+
+// eta estimates a queued job's time to completion from the scheduler's
+// figures for its model, rounded to a tenth of a second.
+func (s *Server) eta(ctx context.Context, model string, position int) *float64 {
+	snap, err := s.sched.Snapshot(ctx)
+	if err != nil {
+		return nil
+	}
+	for _, m := range snap.Models {
+		if m.Name == model {
+			if eta, ok := m.ETA(position); ok {
+				eta = math.Round(eta*10) / 10
+				return &eta
+			}
+		}
+	}
+	return nil
 }

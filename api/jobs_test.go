@@ -322,6 +322,7 @@ type jobJSON struct {
 	StartedAt     *time.Time          `json:"started_at"`
 	FinishedAt    *time.Time          `json:"finished_at"`
 	QueuePosition *int                `json:"queue_position"`
+	ETASeconds    *float64            `json:"eta_seconds"`
 	Progress      *scheduler.Progress `json:"progress"`
 }
 
@@ -742,5 +743,30 @@ func TestJob_DeletedMeanwhile(t *testing.T) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
 		wantError(t, rec, http.StatusNotFound, api.CodeNotFound, j.ID)
+	}
+}
+
+func TestGetJob_ETA(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.sched.SnapshotFunc = func(context.Context) (scheduler.Snapshot, error) {
+		return scheduler.Snapshot{Models: []scheduler.ModelStatus{
+			{Name: "llama", State: scheduler.ModelUnloaded, Slots: 2, AvgJobSeconds: 2, AvgLoadSeconds: 1.5},
+		}}, nil
+	}
+	var ids []string
+	for range 3 {
+		ids = append(ids, b.submit(t, `{"model":"llama","prompt":"x"}`))
+	}
+	// Two slots: positions 0 and 1 finish after one job, 2 after two; the
+	// model is not loaded, so a load comes first.
+	for k, want := range []float64{3.5, 3.5, 5.5} {
+		if v := b.getJob(t, ids[k]); v.ETASeconds == nil || *v.ETASeconds != want {
+			t.Errorf("job at position %d: eta %v, want %v", k, v.ETASeconds, want)
+		}
+	}
+	other := b.submit(t, `{"model":"qwen","prompt":"x"}`)
+	if v := b.getJob(t, other); v.ETASeconds != nil {
+		t.Errorf("a model with no finished job has an ETA: %v", *v.ETASeconds)
 	}
 }

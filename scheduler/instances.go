@@ -208,6 +208,7 @@ func (s *Scheduler) onLoadDone(i *instance, err error) {
 		m.loadFailures, m.lastErr = 0, ""
 		m.wantLoaded = false
 		secs := now.Sub(i.startedAt).Seconds()
+		m.avgLoad = ewma(m.avgLoad, secs)
 		s.log.Info("model ready", "model", m.Name, "pid", i.eng.PID(), "load_seconds", secs)
 		s.bus.Publish(Event{Type: EvModelReady, Model: m.Name, VRAMMB: i.reservedMB, Seconds: secs})
 		s.readMeter(context.Background()) // measure the new engine now
@@ -422,6 +423,7 @@ func (s *Scheduler) snapshot() Snapshot {
 		m := st.models[name]
 		ms := ModelStatus{
 			Name: name, Type: m.Type, State: modelStateName(m, now), VRAMMB: m.VRAMMB, EstimateMB: m.EstimateMB,
+			AvgJobSeconds: m.avgRun, AvgLoadSeconds: m.avgLoad,
 			LearnedMB: m.LearnedMB, Pinned: m.Pinned, Slots: m.Slots, Queued: m.waiting(), LastUsed: timePtr(m.lastUsed),
 		}
 		if i := m.inst; i != nil {
@@ -445,6 +447,31 @@ func (s *Scheduler) snapshot() Snapshot {
 		snap.Models = append(snap.Models, ms)
 	}
 	return snap
+}
+
+// ewma folds x into a moving average that weighs recent values most; the
+// first value is taken as is.
+func ewma(avg, x float64) float64 {
+	if avg == 0 {
+		return x
+	}
+	return 0.8*avg + 0.2*x
+}
+
+// ETA estimates the seconds until a job that has position jobs ahead of it
+// in model's queue finishes: the jobs ahead and itself spread over the
+// model's slots, plus a load when the model is not loaded. false when the
+// model has no completed job yet to go by.
+func (ms ModelStatus) ETA(position int) (float64, bool) {
+	if ms.AvgJobSeconds <= 0 {
+		return 0, false
+	}
+	slots := max(ms.Slots, 1)
+	eta := float64(position/slots+1) * ms.AvgJobSeconds
+	if ms.State != ModelReady && ms.State != ModelBusy {
+		eta += ms.AvgLoadSeconds
+	}
+	return eta, true
 }
 
 // lastPID is the engine's process, or for a one-shot engine its latest one.

@@ -172,6 +172,7 @@ func (s *Scheduler) handleEvent(ev any) {
 	case instExited:
 		s.onExited(ev.inst)
 	case jobStarted:
+		ev.run.started = now
 		st.runs[ev.run.id] = ev.run
 		ev.run.inst.claiming--
 		s.bus.Publish(Event{Type: EvJobStarted, Model: ev.run.model, JobID: ev.run.id})
@@ -191,6 +192,9 @@ func (s *Scheduler) handleEvent(ev any) {
 		delete(st.runs, ev.run.id)
 		if ev.outcome == store.JobStateQueued {
 			i.model.queued++
+		}
+		if ev.outcome == store.JobStateCompleted && !ev.run.started.IsZero() {
+			i.model.avgRun = ewma(i.model.avgRun, now.Sub(ev.run.started).Seconds())
 		}
 		e := Event{Type: EvJobFinished, Model: i.model.Name, JobID: ev.run.id, State: string(ev.outcome)}
 		if ev.err != nil {

@@ -177,3 +177,22 @@ func BenchmarkTraces(b *testing.B) {
 		}
 	}
 }
+
+// The loop keeps moving averages of job and load times for ETAs.
+func TestSim_AveragesForETA(t *testing.T) {
+	x, errs := runTrace(traces()[2], PolicyBatch) // bursts: 300 ms jobs, 1-2 s loads
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	for _, m := range x.s.snapshot().Models {
+		if m.AvgJobSeconds < 0.29 || m.AvgJobSeconds > 0.31 {
+			t.Errorf("%s: average job %.3f s, want 0.3", m.Name, m.AvgJobSeconds)
+		}
+		if m.AvgLoadSeconds < 1 || m.AvgLoadSeconds > 2.2 { // a load includes the wait for released memory
+			t.Errorf("%s: average load %.3f s, want its load time", m.Name, m.AvgLoadSeconds)
+		}
+		if eta, ok := m.ETA(3); !ok || eta < m.AvgJobSeconds*2 {
+			t.Errorf("%s: ETA of position 3 with 2 slots = %v, %v", m.Name, eta, ok)
+		}
+	}
+}

@@ -69,6 +69,8 @@ type modelState struct {
 	failing      bool      // a failQueued goroutine runs for this model
 	wantLoaded   bool      // preload or an explicit load request, until ready
 	waiters      []*waiter // interactive requests, best first
+	avgRun       float64   // seconds per completed job, moving average (0: none yet)
+	avgLoad      float64   // seconds per load, moving average
 }
 
 // waiting is the number of jobs and interactive requests waiting for m.
@@ -76,10 +78,11 @@ func (m *modelState) waiting() int { return m.queued + len(m.waiters) }
 
 // jobRun is a job running on an instance.
 type jobRun struct {
-	id     string
-	model  string
-	inst   *instance
-	cancel context.CancelCauseFunc
+	id      string
+	model   string
+	inst    *instance
+	cancel  context.CancelCauseFunc
+	started time.Time // set by the loop at jobStarted
 	// progress is written by runSlot and read by the loop.
 	mu       sync.Mutex
 	progress Progress
@@ -207,7 +210,10 @@ type ModelStatus struct {
 	Placement []Placement `json:"placement,omitempty"`
 	LastUsed  *time.Time  `json:"last_used"`
 	LoadedAt  *time.Time  `json:"loaded_at,omitempty"`
-	Reason    string      `json:"reason,omitempty"`
+	// Recent averages, for ETAs: seconds a job ran and a load took.
+	AvgJobSeconds  float64 `json:"avg_job_seconds,omitempty"`
+	AvgLoadSeconds float64 `json:"avg_load_seconds,omitempty"`
+	Reason         string  `json:"reason,omitempty"`
 }
 
 // DeviceStatus is one GPU in a Snapshot.
