@@ -586,13 +586,14 @@ func TestE2E_OpenAINodeClient(t *testing.T) {
 		t.Skip("scripts/openai-client/node_modules is missing: run npm ci there (.ci/run does)")
 	}
 	s := writeOAIConfig(t, engine, 9000, []string{"sk-vramcram-test"},
-		oaiModel{name: "alpha", parallel: 2, embeddings: true, extra: []string{"--test-token-delay", "1ms"}})
+		oaiModel{name: "alpha", parallel: 2, embeddings: true, extra: []string{"--test-token-delay", "1ms"}},
+		oaiModel{name: "slow", extra: []string{"--test-load-delay", "2500ms"}})
 	d := startOAIDaemon(t, bin, s)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "scripts/openai-client/test.mjs",
 		"--base-url", d.url+"/v1", "--model", "alpha", "--api-key", "sk-vramcram-test",
-		"--embeddings-model", "alpha", "--expect-echo")
+		"--embeddings-model", "alpha", "--slow-model", "slow", "--expect-echo")
 	cmd.Env = cleanEnv()
 	out, err := cmd.CombinedOutput()
 	t.Logf("%s", out)

@@ -1,6 +1,9 @@
 package api
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // SetAcquireFunc makes s take its interactive slots from f instead of the
 // scheduler's Acquire: f returns the engine's base URL, a context that ends
@@ -10,4 +13,9 @@ func SetAcquireFunc(s *Server, f func(ctx context.Context, model string, priorit
 		url, sctx, finish, err := f(ctx, model, priority)
 		return slot{url: url, ctx: sctx, finish: finish}, err
 	}
+}
+
+// SetWaitNotes sets when a waiting streaming request gets its comments.
+func SetWaitNotes(s *Server, after, every time.Duration) {
+	s.waitNoteAfter, s.waitNoteEvery = after, every
 }

@@ -108,21 +108,30 @@ func (s *Server) openAIRoute(k openAIKind) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		model, err := s.parseOpenAI(k, body)
+		model, stream, err := s.parseOpenAI(k, body)
 		if err != nil {
 			return err
 		}
 		ctx := c.Request().Context()
+		var wait *waitNotes
+		if stream {
+			wait = s.noteWaiting(c, model)
+		}
 		sl, err := s.acquire(ctx, model)
+		started := wait.stop()
 		if err != nil {
 			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 				return nil // the client left while waiting: nobody to answer
 			}
 			var ae *Error
-			if errors.As(err, &ae) {
-				return ae
+			if !errors.As(err, &ae) {
+				ae = asError(acquireError(model, err))
 			}
-			return acquireError(model, err)
+			if started {
+				writeStreamError(c, ae) // the stream is open: the error is its last event
+				return nil
+			}
+			return ae
 		}
 		// The engine call ends with the client's request or with the slot
 		// (its engine died, the scheduler stopped), whichever ends first.

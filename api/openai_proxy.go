@@ -3,7 +3,6 @@ package api
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -80,6 +79,9 @@ var (
 // own mid-stream errors.
 func (s *Server) relay(c echo.Context, resp *http.Response, model string) error {
 	w := c.Response()
+	if w.Committed {
+		return s.relayIntoStream(c, resp, model)
+	}
 	h := w.Header()
 	ct := resp.Header["Content-Type"]
 	if len(ct) > 0 {
@@ -92,6 +94,33 @@ func (s *Server) relay(c echo.Context, resp *http.Response, model string) error 
 		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
 	}
 	w.WriteHeader(resp.StatusCode)
+	return s.copyBody(c, resp, model, sse)
+}
+
+// relayIntoStream relays the engine's answer into an event stream that is
+// already open (comments were sent while the request waited): an event
+// stream is copied as it comes; any other answer (an engine error) becomes
+// one data event.
+func (s *Server) relayIntoStream(c echo.Context, resp *http.Response, model string) error {
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		return s.copyBody(c, resp, model, true)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("read engine answer: %v", err)
+	}
+	_, _ = fmt.Fprintf(c.Response(), "data: %s\n\n", bytes.TrimSpace(b))
+	_ = http.NewResponseController(c.Response().Writer).Flush()
+	return nil
+}
+
+// copyBody copies the engine's answer to the client, flushing after each
+// read for an event stream. It returns context.Canceled when the client
+// left and the engine's error when it failed mid-answer; an event stream
+// then ends with an error event, as llama-server sends one for its own
+// mid-stream errors.
+func (s *Server) copyBody(c echo.Context, resp *http.Response, model string, sse bool) error {
+	w := c.Response()
 	rc := http.NewResponseController(w.Writer)
 	bp := relayBufs.Get().(*[]byte)
 	defer relayBufs.Put(bp)
@@ -117,10 +146,8 @@ func (s *Server) relay(c echo.Context, resp *http.Response, model string) error 
 		default:
 			s.log.Warn("engine failed mid-answer", "model", model, "err", rerr)
 			if sse {
-				b, _ := json.Marshal(openAIErrorBody{Error: openAIError{
-					Message: fmt.Sprintf("the engine of model %q failed mid-answer", model), Type: "server_error", Code: CodeEngineFailed}})
-				_, _ = fmt.Fprintf(w, "data: %s\n\n", b)
-				_ = rc.Flush()
+				writeStreamError(c, &Error{Status: http.StatusBadGateway, Code: CodeEngineFailed,
+					Message: fmt.Sprintf("the engine of model %q failed mid-answer", model)})
 			}
 			return fmt.Errorf("engine failed mid-answer: %v", rerr)
 		}

@@ -47,15 +47,21 @@ type openAIMessage struct {
 	Content json.RawMessage `json:"content"`
 }
 
-// parseOpenAI decodes body, checks it for kind k and returns the model.
-// Whether the answer streams is the engine's to say (by its Content-Type).
-func (s *Server) parseOpenAI(k openAIKind, body []byte) (string, error) {
+// parseOpenAI decodes body, checks it for kind k and returns the model and
+// whether the client asked for a stream. Whether the answer streams is
+// still the engine's to say (by its Content-Type).
+func (s *Server) parseOpenAI(k openAIKind, body []byte) (string, bool, error) {
+	model, req, err := s.parseOpenAIRequest(k, body)
+	return model, err == nil && k != kindEmbedding && req.Stream != nil && *req.Stream, err
+}
+
+func (s *Server) parseOpenAIRequest(k openAIKind, body []byte) (string, openAIRequest, error) {
 	var req openAIRequest
 	if err := decodeJSON(body, &req, false); err != nil {
-		return "", err
+		return "", req, err
 	}
 	if err := s.checkModel(k, req.Model); err != nil {
-		return "", err
+		return "", req, err
 	}
 	var err error
 	switch k {
@@ -67,12 +73,12 @@ func (s *Server) parseOpenAI(k openAIKind, body []byte) (string, error) {
 		err = checkTexts("input", req.Input)
 	}
 	if err != nil {
-		return "", err
+		return "", req, err
 	}
 	if err := checkSampling(req); err != nil {
-		return "", err
+		return "", req, err
 	}
-	return req.Model, nil
+	return req.Model, req, nil
 }
 
 // checkModel requires a configured LLM, with embeddings for /v1/embeddings.

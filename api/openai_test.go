@@ -111,6 +111,8 @@ type oaBundle struct {
 	engineURL  string          // overrides the engine's URL
 	block      chan struct{}   // non-nil: Acquire waits for ctx, closing block when it starts waiting
 	slotCtx    context.Context // the slots' context
+	delay      time.Duration   // Acquire takes this long (a model load)
+	server     *api.Server
 }
 
 // outcome names a finish error as the scheduler's bus does.
@@ -130,8 +132,13 @@ func setupOpenAI(t testing.TB, opts ...func(*api.Config)) *oaBundle {
 	acquire := func(ctx context.Context, model string, prio int) (string, context.Context, func(error), error) {
 		ob.acquires.add(fmt.Sprintf("%s %d", model, prio))
 		ob.mu.Lock()
-		err, url, block, sctx := ob.acquireErr, ob.engineURL, ob.block, ob.slotCtx
+		err, url, block, sctx, delay := ob.acquireErr, ob.engineURL, ob.block, ob.slotCtx, ob.delay
 		ob.mu.Unlock()
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return "", nil, nil, ctx.Err()
+		}
 		if block != nil {
 			close(block)
 			<-ctx.Done()
@@ -155,7 +162,7 @@ func setupOpenAI(t testing.TB, opts ...func(*api.Config)) *oaBundle {
 				o(c)
 			}
 		},
-		server: func(s *api.Server) { api.SetAcquireFunc(s, acquire) },
+		server: func(s *api.Server) { api.SetAcquireFunc(s, acquire); ob.server = s },
 	})
 	ob.ts = httptest.NewServer(ob.handler)
 	t.Cleanup(ob.ts.Close)
@@ -605,5 +612,61 @@ func TestOpenAI_NewRoutesNeedTheKey(t *testing.T) {
 		if rec.Code != want {
 			t.Errorf("%s %s with the key: %d %s", r.method, r.path, rec.Code, rec.Body)
 		}
+	}
+}
+
+// A streaming request that waits for a load gets its event stream at once,
+// with comments that keep its client's read timeout from firing; the answer
+// follows in the same stream.
+func TestOpenAI_StreamWaitingForALoadGetsComments(t *testing.T) {
+	t.Parallel()
+	b := setupOpenAI(t)
+	api.SetWaitNotes(b.server, 20*time.Millisecond, 20*time.Millisecond)
+	b.mu.Lock()
+	b.delay = 200 * time.Millisecond
+	b.mu.Unlock()
+	resp := b.post(t, context.Background(), "/v1/chat/completions", `{"model":"llama","stream":true,"messages":[{"role":"user","content":"hello world"}]}`)
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("status %d headers %v", resp.StatusCode, resp.Header)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	text := string(body)
+	if n := strings.Count(text, ": waiting for a slot of model llama\n\n"); n < 3 {
+		t.Fatalf("%d waiting comments in %q, want several", n, text)
+	}
+	if !strings.HasSuffix(text, "data: [DONE]\n\n") || !strings.Contains(text, `"content":"echo:"`) {
+		t.Fatalf("stream %q lacks the answer", text)
+	}
+	if rel := b.releases.get(); len(rel) != 1 || rel[0] != "completed" {
+		t.Fatalf("releases %v", rel)
+	}
+}
+
+// When the wait ends in an error after the stream opened, the error is the
+// stream's last event, in the OpenAI shape.
+func TestOpenAI_StreamWaitEndsInAnErrorEvent(t *testing.T) {
+	t.Parallel()
+	b := setupOpenAI(t)
+	api.SetWaitNotes(b.server, 20*time.Millisecond, 20*time.Millisecond)
+	b.mu.Lock()
+	b.delay = 100 * time.Millisecond
+	b.acquireErr = fmt.Errorf("llama: %w: exiting due to model loading error", scheduler.ErrLoadFailed)
+	b.mu.Unlock()
+	resp := b.post(t, context.Background(), "/v1/chat/completions", `{"model":"llama","stream":true,"messages":[{"role":"user","content":"x"}]}`)
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	text := string(body)
+	if resp.StatusCode != 200 || !strings.HasPrefix(text, ": waiting") {
+		t.Fatalf("status %d body %q", resp.StatusCode, text)
+	}
+	last := text[strings.LastIndex(strings.TrimSpace(text), "\n")+1:]
+	if !strings.HasPrefix(last, "data: {\"error\":") || !strings.Contains(last, `"code":"model_load_failed"`) {
+		t.Fatalf("last event %q, want the load error", last)
+	}
+	// A request that does not stream still gets a plain status.
+	rec := b.do(t, http.MethodPost, "/v1/chat/completions", `{"model":"llama","messages":[{"role":"user","content":"x"}]}`)
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("non-streaming: %d %s", rec.Code, rec.Body)
 	}
 }

@@ -75,9 +75,11 @@ type Server struct {
 	closing chan struct{} // closed by Close: long-lived streams end
 	once    sync.Once
 
-	engines   *http.Client  // pooled connections to the engines (OpenAI routes)
-	acquireFn acquireFunc   // tests' stand-in for the scheduler's Acquire
-	oaiModels []openAIModel // GET /v1/models
+	engines   *http.Client // pooled connections to the engines (OpenAI routes)
+	acquireFn acquireFunc  // tests' stand-in for the scheduler's Acquire
+	// Comments to a streaming request waiting for a slot: first after, then every.
+	waitNoteAfter, waitNoteEvery time.Duration
+	oaiModels                    []openAIModel // GET /v1/models
 }
 
 // Close ends long-lived responses (the event stream) so that the HTTP
@@ -105,7 +107,8 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	if cfg.NowFunc == nil {
 		cfg.NowFunc = time.Now
 	}
-	s := &Server{cfg: cfg, sched: sched, store: st, log: cfg.Logger, now: cfg.NowFunc, closing: make(chan struct{})}
+	s := &Server{cfg: cfg, sched: sched, store: st, log: cfg.Logger, now: cfg.NowFunc, closing: make(chan struct{}),
+		waitNoteAfter: defaultWaitNoteAfter, waitNoteEvery: defaultWaitNoteEvery}
 	s.started = s.now()
 	s.engines = newEngineClient()
 	s.oaiModels = s.openAIModelList()

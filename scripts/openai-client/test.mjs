@@ -3,7 +3,10 @@
 // unknown model's error. Exits 1 on the first failed check.
 //
 //   node test.mjs --base-url http://127.0.0.1:8000/v1 --model alpha \
-//        [--api-key KEY] [--embeddings-model NAME] [--expect-echo]
+//        [--api-key KEY] [--embeddings-model NAME] [--slow-model NAME] [--expect-echo]
+//
+// --slow-model names a model that takes seconds to load: a streamed chat to
+// it waits for the load, with VramCram's keep-alive comments in the stream.
 //
 // Flags may also come from the environment: OPENAI_BASE_URL, OPENAI_MODEL,
 // OPENAI_API_KEY, OPENAI_EMBEDDINGS_MODEL, OPENAI_EXPECT_ECHO=1.
@@ -18,6 +21,7 @@ function flags(argv) {
     apiKey: process.env.OPENAI_API_KEY || "unused",
     embeddingsModel: process.env.OPENAI_EMBEDDINGS_MODEL,
     expectEcho: process.env.OPENAI_EXPECT_ECHO === "1",
+    slowModel: process.env.OPENAI_SLOW_MODEL,
   };
   for (let i = 0; i < argv.length; i++) {
     const next = () => {
@@ -30,6 +34,7 @@ function flags(argv) {
       case "--api-key": out.apiKey = next(); break;
       case "--embeddings-model": out.embeddingsModel = next(); break;
       case "--expect-echo": out.expectEcho = true; break;
+      case "--slow-model": out.slowModel = next(); break;
       default: throw new Error(`unknown argument ${argv[i]}`);
     }
   }
@@ -64,22 +69,25 @@ async function main() {
   if (f.expectEcho) check(text === echo, `chat answer ${JSON.stringify(text)} is ${JSON.stringify(echo)}`);
   n++;
 
-  // Streamed chat completion.
-  const stream = await client.chat.completions.create({
-    model: f.model, messages: [{ role: "user", content: prompt }], max_tokens: 32, stream: true,
-  });
-  let streamed = "", chunks = 0, finish = null;
-  for await (const chunk of stream) {
-    chunks++;
-    const c = chunk.choices[0];
-    if (c?.delta?.content) streamed += c.delta.content;
-    if (c?.finish_reason) finish = c.finish_reason;
+  // Streamed chat completion (and, with --slow-model, one that waits for a
+  // load first: the stream opens at once with comments the client skips).
+  for (const model of f.slowModel ? [f.model, f.slowModel] : [f.model]) {
+    const stream = await client.chat.completions.create({
+      model, messages: [{ role: "user", content: prompt }], max_tokens: 32, stream: true,
+    });
+    let streamed = "", chunks = 0, finish = null;
+    for await (const chunk of stream) {
+      chunks++;
+      const c = chunk.choices[0];
+      if (c?.delta?.content) streamed += c.delta.content;
+      if (c?.finish_reason) finish = c.finish_reason;
+    }
+    check(chunks > 2, `stream from ${model} has several chunks (got ${chunks})`);
+    check(finish === "stop" || finish === "length", `stream from ${model} ends with a finish_reason (got ${finish})`);
+    if (f.expectEcho) check(streamed === echo, `streamed text ${JSON.stringify(streamed)} is ${JSON.stringify(echo)}`);
+    else check(streamed.length > 0, "streamed text is not empty");
+    n++;
   }
-  check(chunks > 2, `stream has several chunks (got ${chunks})`);
-  check(finish === "stop" || finish === "length", `stream ends with a finish_reason (got ${finish})`);
-  if (f.expectEcho) check(streamed === echo, `streamed text ${JSON.stringify(streamed)} is ${JSON.stringify(echo)}`);
-  else check(streamed.length > 0, "streamed text is not empty");
-  n++;
 
   // Legacy completion.
   const cmpl = await client.completions.create({ model: f.model, prompt, max_tokens: 32 });
