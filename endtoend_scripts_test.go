@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image/color"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -33,6 +35,17 @@ func needTools(t *testing.T, tools ...string) {
 // its combined output; it fails the test on a non-zero exit.
 func runScript(t *testing.T, script string, env []string, args ...string) string {
 	t.Helper()
+	out, err := execScript(t, script, env, args...)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", script, err, out)
+	}
+	return out
+}
+
+// execScript runs a script as runScript does and returns its combined
+// output and how it exited.
+func execScript(t *testing.T, script string, env []string, args ...string) (string, error) {
+	t.Helper()
 	cmd := exec.Command("bash", append([]string{script}, args...)...)
 	// The binaries are built with -race, whose runtime sleeps 1 s at exit
 	// unless told otherwise; the scripts run it a dozen times.
@@ -49,14 +62,12 @@ func runScript(t *testing.T, script string, env []string, args ...string) string
 	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", script, err, out.String())
-		}
+		return out.String(), err
 	case <-time.After(2 * time.Minute):
 		_ = cmd.Process.Kill()
 		t.Fatalf("%s still running after 2 minutes:\n%s", script, out.String())
 	}
-	return out.String()
+	return "", nil
 }
 
 func TestE2E_Scripts(t *testing.T) {
@@ -93,9 +104,10 @@ func TestE2E_Scripts(t *testing.T) {
 }
 
 // scriptFake is a server with an LLM and a diffusion model, enough for
-// llm-to-image.sh until the stand-in engine draws images: the LLM answers
-// llmText token by token, the diffusion model reports steps and returns
-// image, and the prompt it got is recorded.
+// llm-to-image.sh: the LLM answers llmText token by token, the diffusion
+// model reports steps and returns image, and the prompt it got is recorded.
+// Its LLM answers in quotes, which the script must strip (the stand-in
+// engine of TestScripts_LLMToImageAgainstDaemon never quotes).
 type scriptFake struct {
 	llmText     string
 	image       []byte
@@ -222,5 +234,104 @@ func TestScripts_LLMToImage(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)
 		}
+	}
+}
+
+// TestScripts_LLMToImageAgainstDaemon runs llm-to-image.sh against the built
+// daemon. The stand-in engine plays llama-server for the LLM and sd-cli or
+// sd-server for the diffusion models; no two models fit in VRAM together, so
+// each image job evicts the LLM that wrote its prompt.
+func TestScripts_LLMToImageAgainstDaemon(t *testing.T) {
+	needTools(t, "bash")
+	bin, engine := buildBinaries(t)
+	s := writeDiffusionConfig(t, engine)
+	d := startDaemon(t, bin, s.cfg, s.port)
+	stopAtCleanup(t, d)
+	const script = "scripts/llm-to-image.sh"
+	env := []string{envURL + "=" + d.url, "VRAMCRAM=" + bin}
+	// The stand-in LLM answers "echo: " and the words of the script's request.
+	const asked = "echo: Describe, in one vivid sentence of at most 60 words, a picture of %s. Reply with the sentence only."
+
+	// Default models: the first usable LLM (alpha) and diffusion model
+	// (sd, an sd-cli model of 4 steps).
+	out := filepath.Join(t.TempDir(), "lighthouse.png")
+	text := runScript(t, script, append(env, "OUT="+out), "a lighthouse")
+	checkLLMToImage(t, d, text, out, fmt.Sprintf(asked, "a lighthouse"), "alpha", "sd", 4)
+
+	// Chosen models and a token limit: sdsrv is an sd-server model, which
+	// publishes no steps; five tokens of the answer make the prompt.
+	out = filepath.Join(t.TempDir(), "fox.png")
+	text = runScript(t, script, append(env, "OUT="+out, "LLM_MODEL=alpha", "IMAGE_MODEL=sdsrv", "MAX_TOKENS=5"), "a fox")
+	checkLLMToImage(t, d, text, out, "echo: Describe, in one vivid", "alpha", "sdsrv", 0)
+
+	// An image model whose engine fails: the script says so, exits 1 and
+	// writes no file.
+	out = filepath.Join(t.TempDir(), "none.png")
+	text, err := execScript(t, script, append(env, "OUT="+out, "IMAGE_MODEL=broken"), "a cat")
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(text, "unknown format") ||
+		!strings.HasSuffix(text, "llm-to-image: the image job failed\n") {
+		t.Fatalf("with a broken image model: %v\n%s", err, text)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("image file after a failed job: %v", err)
+	}
+}
+
+// checkLLMToImage checks one successful run of llm-to-image.sh: what it
+// printed, the image file it wrote and the two jobs on the server. steps is
+// the number of step lines the image job shows (0: none are checked).
+func checkLLMToImage(t *testing.T, d *daemon, text, out, prompt, llm, img string, steps int) {
+	t.Helper()
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, text)
+	}
+	if sz := decodePNG(t, raw).Bounds().Size(); sz.X != 64 || sz.Y != 64 {
+		t.Fatalf("image %v, want the model's 64x64", sz)
+	}
+	var stepLines strings.Builder
+	for i := 1; i <= steps; i++ {
+		fmt.Fprintf(&stepLines, "step %d/%d\n", i, steps)
+	}
+	// The LLM's text is shown as streamed, in order with the progress lines:
+	// after the job starts, ending its line before the job's summary.
+	for _, want := range []string{"== 1/2  " + llm + " writes an image prompt about: ",
+		"running on " + llm + "\n" + prompt + "\ncompleted in ", "== 2/2  " + img + " draws it\n", "evicting " + llm + " to make room for " + img + "\n",
+		"loading model " + img + " (6000 MiB reserved)\n", stepLines.String(), "\n== done in ",
+		"prompt: " + prompt + "\n", fmt.Sprintf("image:  %s (%d bytes)\n", out, len(raw))} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	// On the server: each job completed at its first attempt; the LLM's
+	// text is the prompt, and the image job's image is the file.
+	id := func(model string) string {
+		m := regexp.MustCompile(`job (\S+) queued for ` + model + "\n").FindStringSubmatch(text)
+		if m == nil {
+			t.Fatalf("no job of %s in the output:\n%s", model, text)
+		}
+		if js := d.waitJob(m[1], 5*time.Second); js.Status != "completed" || js.Attempts != 1 || js.Model != model {
+			t.Fatalf("%s job: %+v", model, js)
+		}
+		return m[1]
+	}
+	if got := d.resultText(id(llm)); got != prompt {
+		t.Errorf("LLM result %q, want %q", got, prompt)
+	}
+	imgID := id(img)
+	if first := d.checkImages(imgID, 1, 64, 64); !bytes.Equal(first, raw) {
+		t.Errorf("the image file (%d bytes) is not the job's image (%d bytes)", len(raw), len(first))
+	}
+	// The stand-in's image is a function of prompt and seed: drawing the
+	// LLM's text with the same seed again gives the same bytes.
+	var res struct{ Seed int64 }
+	d.do("GET", "/jobs/"+imgID+"/result", nil, &res)
+	again := d.submitParams(img, prompt, map[string]any{"seed": res.Seed})
+	if js := d.waitJob(again, time.Minute); js.Status != "completed" {
+		t.Fatalf("second %s job: %+v", img, js)
+	}
+	if b := d.checkImages(again, 1, 64, 64); !bytes.Equal(b, raw) {
+		t.Errorf("the %s job did not draw the LLM's text %q (seed %d)", img, prompt, res.Seed)
 	}
 }

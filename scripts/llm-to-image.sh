@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # LLM-to-image workflow against a running VramCram server: an LLM writes an
 # image prompt about SUBJECT (its tokens shown as they come), then a diffusion
-# model draws it (its steps shown as they come). VramCram loads, evicts and
-# swaps the two models as the VRAM budget requires.
+# model draws it (its steps shown as they come; sd-server models publish
+# none). VramCram loads, evicts and swaps the two models as the VRAM budget
+# requires.
 #
 # Usage: scripts/llm-to-image.sh [SUBJECT]
 #
@@ -35,11 +36,15 @@ IMAGE_MODEL=${IMAGE_MODEL:-$(pick diffusion)}
 
 start=$(date +%s)
 printf '== 1/2  %s writes an image prompt about: %s\n' "$LLM_MODEL" "$SUBJECT" >&2
-# --stream: the text reaches the pipe token by token; tee shows it live on
-# the terminal while the variable collects it.
-prompt=$("$VC" submit -m "$LLM_MODEL" --wait --stream --timeout "$TIMEOUT" --max-tokens "${MAX_TOKENS:-120}" \
-  "Describe, in one vivid sentence of at most 60 words, a picture of $SUBJECT. Reply with the sentence only." |
+# --stream: the text is shown token by token. Its stdout and stderr share one
+# pipe, so the text and the progress lines reach the terminal in the order
+# they were written; the text itself is then read back from the server.
+log=$("$VC" submit -m "$LLM_MODEL" --wait --stream --timeout "$TIMEOUT" --max-tokens "${MAX_TOKENS:-120}" \
+  "Describe, in one vivid sentence of at most 60 words, a picture of $SUBJECT. Reply with the sentence only." 2>&1 |
   tee /dev/stderr) || die "the LLM job failed"
+id=$(sed -n 's/^job \([^ ]*\) queued for .*/\1/p' <<<"$log" | head -n 1)
+[ -n "$id" ] || die "no job id in the output of vramcram submit"
+prompt=$("$VC" result "$id") || die "cannot read the result of job $id"
 prompt=$(tr '\n' ' ' <<<"$prompt" | sed -e 's/^[[:space:]"]*//' -e 's/[[:space:]"]*$//')
 [ -n "$prompt" ] || die "the LLM wrote an empty prompt"
 
