@@ -80,7 +80,7 @@ gpu-check: ## GPU machine only: NVML tests + VRAM checks with GPU-holding stand-
 	scripts/gpu-check.sh
 
 clean: ## remove build outputs
-	rm -rf bin cover.out
+	rm -rf bin cover.out .gpu-bin vramcram
 
 metrics-check: ## workload on a daemon, then promtool check metrics on the scrape (needs promtool)
 	@command -v promtool >/dev/null || { echo "promtool missing: apt-get install --no-install-recommends prometheus"; exit 1; }
