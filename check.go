@@ -23,14 +23,15 @@ import (
 const storeFile = "vramcram.db"
 
 // learnKey names a model's learned VRAM figure in the store: its name and a
-// hash of what decides its memory (file and engine options), so that a
-// changed configuration starts again from its estimate.
+// hash of what decides its memory (file and engine options) and of vram_mb,
+// so that a changed configuration, or a new vram_mb, starts over from the
+// configured or estimated figure.
 func learnKey(cfg *Config, name string) string {
 	var spec string
 	if m, ok := cfg.LLMByName(name); ok {
-		spec = fmt.Sprintf("llm|%s|%+v", m.ModelPath, m.Config)
+		spec = fmt.Sprintf("llm|%s|%d|%+v", m.ModelPath, m.VRAMMB, m.Config)
 	} else if m, ok := cfg.DiffusionByName(name); ok {
-		spec = fmt.Sprintf("diffusion|%s|%+v", m.ModelPath, m.Config)
+		spec = fmt.Sprintf("diffusion|%s|%d|%+v", m.ModelPath, m.VRAMMB, m.Config)
 	}
 	sum := sha256.Sum256([]byte(spec))
 	return name + "@" + hex.EncodeToString(sum[:6])

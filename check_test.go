@@ -136,3 +136,29 @@ models:
 		}
 	}
 }
+
+func TestFlashAttention(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{nil, true},
+		{[]string{"--mmap", "off"}, true},
+		{[]string{"-fa", "off"}, false},
+		{[]string{"--flash-attn=off"}, false},
+		{[]string{"-fa", "on"}, true},
+		{[]string{"--flash-attn", "0"}, false},
+	} {
+		if got := flashAttention(tc.args); got != tc.want {
+			t.Errorf("flashAttention(%q) = %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}
+
+func TestLearnKey_ChangesWithVRAMMB(t *testing.T) {
+	a := &Config{Models: ModelsConfig{LLM: []LLMModel{{Name: "m", ModelPath: "/x.gguf", VRAMMB: 4000}}}}
+	b := &Config{Models: ModelsConfig{LLM: []LLMModel{{Name: "m", ModelPath: "/x.gguf", VRAMMB: 6000}}}}
+	if learnKey(a, "m") == learnKey(b, "m") {
+		t.Fatal("a new vram_mb keeps the figure learned under the old one")
+	}
+}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"path/filepath"
-	"slices"
+	"strings"
 
 	"github.com/vramcram/vramcram/api"
 	"github.com/vramcram/vramcram/runner"
@@ -26,7 +26,7 @@ func estimateModels(cfg *Config, models []scheduler.Model, log *slog.Logger) {
 		if !ok {
 			continue
 		}
-		fa := !slices.Contains(llm.Config.ExtraArgs, "off") // -fa auto turns flash attention on for CUDA
+		fa := flashAttention(llm.Config.ExtraArgs)
 		est, err := vram.EstimateGGUF(llm.ModelPath, vram.EstimateOptions{
 			ContextSize: llm.Config.ContextSize, Parallel: llm.Config.Parallel, GPULayers: llm.Config.GPULayers,
 			FlashAttention: fa, MarginMB: estimateMarginMB,
@@ -170,4 +170,24 @@ func (l *launchers) Check(m scheduler.Model) error { return l.pick(m).Check(m) }
 
 func (l *launchers) Launch(ctx context.Context, m scheduler.Model) (scheduler.Engine, error) {
 	return l.pick(m).Launch(ctx, m)
+}
+
+// flashAttention reports whether llama-server will use flash attention with
+// these extra args: its default (-fa auto) turns it on for CUDA; only
+// -fa/--flash-attn off (or 0, false) turns it off.
+func flashAttention(extra []string) bool {
+	for k, a := range extra {
+		name, val, inline := strings.Cut(a, "=")
+		if name != "-fa" && name != "--flash-attn" {
+			continue
+		}
+		if !inline && k+1 < len(extra) {
+			val = extra[k+1]
+		}
+		switch strings.ToLower(val) {
+		case "off", "0", "false":
+			return false
+		}
+	}
+	return true
 }

@@ -272,6 +272,27 @@ func (s *Server) jobByID(id string) (store.Job, error) {
 }
 
 func (s *Server) view(ctx context.Context, j store.Job) jobView {
+	return s.viewWith(ctx, j, s.snapshotOnce(ctx))
+}
+
+// snapshotOnce returns a func that takes the scheduler's snapshot on its
+// first call only: a page of jobs costs one snapshot, not one per job.
+func (s *Server) snapshotOnce(ctx context.Context) func() *scheduler.Snapshot {
+	var snap *scheduler.Snapshot
+	done := false
+	return func() *scheduler.Snapshot {
+		if !done {
+			done = true
+			if sn, err := s.sched.Snapshot(ctx); err == nil {
+				snap = &sn
+			}
+		}
+		return snap
+	}
+}
+
+// viewWith is view with a shared snapshot source (for ETAs).
+func (s *Server) viewWith(ctx context.Context, j store.Job, snap func() *scheduler.Snapshot) jobView {
 	v := jobView{
 		JobID: j.ID, Status: string(j.State), Model: j.Model, Type: j.Type, Priority: j.Priority,
 		Attempts: j.Attempts, MaxAttempts: j.MaxAttempts, Error: j.Error, CreatedAt: j.CreatedAt,
@@ -286,7 +307,7 @@ func (s *Server) view(ctx context.Context, j store.Job) jobView {
 	case store.JobStateQueued:
 		if pos, err := s.store.Position(j.ID); err == nil {
 			v.QueuePosition = &pos
-			v.ETASeconds = s.eta(ctx, j.Model, pos)
+			v.ETASeconds = eta(snap(), j.Model, pos)
 		}
 	case store.JobStateRunning:
 		if p, ok, err := s.sched.JobProgress(ctx, j.ID); err == nil && ok {
@@ -379,17 +400,17 @@ func (s *Server) listJobs(c echo.Context) error {
 		return fmt.Errorf("list jobs: %w", err)
 	}
 	out := make([]jobView, 0, len(jobs))
+	snap := s.snapshotOnce(c.Request().Context())
 	for _, j := range jobs {
-		out = append(out, s.view(c.Request().Context(), j))
+		out = append(out, s.viewWith(c.Request().Context(), j, snap))
 	}
 	return c.JSON(http.StatusOK, map[string]any{"jobs": out})
 }
 
 // eta estimates a queued job's time to completion from the scheduler's
 // figures for its model, rounded to a tenth of a second.
-func (s *Server) eta(ctx context.Context, model string, position int) *float64 {
-	snap, err := s.sched.Snapshot(ctx)
-	if err != nil {
+func eta(snap *scheduler.Snapshot, model string, position int) *float64 {
+	if snap == nil {
 		return nil
 	}
 	for _, m := range snap.Models {

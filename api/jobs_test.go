@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -768,5 +769,25 @@ func TestGetJob_ETA(t *testing.T) {
 	other := b.submit(t, `{"model":"qwen","prompt":"x"}`)
 	if v := b.getJob(t, other); v.ETASeconds != nil {
 		t.Errorf("a model with no finished job has an ETA: %v", *v.ETASeconds)
+	}
+}
+
+func TestListJobs_OneSnapshotPerPage(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var n atomic.Int64
+	b.sched.SnapshotFunc = func(context.Context) (scheduler.Snapshot, error) {
+		n.Add(1)
+		return scheduler.Snapshot{Models: []scheduler.ModelStatus{{Name: "llama", State: scheduler.ModelReady, Slots: 1, AvgJobSeconds: 1}}}, nil
+	}
+	for range 5 {
+		b.submit(t, `{"model":"llama","prompt":"x"}`)
+	}
+	rec := b.do(t, http.MethodGet, "/jobs", "")
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"eta_seconds":5`) {
+		t.Fatalf("GET /jobs: %d %s", rec.Code, rec.Body)
+	}
+	if got := n.Load(); got != 1 {
+		t.Fatalf("%d snapshots for one page of jobs, want 1", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -423,7 +424,7 @@ func (s *Scheduler) snapshot() Snapshot {
 		m := st.models[name]
 		ms := ModelStatus{
 			Name: name, Type: m.Type, State: modelStateName(m, now), VRAMMB: m.VRAMMB, EstimateMB: m.EstimateMB,
-			AvgJobSeconds: m.avgRun, AvgLoadSeconds: m.avgLoad,
+			AvgJobSeconds: roundMs(m.avgRun), AvgLoadSeconds: roundMs(m.avgLoad),
 			LearnedMB: m.LearnedMB, Pinned: m.Pinned, Slots: m.Slots, Queued: m.waiting(), LastUsed: timePtr(m.lastUsed),
 		}
 		if i := m.inst; i != nil {
@@ -448,6 +449,9 @@ func (s *Scheduler) snapshot() Snapshot {
 	}
 	return snap
 }
+
+// roundMs rounds seconds to milliseconds.
+func roundMs(sec float64) float64 { return math.Round(sec*1000) / 1000 }
 
 // ewma folds x into a moving average that weighs recent values most; the
 // first value is taken as is.
