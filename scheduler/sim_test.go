@@ -41,6 +41,9 @@ type simArrival struct {
 	model    string
 	prio     int
 	duration time.Duration
+	// interactive arrivals are OpenAI-style requests: a waiter for a slot
+	// that holds it for duration, not a stored job.
+	interactive bool
 }
 
 // simFaults sets how often things go wrong while faults are on.
@@ -112,6 +115,7 @@ type sim struct {
 
 	lostDevs  map[int]bool // devices whose meter fails
 	durations map[string]time.Duration
+	asks      []*simAsk // interactive requests
 	running   map[string]bool
 	errs      []string
 	steps     int
@@ -256,6 +260,11 @@ func (x *sim) run() []string {
 
 // pending reports whether some job has not reached a final state.
 func (x *sim) pending() bool {
+	for _, q := range x.asks {
+		if !q.gone && (!q.answered || (q.lease != nil && !q.done)) {
+			return true
+		}
+	}
 	for _, j := range x.st.jobs {
 		if !j.State.Final() {
 			return true
@@ -267,9 +276,21 @@ func (x *sim) pending() bool {
 // step lets the scheduler plan and checks the invariants.
 func (x *sim) step() {
 	x.steps++
+	x.pump()
+	for _, q := range x.asks {
+		if q.lease != nil && !q.done && q.lease.Context().Err() != nil {
+			q.lease.Finish(context.Cause(q.lease.Context())) // its engine died
+			q.done = true
+		}
+	}
+	x.pump()
 	if !x.s.stopped() {
 		x.s.plan(x.ctx)
 	}
+	for _, q := range x.asks {
+		x.checkAsk(q)
+	}
+	x.pump()
 	for d, size := range x.spec.devices {
 		if reserved, _, _ := x.s.ledgerOn(d); reserved > x.s.capacityOn(d) {
 			x.failf("ledger of GPU %d: %d MiB reserved > budget %d MiB", d, reserved, x.s.capacityOn(d))
@@ -317,8 +338,82 @@ func mapsKeys[V any](m map[int]V) func(func(int) bool) {
 	}
 }
 
+// simAsk is one interactive request in the simulation.
+type simAsk struct {
+	w        *waiter
+	duration time.Duration
+	lease    *Lease
+	answered bool // got a lease or an error
+	gone     bool // the client left while waiting
+	done     bool // its lease was given back
+	err      error
+}
+
+// ask files an interactive request, as Acquire does; the client may leave
+// while it waits.
+func (x *sim) ask(a simArrival) {
+	w := &waiter{model: a.model, priority: a.prio, reply: make(chan acquireResult, 1)}
+	q := &simAsk{w: w, duration: a.duration}
+	if err := x.s.enqueueWaiter(w); err != nil {
+		q.answered, q.err = true, err
+	}
+	x.asks = append(x.asks, q)
+	if !q.answered && x.chance(x.spec.faults.cancelPerJob) {
+		x.after(time.Duration(x.rng.Int64N(int64(3*time.Second))), func() {
+			if !q.answered {
+				x.s.abandon(w)
+				q.gone = true
+				x.checkAsk(q) // a lease granted in the same step goes back
+			}
+		})
+	}
+}
+
+// checkAsk takes a request's answer once it is there; a lease is held for
+// the request's duration, or given back at once by a client that left.
+func (x *sim) checkAsk(q *simAsk) {
+	if q.answered && !q.gone {
+		return
+	}
+	select {
+	case res := <-q.w.reply:
+		q.answered, q.lease, q.err = true, res.lease, res.err
+	default:
+		return
+	}
+	if q.lease == nil {
+		return
+	}
+	l := q.lease
+	if q.gone {
+		l.Finish(context.Canceled)
+		q.done = true
+		return
+	}
+	x.after(q.duration, func() {
+		l.Finish(nil)
+		q.done = true
+	})
+}
+
+// pump delivers what effects and leases emitted to the loop's event channel.
+func (x *sim) pump() {
+	for {
+		select {
+		case ev := <-x.s.evCh:
+			x.s.handleEvent(ev)
+		default:
+			return
+		}
+	}
+}
+
 // submit is POST /jobs: admit, enqueue, notify; maybe cancelled later.
 func (x *sim) submit(a simArrival) {
+	if a.interactive {
+		x.ask(a)
+		return
+	}
 	if x.s.admit(a.model) != nil {
 		return
 	}
@@ -362,6 +457,18 @@ func (x *sim) checkEnd() {
 	}
 	if len(x.running) > 0 {
 		x.failf("jobs still marked running: %v", x.running)
+	}
+	for k, q := range x.asks {
+		switch {
+		case q.gone:
+		case !q.answered && !shutdown:
+			x.failf("interactive request %d for %s never got a slot or an error", k, q.w.model)
+		case q.lease != nil && !q.done:
+			x.failf("interactive request %d for %s still holds its slot", k, q.w.model)
+		}
+	}
+	if n := len(x.s.st.leases); n > 0 && !shutdown {
+		x.failf("%d leases never returned", n)
 	}
 }
 

@@ -31,10 +31,11 @@ func randomSpec(seed uint64) simSpec {
 	for range 20 + rng.IntN(40) {
 		prio := []int{-1, 0, 0, 0, 5}[rng.IntN(5)]
 		spec.arrivals = append(spec.arrivals, simArrival{
-			at:       time.Duration(rng.Int64N(int64(20 * time.Second))),
-			model:    names[rng.IntN(len(names))],
-			prio:     prio,
-			duration: time.Duration(50+rng.IntN(3000)) * time.Millisecond,
+			at:          time.Duration(rng.Int64N(int64(20 * time.Second))),
+			model:       names[rng.IntN(len(names))],
+			prio:        prio,
+			duration:    time.Duration(50+rng.IntN(3000)) * time.Millisecond,
+			interactive: rng.IntN(3) == 0,
 		})
 	}
 	spec.faults = simFaults{until: 15 * time.Second, loadFail: 0.15, crashPerJob: 0.05,
