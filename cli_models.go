@@ -72,8 +72,17 @@ func loaded(state string) bool {
 func mib(n int) string { return fmt.Sprintf("%d MiB", n) }
 
 func psCmd(ctx context.Context, c *client, _ *flag.FlagSet, args []string) error {
+	return showModels(ctx, c, "ps", args, printPS)
+}
+
+func modelsCmd(ctx context.Context, c *client, _ *flag.FlagSet, args []string) error {
+	return showModels(ctx, c, "models", args, printModels)
+}
+
+// showModels reads GET /models and prints it with print (or as JSON).
+func showModels(ctx context.Context, c *client, cmd string, args []string, print func(io.Writer, modelList, time.Time)) error {
 	if len(args) > 0 {
-		return usagef("ps takes no arguments")
+		return usagef("%s takes no arguments", cmd)
 	}
 	l, raw, err := c.models(ctx)
 	if err != nil {
@@ -83,7 +92,7 @@ func psCmd(ctx context.Context, c *client, _ *flag.FlagSet, args []string) error
 		c.printJSON(raw)
 		return nil
 	}
-	printPS(c.stdout, l, time.Now())
+	print(c.stdout, l, time.Now())
 	return nil
 }
 
@@ -142,22 +151,6 @@ func printPS(w io.Writer, l modelList, now time.Time) {
 			fmt.Fprintln(w, line)
 		}
 	}
-}
-
-func modelsCmd(ctx context.Context, c *client, _ *flag.FlagSet, args []string) error {
-	if len(args) > 0 {
-		return usagef("models takes no arguments")
-	}
-	l, raw, err := c.models(ctx)
-	if err != nil {
-		return err
-	}
-	if c.json {
-		c.printJSON(raw)
-		return nil
-	}
-	printModels(c.stdout, l, time.Now())
-	return nil
 }
 
 // printModels writes every configured model as a table.
