@@ -149,19 +149,25 @@ type ExitError struct {
 }
 
 func (e *ExitError) Error() string {
+	return exitText(e.Name, e.Code, e.Signal, tailSummary(e.Tail))
+}
+
+// exitText says how engine name ended: "engine NAME exited with code N" or
+// "… killed by signal S", then ": summary" when there is one.
+func exitText(name string, code int, signal, summary string) string {
 	var b strings.Builder
 	b.WriteString("engine ")
-	b.WriteString(e.Name)
-	if e.Signal != "" {
+	b.WriteString(name)
+	if signal != "" {
 		b.WriteString(" killed by signal ")
-		b.WriteString(e.Signal)
+		b.WriteString(signal)
 	} else {
 		b.WriteString(" exited with code ")
-		b.WriteString(strconv.Itoa(e.Code))
+		b.WriteString(strconv.Itoa(code))
 	}
-	if s := tailSummary(e.Tail); s != "" {
+	if summary != "" {
 		b.WriteString(": ")
-		b.WriteString(s)
+		b.WriteString(summary)
 	}
 	return b.String()
 }

@@ -136,21 +136,7 @@ type CLIError struct {
 }
 
 func (e *CLIError) Error() string {
-	var b strings.Builder
-	b.WriteString("engine ")
-	b.WriteString(e.Name)
-	if e.Signal != "" {
-		b.WriteString(" killed by signal ")
-		b.WriteString(e.Signal)
-	} else {
-		b.WriteString(" exited with code ")
-		b.WriteString(strconv.Itoa(e.Code))
-	}
-	if s := e.summary(); s != "" {
-		b.WriteString(": ")
-		b.WriteString(s)
-	}
-	return b.String()
+	return exitText(e.Name, e.Code, e.Signal, e.summary())
 }
 
 // summary prefers the lines that say what went wrong: sd-cli prints its
