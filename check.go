@@ -6,11 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"text/tabwriter"
 	"time"
@@ -53,16 +51,9 @@ func applyLearned(cfg *Config, models []scheduler.Model, learned map[string]int,
 // checkCmd validates a config and prints, per model, its VRAM figures and
 // whether it fits the budget alone. Exit 1 on an invalid config.
 func checkCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", os.Getenv("VRAMCRAM_CONFIG"), "config file (YAML); default $VRAMCRAM_CONFIG")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	cfg, err := LoadConfig(*path, os.Environ())
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
+	cfg, code := configFromFlags("check", args, stderr)
+	if cfg == nil {
+		return code
 	}
 	if err := printCheck(context.Background(), cfg, stdout); err != nil {
 		fmt.Fprintln(stderr, "vramcram check:", err)

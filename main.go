@@ -80,17 +80,27 @@ default http://127.0.0.1:8000; API key from VRAMCRAM_API_KEY):
 	clientUsage(w)
 }
 
-func serveCmd(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+// configFromFlags parses cmd's -config flag and loads the config; on
+// failure it has printed why and returns the exit code (2 usage, 1 config).
+func configFromFlags(cmd string, args []string, stderr io.Writer) (*Config, int) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", os.Getenv("VRAMCRAM_CONFIG"), "config file (YAML); default $VRAMCRAM_CONFIG")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return nil, 2
 	}
 	cfg, err := LoadConfig(*path, os.Environ())
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return 1
+		return nil, 1
+	}
+	return cfg, 0
+}
+
+func serveCmd(args []string, stderr io.Writer) int {
+	cfg, code := configFromFlags("serve", args, stderr)
+	if cfg == nil {
+		return code
 	}
 	log := newLogger(cfg.Logging, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -193,12 +193,9 @@ type imageData struct {
 // imagesGenerations handles POST /v1/images/generations: it queues a
 // durable diffusion job (as POST /jobs does), waits for it and answers in
 // OpenAI's shape. A client that goes away cancels the job. Errors use
-// OpenAI's shape too.
+// OpenAI's shape too (handleError does that for every /v1/ path).
 func (s *Server) imagesGenerations(c echo.Context) error {
-	if err := s.generateImages(c); err != nil {
-		return s.openAIError(c, err)
-	}
-	return nil
+	return s.generateImages(c)
 }
 
 func (s *Server) generateImages(c echo.Context) error {
@@ -408,24 +405,6 @@ func (s *Server) imagesAnswer(c echo.Context, j store.Job, format string) error 
 	return c.JSON(http.StatusOK, out)
 }
 
-// openAIError writes err in OpenAI's error shape, as the chat routes do.
-func (s *Server) openAIError(c echo.Context, err error) error {
-	var ae *Error
-	var he *echo.HTTPError
-	switch {
-	case errors.As(err, &ae):
-	case errors.As(err, &he):
-		ae = fromEchoError(he)
-	default:
-		s.log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
-		ae = apiErr(http.StatusInternalServerError, CodeInternal, "internal error; see the server log")
-	}
-	if c.Response().Committed {
-		return nil
-	}
-	writeOpenAIError(c, ae)
-	return nil
-}
 
 // diffusionModels lists the configured diffusion models, sorted.
 func (s *Server) diffusionModels() []string {
