@@ -405,7 +405,6 @@ func (s *Server) imagesAnswer(c echo.Context, j store.Job, format string) error 
 	return c.JSON(http.StatusOK, out)
 }
 
-
 // diffusionModels lists the configured diffusion models, sorted.
 func (s *Server) diffusionModels() []string {
 	var names []string
