@@ -27,6 +27,7 @@ type jobInfo struct {
 	StartedAt     *time.Time `json:"started_at"`
 	FinishedAt    *time.Time `json:"finished_at"`
 	QueuePosition *int       `json:"queue_position"`
+	ETASeconds    *float64   `json:"eta_seconds"`
 	Progress      *struct {
 		Tokens int `json:"tokens"`
 		Step   int `json:"step"`
@@ -187,7 +188,7 @@ func printJob(w io.Writer, j jobInfo, now time.Time) {
 	st := j.Status
 	switch {
 	case j.Status == "queued" && j.QueuePosition != nil:
-		st += fmt.Sprintf(" (position %d in %s's queue)", *j.QueuePosition, j.Model)
+		st += fmt.Sprintf(" (position %d in %s's queue%s)", *j.QueuePosition, j.Model, etaText(j.ETASeconds))
 	case j.MaxAttempts > 0:
 		st += fmt.Sprintf(" (attempt %d of %d)", j.Attempts, j.MaxAttempts)
 	}

@@ -37,3 +37,18 @@ func TestPrintPS_GPUs(t *testing.T) {
 		t.Errorf("an unloaded model is listed:\n%s", text)
 	}
 }
+
+func TestPrintJob_QueuedWithETA(t *testing.T) {
+	pos, eta := 2, 7.25
+	var out bytes.Buffer
+	printJob(&out, jobInfo{JobID: "j1", Status: "queued", Model: "llama", QueuePosition: &pos, ETASeconds: &eta}, time.Now())
+	if !strings.Contains(out.String(), "queued (position 2 in llama's queue, done in about 7.2s)") &&
+		!strings.Contains(out.String(), "queued (position 2 in llama's queue, done in about 7.3s)") {
+		t.Fatalf("status lines:\n%s", out.String())
+	}
+	out.Reset()
+	printJob(&out, jobInfo{JobID: "j2", Status: "queued", Model: "llama", QueuePosition: &pos}, time.Now())
+	if strings.Contains(out.String(), "done in") {
+		t.Fatalf("an ETA without one from the server:\n%s", out.String())
+	}
+}

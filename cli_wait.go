@@ -242,10 +242,18 @@ func (w *waiter) polled(j jobInfo) {
 	}
 	w.lastPos = *j.QueuePosition
 	if w.lastPos == 0 {
-		w.say("queued: next in line for %s", w.model)
+		w.say("queued: next in line for %s%s", w.model, etaText(j.ETASeconds))
 	} else {
-		w.say("queued: %d jobs ahead in %s's queue", w.lastPos, w.model)
+		w.say("queued: %d jobs ahead in %s's queue%s", w.lastPos, w.model, etaText(j.ETASeconds))
 	}
+}
+
+// etaText is ", done in about N s" when the server gave an estimate.
+func etaText(eta *float64) string {
+	if eta == nil {
+		return ""
+	}
+	return fmt.Sprintf(", done in about %s", time.Duration(*eta*float64(time.Second)).Round(100*time.Millisecond))
 }
 
 // finish reads the job's final status and prints its result or its error.

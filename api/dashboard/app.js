@@ -325,7 +325,9 @@ function showTypeFields() {
 function renderJobs() {
   const rows = st.jobs.map((j) => {
     let detail = j.error || '';
-    if (j.status === 'queued' && j.queue_position !== undefined) detail = `position ${j.queue_position}`;
+    if (j.status === 'queued' && j.queue_position !== undefined) {
+      detail = `position ${j.queue_position}${j.eta_seconds !== undefined ? `, ~${j.eta_seconds} s` : ''}`;
+    }
     if (j.status === 'running' && j.progress) {
       detail = j.progress.steps ? `step ${j.progress.step}/${j.progress.steps}` : `${j.progress.tokens || 0} tokens`;
     }
@@ -526,7 +528,8 @@ async function checkCurrent() {
     if (!FINAL.has(job.status)) {
       if (job.status === 'queued') {
         const retry = job.attempts > 0 ? `, retry after: ${job.error || 'an engine failure'}` : '';
-        ui.jobStatus.textContent = `job ${cur.id} queued (position ${job.queue_position ?? '?'}${retry})`;
+        const eta = job.eta_seconds !== undefined ? `, done in ~${job.eta_seconds} s` : '';
+        ui.jobStatus.textContent = `job ${cur.id} queued (position ${job.queue_position ?? '?'}${eta}${retry})`;
       }
       return;
     }

@@ -81,8 +81,10 @@ async function syntheticChecks() {
   let posted = null;
   const job = { job_id: 'synthjob000000000001', status: 'completed', model: 'sd', type: 'diffusion', priority: 0, attempts: 1, max_attempts: 3,
     created_at: now, started_at: now, finished_at: now };
+  const queued = { job_id: 'synthqueued000000001', status: 'queued', model: 'alpha', type: 'llm', priority: 0, attempts: 0, max_attempts: 3,
+    created_at: now, queue_position: 2, eta_seconds: 7.5 };
   await p.route((u) => u.pathname === '/jobs', (r) => {
-    if (r.request().method() !== 'POST') return r.fulfill({ json: { jobs: posted ? [job] : [] } });
+    if (r.request().method() !== 'POST') return r.fulfill({ json: { jobs: posted ? [job, queued] : [queued] } });
     posted = r.request().postDataJSON();
     return r.fulfill({ status: 202, json: { job_id: job.job_id, status: 'queued' } });
   });
@@ -122,6 +124,8 @@ async function syntheticChecks() {
     `diffusion submit sends model and prompt only (${JSON.stringify(posted)})`);
   await p.waitForSelector(`#jobs tr[data-job="${job.job_id}"][data-status="completed"]`);
   check(true, 'recent jobs list the submitted job');
+  const queuedRow = await p.textContent(`#jobs tr[data-job="${queued.job_id}"]`);
+  check(queuedRow.includes('position 2, ~7.5 s'), `a queued job shows its position and ETA (${queuedRow})`);
   check(problems.length === 0, `no page errors on the synthetic page${problems.length ? ': ' + problems.join('; ') : ''}`);
   const synthShot = shot.replace(/(\.png)?$/, '-synthetic.png');
   await p.screenshot({ path: synthShot, fullPage: true });
