@@ -145,6 +145,11 @@ func (s *Server) openAIRoute(k openAIKind) echo.HandlerFunc {
 			outcome = fmt.Errorf("engine stopped: %v", context.Cause(sl.ctx))
 		}
 		sl.finish(outcome)
+		var ae *Error
+		if err != nil && started && errors.As(err, &ae) {
+			writeStreamError(c, ae) // the stream was opened while waiting
+			return nil
+		}
 		return err
 	}
 }

@@ -670,3 +670,24 @@ func TestOpenAI_StreamWaitEndsInAnErrorEvent(t *testing.T) {
 		t.Fatalf("non-streaming: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// An engine that cannot be reached after a wait that opened the stream:
+// the stream ends with the error event.
+func TestOpenAI_StreamOpenedThenEngineUnreachable(t *testing.T) {
+	t.Parallel()
+	b := setupOpenAI(t)
+	api.SetWaitNotes(b.server, 20*time.Millisecond, 20*time.Millisecond)
+	b.mu.Lock()
+	b.delay = 100 * time.Millisecond
+	b.engineURL = "http://127.0.0.1:1" // nothing listens there
+	b.mu.Unlock()
+	resp := b.post(t, context.Background(), "/v1/chat/completions", `{"model":"llama","stream":true,"messages":[{"role":"user","content":"x"}]}`)
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.HasPrefix(string(body), ": waiting") || !strings.Contains(string(body), `"code":"engine_failed"`) {
+		t.Fatalf("stream %q, want comments then the engine_failed event", body)
+	}
+	if rel := b.releases.get(); len(rel) != 1 || !strings.HasPrefix(rel[0], "failed") {
+		t.Fatalf("releases %v", rel)
+	}
+}
