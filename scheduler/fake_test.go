@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/vramcram/vramcram/store"
@@ -179,3 +180,27 @@ func (e *fakeEngine) Run(ctx context.Context, job store.Job, progress func(Progr
 
 // URL makes fake engines take direct (interactive) requests.
 func (e *fakeEngine) URL() string { return "http://fake.invalid/" + e.model }
+
+// checkWaitedForRelease fails t unless next was launched only once the
+// evicted victim's memory had come back (releaseDelay after its exit), and
+// nothing ever held more than the budget.
+func (l *fakeLauncher) checkWaitedForRelease(t *testing.T, victim, next string) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.overBudget) > 0 {
+		t.Fatalf("a load raced an evicted engine's memory: %v", l.overBudget)
+	}
+	var exited time.Time
+	for e, at := range l.exitedAt {
+		if e.model == victim {
+			exited = at
+		}
+	}
+	if exited.IsZero() || len(l.launchedAt[next]) == 0 {
+		t.Fatalf("%s was not evicted for %s", victim, next)
+	}
+	if gap := l.launchedAt[next][0].Sub(exited); gap < l.releaseDelay {
+		t.Fatalf("%s started %v after %s exited, before its memory came back (%v)", next, gap, victim, l.releaseDelay)
+	}
+}

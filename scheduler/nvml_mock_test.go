@@ -85,21 +85,5 @@ func TestScheduler_OnMockedNVML(t *testing.T) {
 	// (with a's configured 3000 it would have fitted):
 	// a must go, and b must start only once a's memory is back.
 	b.wait(b.submit("b", "y", 0), store.JobStateCompleted)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.overBudget) > 0 {
-		t.Fatalf("over budget: %v", l.overBudget)
-	}
-	var exitA time.Time
-	for e, at := range l.exitedAt {
-		if e.model == "a" {
-			exitA = at
-		}
-	}
-	if exitA.IsZero() {
-		t.Fatal("a was not evicted for b")
-	}
-	if gap := l.launchedAt["b"][0].Sub(exitA); gap < l.releaseDelay {
-		t.Fatalf("b started %v after a exited, before a's memory came back (%v)", gap, l.releaseDelay)
-	}
+	l.checkWaitedForRelease(t, "a", "b")
 }

@@ -517,19 +517,5 @@ func TestScheduler_LoadWaitsForEvictedMemory(t *testing.T) {
 	b := &bundle{t: t, st: st, l: l, sched: s}
 	b.wait(b.submit("a", "x", 0), store.JobStateCompleted)
 	b.wait(b.submit("b", "y", 0), store.JobStateCompleted)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.overBudget) > 0 {
-		t.Fatalf("a load raced the evicted engine's memory: %v", l.overBudget)
-	}
-	var exitA time.Time
-	for e, at := range l.exitedAt {
-		if e.model == "a" {
-			exitA = at
-		}
-	}
-	startB := l.launchedAt["b"][0]
-	if startB.Sub(exitA) < l.releaseDelay {
-		t.Fatalf("b started %v after a exited, before its memory came back (%v)", startB.Sub(exitA), l.releaseDelay)
-	}
+	l.checkWaitedForRelease(t, "a", "b")
 }
