@@ -26,9 +26,9 @@ import (
 // readmeMaxBytes is issue 14's limit for README.md (15 KB).
 const readmeMaxBytes = 15 * 1024
 
-// pendingLinkTargets are files that other branches add; a link to one is not
+// docPendingLinkTargets are files that other branches add; a link to one is not
 // an error while it is missing. Remove an entry once its branch is merged.
-var pendingLinkTargets = map[string]bool{
+var docPendingLinkTargets = map[string]bool{
 	"docs/dependencies.md": true,
 }
 
@@ -61,10 +61,10 @@ type docBlock struct {
 	body   string
 }
 
-var fenceOpen = regexp.MustCompile("^\\s*(```+|~~~+)\\s*([^\\s`]*)")
+var docFenceOpen = regexp.MustCompile("^\\s*(```+|~~~+)\\s*([^\\s`]*)")
 
-// fencedBlocks splits markdown into its fenced code blocks.
-func fencedBlocks(md string) []docBlock {
+// docFencedBlocks splits markdown into its fenced code blocks.
+func docFencedBlocks(md string) []docBlock {
 	var (
 		blocks   []docBlock
 		cur      *docBlock
@@ -85,7 +85,7 @@ func fencedBlocks(md string) []docBlock {
 			body = append(body, line)
 			continue
 		}
-		if m := fenceOpen.FindStringSubmatch(line); m != nil {
+		if m := docFenceOpen.FindStringSubmatch(line); m != nil {
 			cur = &docBlock{line: i + 1, lang: strings.ToLower(m[2])}
 			if strings.HasPrefix(lastText, "<!--") {
 				cur.marker = lastText
@@ -100,15 +100,15 @@ func fencedBlocks(md string) []docBlock {
 	return blocks
 }
 
-// heredocYAML finds `… > NAME.yaml <<'TAG'` heredocs in a shell block and
+// docHeredocYAML finds `… > NAME.yaml <<'TAG'` heredocs in a shell block and
 // returns their bodies.
-var heredocStart = regexp.MustCompile(`>\s*\S+\.ya?ml\s*<<-?\s*['"]?(\w+)['"]?`)
+var docHeredocStart = regexp.MustCompile(`>\s*\S+\.ya?ml\s*<<-?\s*['"]?(\w+)['"]?`)
 
-func heredocYAML(sh string) []string {
+func docHeredocYAML(sh string) []string {
 	var out []string
 	lines := strings.Split(sh, "\n")
 	for i := 0; i < len(lines); i++ {
-		m := heredocStart.FindStringSubmatch(lines[i])
+		m := docHeredocStart.FindStringSubmatch(lines[i])
 		if m == nil {
 			continue
 		}
@@ -130,13 +130,13 @@ type docConfig struct {
 // docConfigs returns the config examples of a markdown text, and the blocks
 // skipped by a pending-config marker (for the log).
 func docConfigs(name, md string) (configs []docConfig, pending []string) {
-	for _, b := range fencedBlocks(md) {
+	for _, b := range docFencedBlocks(md) {
 		where := fmt.Sprintf("%s:%d", name, b.line)
 		switch {
 		case strings.Contains(b.marker, "not-a-config"):
 			continue
 		case strings.HasPrefix(b.marker, "<!-- config: pending"):
-			if b.lang == "yaml" || b.lang == "yml" || len(heredocYAML(b.body)) > 0 {
+			if b.lang == "yaml" || b.lang == "yml" || len(docHeredocYAML(b.body)) > 0 {
 				pending = append(pending, where+" "+b.marker)
 			}
 			continue
@@ -145,7 +145,7 @@ func docConfigs(name, md string) (configs []docConfig, pending []string) {
 		case "yaml", "yml":
 			configs = append(configs, docConfig{where, b.body})
 		case "sh", "bash", "shell", "console":
-			for _, y := range heredocYAML(b.body) {
+			for _, y := range docHeredocYAML(b.body) {
 				configs = append(configs, docConfig{where + " (heredoc)", y})
 			}
 		}
@@ -224,22 +224,22 @@ func TestDocs_ConfigCheckCatchesMistakes(t *testing.T) {
 }
 
 var (
-	mdLink      = regexp.MustCompile(`\]\(([^)\s]+)(?:\s+"[^"]*")?\)`)
-	mdHeading   = regexp.MustCompile(`^(#{1,6})\s+(.*?)\s*#*\s*$`)
-	inlineCode  = regexp.MustCompile("`[^`]*`")
-	htmlComment = regexp.MustCompile(`<!--.*?-->`)
-	linkText    = regexp.MustCompile(`\[([^\]]*)\]\([^)]*\)`)
+	docMDLink      = regexp.MustCompile(`\]\(([^)\s]+)(?:\s+"[^"]*")?\)`)
+	docMDHeading   = regexp.MustCompile(`^(#{1,6})\s+(.*?)\s*#*\s*$`)
+	docInlineCode  = regexp.MustCompile("`[^`]*`")
+	docHTMLComment = regexp.MustCompile(`<!--.*?-->`)
+	docLinkText    = regexp.MustCompile(`\[([^\]]*)\]\([^)]*\)`)
 )
 
-// proseLine is a markdown line outside fenced blocks.
-type proseLine struct {
+// docProseLine is a markdown line outside fenced blocks.
+type docProseLine struct {
 	n    int // 1-based
 	text string
 }
 
-// proseLines returns the lines of md outside fenced blocks.
-func proseLines(md string) []proseLine {
-	var out []proseLine
+// docProseLines returns the lines of md outside fenced blocks.
+func docProseLines(md string) []docProseLine {
+	var out []docProseLine
 	fence := ""
 	for i, line := range strings.Split(md, "\n") {
 		trimmed := strings.TrimSpace(line)
@@ -249,18 +249,18 @@ func proseLines(md string) []proseLine {
 			}
 			continue
 		}
-		if m := fenceOpen.FindStringSubmatch(line); m != nil {
+		if m := docFenceOpen.FindStringSubmatch(line); m != nil {
 			fence = m[1]
 			continue
 		}
-		out = append(out, proseLine{i + 1, line})
+		out = append(out, docProseLine{i + 1, line})
 	}
 	return out
 }
 
-// slug is GitHub's anchor for a heading: lower case, punctuation dropped,
+// docSlug is GitHub's anchor for a heading: lower case, punctuation dropped,
 // spaces turned into hyphens.
-func slug(heading string) string {
+func docSlug(heading string) string {
 	var b strings.Builder
 	for _, r := range strings.ToLower(heading) {
 		switch {
@@ -273,19 +273,19 @@ func slug(heading string) string {
 	return b.String()
 }
 
-// anchors returns the heading anchors of a markdown text, duplicates numbered
+// docAnchors returns the heading anchors of a markdown text, duplicates numbered
 // as GitHub numbers them (name, name-1, …).
-func anchors(md string) map[string]bool {
+func docAnchors(md string) map[string]bool {
 	out := map[string]bool{}
 	count := map[string]int{}
-	for _, l := range proseLines(md) {
-		m := mdHeading.FindStringSubmatch(l.text)
+	for _, l := range docProseLines(md) {
+		m := docMDHeading.FindStringSubmatch(l.text)
 		if m == nil {
 			continue
 		}
 		text := strings.NewReplacer("`", "", "*", "").Replace(m[2])
-		text = linkText.ReplaceAllString(text, "$1")
-		s := slug(text)
+		text = docLinkText.ReplaceAllString(text, "$1")
+		s := docSlug(text)
 		if n := count[s]; n > 0 {
 			out[fmt.Sprintf("%s-%d", s, n)] = true
 		} else {
@@ -296,13 +296,13 @@ func anchors(md string) map[string]bool {
 	return out
 }
 
-// brokenLinks lists the relative links of the markdown file name (its text
+// docBrokenLinks lists the relative links of the markdown file name (its text
 // md) whose file or anchor does not exist. read returns another file's text.
-func brokenLinks(name, md string, read func(string) (string, error)) []string {
+func docBrokenLinks(name, md string, read func(string) (string, error)) []string {
 	var broken []string
-	for _, l := range proseLines(md) {
-		line := htmlComment.ReplaceAllString(inlineCode.ReplaceAllString(l.text, ""), "")
-		for _, m := range mdLink.FindAllStringSubmatch(line, -1) {
+	for _, l := range docProseLines(md) {
+		line := docHTMLComment.ReplaceAllString(docInlineCode.ReplaceAllString(l.text, ""), "")
+		for _, m := range docMDLink.FindAllStringSubmatch(line, -1) {
 			target := m[1]
 			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
 				continue
@@ -317,13 +317,13 @@ func brokenLinks(name, md string, read func(string) (string, error)) []string {
 			if path != name {
 				var err error
 				if text, err = read(path); err != nil {
-					if !pendingLinkTargets[path] {
+					if !docPendingLinkTargets[path] {
 						broken = append(broken, where+": "+err.Error())
 					}
 					continue
 				}
 			}
-			if anchor != "" && strings.HasSuffix(path, ".md") && !anchors(text)[anchor] {
+			if anchor != "" && strings.HasSuffix(path, ".md") && !docAnchors(text)[anchor] {
 				broken = append(broken, where+": no heading with anchor #"+anchor+" in "+path)
 			}
 		}
@@ -353,7 +353,7 @@ func TestDocs_Links(t *testing.T) {
 			t.Fatal(err)
 		}
 		checked++
-		for _, b := range brokenLinks(name, string(md), readDocTarget) {
+		for _, b := range docBrokenLinks(name, string(md), readDocTarget) {
 			t.Error("broken link " + b)
 		}
 	}
@@ -381,7 +381,7 @@ func TestDocs_LinkCheckCatchesMistakes(t *testing.T) {
 		"[ext](https://example.com/x.md) `[code](missing.md)`\n\n" +
 		"```\n[in a block](missing.md)\n```\n\n" +
 		"[bad](docs/missing.md) [bad](docs/a.md#nope) [bad](#nowhere)\n"
-	got := brokenLinks("README.md", md, read)
+	got := docBrokenLinks("README.md", md, read)
 	if len(got) != 3 {
 		t.Fatalf("broken = %q, want the 3 links marked bad", got)
 	}
