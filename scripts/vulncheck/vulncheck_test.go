@@ -194,3 +194,32 @@ func TestAllowlist_ChecksHoldInRepo(t *testing.T) {
 		}
 	}
 }
+
+// TestEcho_OnlyInAPI keeps the echo v4 exit plan cheap (docs/dependencies.md):
+// only packages under api/ import echo, so moving to echo v5 or to net/http's
+// router is a change to one package.
+func TestEcho_OnlyInAPI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list -deps on the whole module")
+	}
+	g, err := listDeps([]string{"github.com/vramcram/vramcram/..."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := 0
+	for pkg, imports := range g {
+		if !slices.ContainsFunc(imports, func(p string) bool { return matchPattern("github.com/labstack/echo/v4/...", p) }) {
+			continue
+		}
+		if matchPattern("github.com/labstack/echo/v4/...", pkg) {
+			continue
+		}
+		users++
+		if !matchPattern("github.com/vramcram/vramcram/api/...", pkg) {
+			t.Errorf("%s imports echo: keep echo inside api/", pkg)
+		}
+	}
+	if users == 0 {
+		t.Fatal("no package imports echo: the import graph is wrong")
+	}
+}
