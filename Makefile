@@ -10,7 +10,7 @@ FUZZTIME ?= 30s
 BENCHCOUNT ?= 1
 SEEDS    ?= 2000
 
-.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean gpu-bin gpu-check sim stress loadtest metrics-check systemd-check smoke
+.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean gpu-bin gpu-check sim stress loadtest metrics-check systemd-check smoke vulncheck
 
 help: ## list targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z][a-z-]*:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,6 +58,9 @@ deps: ## leaves (store, runner, vram) import nothing of ours
 
 tidy: ## go mod tidy
 	$(GO) mod tidy
+
+vulncheck: ## govulncheck against the pinned golang.org/x/vulndb (cached); fails unless allowed in scripts/vulncheck/allow.txt
+	GO=$(GO) scripts/vulncheck/run.sh
 
 cover: ## coverage report
 	$(GO) test -count=1 -coverprofile=cover.out ./... && $(GO) tool cover -func=cover.out | tail -1
