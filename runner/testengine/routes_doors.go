@@ -17,7 +17,7 @@ import (
 // doorFields are the request fields of /v1/messages, /v1/responses and
 // /infill that the other routes do not have.
 type doorFields struct {
-	System          json.RawMessage `json:"system"`       // Anthropic: a string or text blocks
+	System          json.RawMessage `json:"system"`         // Anthropic: a string or text blocks
 	StopSequences   []string        `json:"stop_sequences"` // Anthropic
 	Input           json.RawMessage `json:"input"`          // Responses: a string or items
 	Instructions    string          `json:"instructions"`   // Responses
