@@ -86,6 +86,7 @@ func apiConfig(cfg *Config, log *slog.Logger) api.Config {
 		MaxAttempts: cfg.Scheduling.MaxAttempts, ModelTypes: types, Version: version, Logger: log.With("component", "api"),
 		InteractivePriority: cfg.Scheduling.InteractivePriority, Embeddings: embeddings,
 		ImageDir: imageDir(cfg), Aliases: modelAliases(cfg), ServesRoute: servesRoute(types),
+		ModelInfo: modelFileInfo(cfg),
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -29,6 +30,9 @@ var errNoLeaser = &Error{Status: http.StatusNotImplemented, Code: CodeNotAvailab
 type slot struct {
 	url string          // the engine's base URL
 	ctx context.Context // ends when the engine behind the slot dies or the scheduler stops; nil: never
+	// keepAlive, if set, overrides how long the engine may stay idle
+	// once the slot is back (Ollama's keep_alive; see Lease.SetKeepAlive).
+	keepAlive func(time.Duration)
 	// finish gives the slot back with the request's outcome: nil
 	// (completed), a context cancellation (the client left: cancelled) or
 	// what went wrong (failed).
@@ -52,7 +56,7 @@ func (s *Server) acquire(ctx context.Context, model string) (slot, error) {
 	if err != nil {
 		return slot{}, err
 	}
-	return slot{url: lease.URL, ctx: lease.Context(), finish: lease.Finish}, nil
+	return slot{url: lease.URL, ctx: lease.Context(), finish: lease.Finish, keepAlive: lease.SetKeepAlive}, nil
 }
 
 // openAIModel is one entry of GET /v1/models.

@@ -67,6 +67,8 @@ type Config struct {
 	// ServesRoute reports whether model's engine serves the llama-server
 	// route path (passthrough.go); nil: every LLM serves them all.
 	ServesRoute func(model, path string) bool
+	// ModelInfo describes each model's file (Ollama's /api/tags, /api/show).
+	ModelInfo map[string]ModelInfo
 }
 
 // Server is the HTTP API.
@@ -147,6 +149,7 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	e.POST("/v1/embeddings", s.openAIRoute(kindEmbedding))
 	s.routePassthrough(e) // llama-server's other routes (passthrough.go)
 	s.routeUpstream(e)    // /upstream/{model}/… (upstream.go)
+	s.routeOllama(e)      // /api/… (ollama.go)
 	s.echo = e
 	return s
 }
