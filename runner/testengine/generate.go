@@ -382,8 +382,8 @@ func (rp *responder) event(v any) error {
 
 // piece streams one piece of text (non-stream answers collect it instead).
 func (rp *responder) piece(text string) error {
-	if !rp.req.stream {
-		return nil
+	if !rp.req.stream || (rp.req.kind == kindChat && toolCall(rp.req.tools) != nil) {
+		return nil // a tool call answers instead of text
 	}
 	rp.sent++
 	switch rp.req.kind {
@@ -475,6 +475,12 @@ func (rp *responder) final(res genResult) {
 		writeJSON(rp.w, http.StatusOK, v)
 	default:
 		if rp.req.stream {
+			if call := toolCall(rp.req.tools); call != nil {
+				call["index"] = 0
+				_ = rp.event(rp.oai("chat.completion.chunk", map[string]any{"finish_reason": nil, "index": 0,
+					"delta": map[string]any{"role": "assistant", "content": nil, "tool_calls": []any{call}}}))
+				finish = "tool_calls"
+			}
 			v := rp.oai("chat.completion.chunk", map[string]any{
 				"finish_reason": finish, "index": 0, "delta": map[string]any{},
 			})
