@@ -225,7 +225,9 @@ func doorRequest(base, door, model, prompt string) error {
 		var err error
 		switch door {
 		case "openai":
-			var ch struct{ Choices []struct{ Delta struct{ Content string } } }
+			var ch struct {
+				Choices []struct{ Delta struct{ Content string } }
+			}
 			err = json.Unmarshal([]byte(data), &ch)
 			for _, c := range ch.Choices {
 				text.WriteString(c.Delta.Content)
