@@ -92,7 +92,9 @@ func TestOllama_StreamNDJSON(t *testing.T) {
 func TestOllama_ModelsAndErrors(t *testing.T) {
 	t.Parallel()
 	ob, _ := setupOllama(t)
-	var tags struct{ Models []struct{ Name, Model string } }
+	var tags struct {
+		Models []struct{ Name, Model string }
+	}
 	decodeJSON(t, ob.do(t, http.MethodGet, "/api/tags", ""), &tags)
 	var names []string
 	for _, m := range tags.Models {
