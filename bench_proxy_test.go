@@ -16,11 +16,12 @@ import (
 )
 
 // BenchmarkProxyOverhead measures what VramCram adds to a request: the same
-// non-streaming chat request goes straight to a loaded stand-in engine and
-// through VramCram's /v1/chat/completions, interleaved (so both see the same
-// machine load), each over its own keep-alive connection. It reports the
-// p50 and p99 latency of each path and the difference. Binaries are built
-// without the race detector.
+// non-streaming request goes straight to a loaded stand-in engine and
+// through VramCram, interleaved (so both see the same machine load), each
+// over its own keep-alive connection: a chat through /v1/chat/completions
+// (sub-benchmark chat) and an Anthropic message through the passthrough
+// /v1/messages (messages). It reports the p50 and p99 latency of each path
+// and the difference. Binaries are built without the race detector.
 //
 //	go test -run '^$' -bench ProxyOverhead -benchtime 5000x .
 func BenchmarkProxyOverhead(b *testing.B) {
@@ -63,12 +64,13 @@ models:
 	}()
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	const body = `{"model":"bench","messages":[{"role":"user","content":"hello world"}],"max_tokens":8}`
+	const chatPath = "/v1/chat/completions"
 	viaVC := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 	direct := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 	// The first request loads the model.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if _, err := chatOnce(viaVC, base, body); err == nil {
+		if _, err := postOnce(viaVC, base, chatPath, body); err == nil {
 			break
 		} else if time.Now().After(deadline) {
 			b.Fatalf("VramCram does not answer: %v", err)
@@ -87,12 +89,22 @@ models:
 	if enginePath == "" {
 		b.Fatal("no engine found")
 	}
+	for _, r := range []struct{ name, path string }{{"chat", chatPath}, {"messages", "/v1/messages"}} {
+		b.Run(r.name, func(b *testing.B) {
+			benchOverhead(b, direct, viaVC, enginePath, base, r.path, body)
+		})
+	}
+}
+
+// benchOverhead compares body posted to path straight to the engine and
+// through VramCram.
+func benchOverhead(b *testing.B, direct, viaVC *http.Client, enginePath, base, path, body string) {
 	// Warm both connections.
 	for range 200 {
-		if _, err := chatOnce(direct, enginePath, body); err != nil {
+		if _, err := postOnce(direct, enginePath, path, body); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := chatOnce(viaVC, base, body); err != nil {
+		if _, err := postOnce(viaVC, base, path, body); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -108,7 +120,7 @@ models:
 			if viaFirst {
 				c, u, lat = viaVC, base, &vLat
 			}
-			d, err := chatOnce(c, u, body)
+			d, err := postOnce(c, u, path, body)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -130,10 +142,10 @@ models:
 	b.ReportMetric(vp99-dp99, "added-p99-µs")
 }
 
-// chatOnce sends one chat request and reads the whole answer.
-func chatOnce(c *http.Client, base, body string) (time.Duration, error) {
+// postOnce sends one request and reads the whole answer.
+func postOnce(c *http.Client, base, path, body string) (time.Duration, error) {
 	start := time.Now()
-	resp, err := c.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body))
+	resp, err := c.Post(base+path, "application/json", strings.NewReader(body))
 	if err != nil {
 		return 0, err
 	}

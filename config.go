@@ -127,6 +127,7 @@ type ModelsConfig struct {
 // LLMModel is one model served by llama-server.
 type LLMModel struct {
 	Name       string          `koanf:"name"`
+	Aliases    []string        `koanf:"aliases"` // other names clients may use; unique across names and aliases
 	ModelPath  string          `koanf:"model_path"`
 	VRAMMB     int             `koanf:"vram_mb"` // 0: unknown, estimate it
 	Pinned     bool            `koanf:"pinned"`
@@ -148,6 +149,7 @@ type LLMEngineConfig struct {
 // DiffusionModel is one model served by sd-cli or sd-server.
 type DiffusionModel struct {
 	Name       string                `koanf:"name"`
+	Aliases    []string              `koanf:"aliases"` // other names clients may use; unique across names and aliases
 	ModelPath  string                `koanf:"model_path"`
 	VRAMMB     int                   `koanf:"vram_mb"` // 0: unknown, estimate it
 	Pinned     bool                  `koanf:"pinned"`
@@ -889,6 +891,7 @@ func (c *Config) Validate() []string {
 		p.samplerName(path+".config.scheduler", e.Scheduler)
 		p.atLeast(path+".config.timeout_seconds", e.TimeoutSeconds, 0)
 	}
+	validateAliases(&p, c, seen)
 	return p
 }
 

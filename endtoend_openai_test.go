@@ -27,6 +27,7 @@ type oaiModel struct {
 	parallel   int
 	embeddings bool
 	extra      []string // stand-in flags
+	aliases    []string
 }
 
 // writeOAIConfig writes a config of 4000 MiB stand-in models under a budget
@@ -44,8 +45,9 @@ func writeOAIConfig(t *testing.T, engine string, budgetMB int, apiKeys []string,
 		}
 		sizes[m.name] = 4000
 		args, _ := json.Marshal(append([]string{"--test-load-delay", "50ms"}, m.extra...))
-		fmt.Fprintf(&ms, "    - name: %s\n      model_path: %s\n      vram_mb: 4000\n      config: {parallel: %d, context_size: 512, embeddings: %v, extra_args: %s}\n",
-			m.name, path, max(m.parallel, 1), m.embeddings, args)
+		aliases, _ := json.Marshal(append([]string{}, m.aliases...))
+		fmt.Fprintf(&ms, "    - name: %s\n      aliases: %s\n      model_path: %s\n      vram_mb: 4000\n      config: {parallel: %d, context_size: 512, embeddings: %v, extra_args: %s}\n",
+			m.name, aliases, path, max(m.parallel, 1), m.embeddings, args)
 	}
 	keys, _ := json.Marshal(apiKeys)
 	cfg := fmt.Sprintf(`server: {host: 127.0.0.1, port: %d, metrics_port: 0, api_keys: %s}

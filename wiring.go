@@ -85,7 +85,8 @@ func apiConfig(cfg *Config, log *slog.Logger) api.Config {
 		APIKeys: cfg.Server.APIKeys, MaxBodyBytes: cfg.Server.MaxBodyBytes, MaxPromptChars: cfg.Server.MaxPromptChars,
 		MaxAttempts: cfg.Scheduling.MaxAttempts, ModelTypes: types, Version: version, Logger: log.With("component", "api"),
 		InteractivePriority: cfg.Scheduling.InteractivePriority, Embeddings: embeddings,
-		ImageDir: imageDir(cfg),
+		ImageDir: imageDir(cfg), Aliases: modelAliases(cfg), ServesRoute: servesRoute(types),
+		ModelInfo: modelFileInfo(cfg),
 	}
 }
 

@@ -16,9 +16,9 @@ func (s *Server) loadUnload(load bool) echo.HandlerFunc {
 		if !ok {
 			return apiErr(http.StatusNotImplemented, CodeInternal, "model control is not available")
 		}
-		name := c.Param("name")
-		if _, known := s.cfg.ModelTypes[name]; !known {
-			return s.unknownModel(name)
+		name, known := s.resolveModel(c.Param("name"))
+		if !known {
+			return s.unknownModel(c.Param("name"))
 		}
 		ctx := c.Request().Context()
 		action, err := "unload", error(nil)

@@ -79,8 +79,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		_ = c.NoContent(ae.Status)
 		return
 	}
-	if isOpenAIPath(c.Request().URL.Path) {
-		writeOpenAIError(c, ae)
+	if writeDoorError(c, ae) {
 		return
 	}
 	_ = c.JSON(ae.Status, body)

@@ -19,3 +19,14 @@ func SetAcquireFunc(s *Server, f func(ctx context.Context, model string, priorit
 func SetWaitNotes(s *Server, after, every time.Duration) {
 	s.waitNoteAfter, s.waitNoteEvery = after, every
 }
+
+// SetKeepAliveFunc records the keep-alive each slot of s is given back
+// with (Ollama's keep_alive): f gets the model and the duration.
+func SetKeepAliveFunc(s *Server, f func(model string, d time.Duration)) {
+	acquire := s.acquireFn
+	s.acquireFn = func(ctx context.Context, model string, priority int) (slot, error) {
+		sl, err := acquire(ctx, model, priority)
+		sl.keepAlive = func(d time.Duration) { f(model, d) }
+		return sl, err
+	}
+}

@@ -242,6 +242,9 @@ func (s *Server) imagesJob(req imagesRequest) (*store.Job, error) {
 	if req.Model == "" {
 		req.Model = s.onlyDiffusionModel()
 	}
+	if m, ok := s.resolveModel(req.Model); ok {
+		req.Model = m // an alias names its model
+	}
 	if typ, ok := s.cfg.ModelTypes[req.Model]; ok && typ != "diffusion" {
 		return nil, apiErr(http.StatusBadRequest, CodeInvalid, fmt.Sprintf("model: %q is not an image model", req.Model))
 	}

@@ -137,6 +137,9 @@ func (s *Server) validateSubmit(req submitRequest) (*store.Job, error) {
 	if req.Model == "" {
 		return nil, apiErr(http.StatusBadRequest, CodeInvalid, "model: required")
 	}
+	if m, ok := s.resolveModel(req.Model); ok {
+		req.Model = m // an alias names its model
+	}
 	typ, ok := s.cfg.ModelTypes[req.Model]
 	if !ok {
 		return nil, s.unknownModel(req.Model)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -29,6 +30,9 @@ var errNoLeaser = &Error{Status: http.StatusNotImplemented, Code: CodeNotAvailab
 type slot struct {
 	url string          // the engine's base URL
 	ctx context.Context // ends when the engine behind the slot dies or the scheduler stops; nil: never
+	// keepAlive, if set, overrides how long the engine may stay idle
+	// once the slot is back (Ollama's keep_alive; see Lease.SetKeepAlive).
+	keepAlive func(time.Duration)
 	// finish gives the slot back with the request's outcome: nil
 	// (completed), a context cancellation (the client left: cancelled) or
 	// what went wrong (failed).
@@ -52,7 +56,7 @@ func (s *Server) acquire(ctx context.Context, model string) (slot, error) {
 	if err != nil {
 		return slot{}, err
 	}
-	return slot{url: lease.URL, ctx: lease.Context(), finish: lease.Finish}, nil
+	return slot{url: lease.URL, ctx: lease.Context(), finish: lease.Finish, keepAlive: lease.SetKeepAlive}, nil
 }
 
 // openAIModel is one entry of GET /v1/models.
@@ -61,7 +65,8 @@ type openAIModel struct {
 	Object  string `json:"object"` // "model"
 	Created int64  `json:"created"`
 	OwnedBy string `json:"owned_by"`
-	Type    string `json:"type"` // VramCram's: "llm" | "diffusion"
+	Type    string `json:"type"`               // VramCram's: "llm" | "diffusion"
+	AliasOf string `json:"alias_of,omitempty"` // VramCram's: the model an alias names
 }
 
 // openAIModelList builds the answer of GET /v1/models once: the configured
@@ -75,6 +80,15 @@ func (s *Server) openAIModelList() []openAIModel {
 	out := make([]openAIModel, 0, len(names))
 	for _, n := range names {
 		out = append(out, openAIModel{ID: n, Object: "model", Created: s.started.Unix(), OwnedBy: "vramcram", Type: s.cfg.ModelTypes[n]})
+	}
+	aliases := make([]string, 0, len(s.cfg.Aliases))
+	for a := range s.cfg.Aliases {
+		aliases = append(aliases, a)
+	}
+	slices.Sort(aliases)
+	for _, a := range aliases { // each alias is a model id a client may use
+		m := s.cfg.Aliases[a]
+		out = append(out, openAIModel{ID: a, Object: "model", Created: s.started.Unix(), OwnedBy: "vramcram", Type: s.cfg.ModelTypes[m], AliasOf: m})
 	}
 	return out
 }
@@ -98,10 +112,8 @@ func (s *Server) openAIModel(c echo.Context) error {
 }
 
 // openAIRoute handles POST /v1/chat/completions, /v1/completions and
-// /v1/embeddings: the body is checked, a slot of the model's engine is
-// acquired (loading the model if needed), and the body is forwarded to the
-// engine's route of the same name, whose answer (JSON, or server-sent events
-// with "stream": true) is relayed as it comes.
+// /v1/embeddings: the body is checked, then served by serveLeased at the
+// engine's route of the same name.
 func (s *Server) openAIRoute(k openAIKind) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		body, err := s.readBody(c, nil)
@@ -112,44 +124,62 @@ func (s *Server) openAIRoute(k openAIKind) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		ctx := c.Request().Context()
-		var wait *waitNotes
-		if stream {
-			wait = s.noteWaiting(c, model)
+		return s.serveLeased(c, engineCall{model: model, stream: stream, path: k.enginePath(), body: body, contentType: jsonContentType})
+	}
+}
+
+// engineCall is one request to forward to a model's engine.
+type engineCall struct {
+	model       string // the configured name (aliases resolved)
+	stream      bool   // the client asked for a stream: comments while it waits
+	method      string // default POST
+	path        string // the engine's path, with its query if any
+	body        []byte
+	contentType []string
+}
+
+// serveLeased acquires a slot of the call's model's engine (loading the
+// model if needed), forwards the call there and relays the answer (JSON, or
+// server-sent events) as it comes. The slot goes back on every path with
+// the outcome.
+func (s *Server) serveLeased(c echo.Context, call engineCall) error {
+	ctx := c.Request().Context()
+	var wait *waitNotes
+	if call.stream {
+		wait = s.noteWaiting(c, call.model)
+	}
+	sl, err := s.acquire(ctx, call.model)
+	started := wait.stop()
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return nil // the client left while waiting: nobody to answer
 		}
-		sl, err := s.acquire(ctx, model)
-		started := wait.stop()
-		if err != nil {
-			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-				return nil // the client left while waiting: nobody to answer
-			}
-			var ae *Error
-			if !errors.As(err, &ae) {
-				ae = asError(acquireError(model, err))
-			}
-			if started {
-				writeStreamError(c, ae) // the stream is open: the error is its last event
-				return nil
-			}
-			return ae
-		}
-		// The engine call ends with the client's request or with the slot
-		// (its engine died, the scheduler stopped), whichever ends first.
-		ectx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		if sl.ctx != nil {
-			defer context.AfterFunc(sl.ctx, cancel)()
-		}
-		outcome, err := s.forward(c, ectx, sl.url+k.enginePath(), model, body)
-		if outcome != nil && ctx.Err() == nil && sl.ctx != nil && sl.ctx.Err() != nil {
-			outcome = fmt.Errorf("engine stopped: %v", context.Cause(sl.ctx))
-		}
-		sl.finish(outcome)
 		var ae *Error
-		if err != nil && started && errors.As(err, &ae) {
-			writeStreamError(c, ae) // the stream was opened while waiting
+		if !errors.As(err, &ae) {
+			ae = asError(acquireError(call.model, err))
+		}
+		if started {
+			writeStreamError(c, ae) // the stream is open: the error is its last event
 			return nil
 		}
-		return err
+		return ae
 	}
+	// The engine call ends with the client's request or with the slot
+	// (its engine died, the scheduler stopped), whichever ends first.
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if sl.ctx != nil {
+		defer context.AfterFunc(sl.ctx, cancel)()
+	}
+	outcome, err := s.forward(c, ectx, sl.url, call)
+	if outcome != nil && ctx.Err() == nil && sl.ctx != nil && sl.ctx.Err() != nil {
+		outcome = fmt.Errorf("engine stopped: %v", context.Cause(sl.ctx))
+	}
+	sl.finish(outcome)
+	var ae *Error
+	if err != nil && started && errors.As(err, &ae) {
+		writeStreamError(c, ae) // the stream was opened while waiting
+		return nil
+	}
+	return err
 }

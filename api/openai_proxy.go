@@ -35,17 +35,27 @@ func newEngineClient() *http.Client {
 // allocate one.
 var relayBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
-// forward posts body to the engine at url, under ctx (which ends with the
-// client's request or with the slot), and relays the answer. It returns the
-// outcome for the slot — nil when the engine answered in full with a
-// success status, context.Canceled when the client left, else what went
-// wrong — and the error for echo to answer when nothing was relayed.
-func (s *Server) forward(c echo.Context, ctx context.Context, url, model string, body []byte) (outcome, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+// forward sends call to the engine at base URL url, under ctx (which ends
+// with the client's request or with the slot), and relays the answer. It
+// returns the outcome for the slot — nil when the engine answered in full
+// with a success status, context.Canceled when the client left, else what
+// went wrong — and the error for echo to answer when nothing was relayed.
+func (s *Server) forward(c echo.Context, ctx context.Context, url string, call engineCall) (outcome, err error) {
+	model, method := call.model, call.method
+	if method == "" {
+		method = http.MethodPost
+	}
+	var body io.Reader
+	if call.body != nil {
+		body = bytes.NewReader(call.body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url+call.path, body)
 	if err != nil {
 		return err, fmt.Errorf("engine request for %s: %w", model, err)
 	}
-	req.Header["Content-Type"] = jsonContentType
+	if call.contentType != nil {
+		req.Header["Content-Type"] = call.contentType
+	}
 	resp, err := s.engines.Do(req)
 	if err != nil {
 		if cerr := c.Request().Context().Err(); cerr != nil {

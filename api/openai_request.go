@@ -60,10 +60,10 @@ func (s *Server) parseOpenAIRequest(k openAIKind, body []byte) (string, openAIRe
 	if err := decodeJSON(body, &req, false); err != nil {
 		return "", req, err
 	}
-	if err := s.checkModel(k, req.Model); err != nil {
+	model, err := s.checkModel(k, req.Model)
+	if err != nil {
 		return "", req, err
 	}
-	var err error
 	switch k {
 	case kindChat:
 		err = checkMessages(req.Messages)
@@ -78,29 +78,30 @@ func (s *Server) parseOpenAIRequest(k openAIKind, body []byte) (string, openAIRe
 	if err := checkSampling(req); err != nil {
 		return "", req, err
 	}
-	return req.Model, req, nil
+	return model, req, nil
 }
 
-// checkModel requires a configured LLM, with embeddings for /v1/embeddings.
-func (s *Server) checkModel(k openAIKind, model string) error {
-	if model == "" {
-		return fieldErr("model", "required: the name of a configured model (GET /v1/models lists them)")
+// checkModel requires a configured LLM (by name or alias), with embeddings
+// for /v1/embeddings, and returns its name.
+func (s *Server) checkModel(k openAIKind, name string) (string, error) {
+	if name == "" {
+		return "", fieldErr("model", "required: the name of a configured model (GET /v1/models lists them)")
 	}
-	typ, ok := s.cfg.ModelTypes[model]
+	model, ok := s.resolveModel(name)
 	if !ok {
-		e := s.unknownModel(model)
+		e := s.unknownModel(name)
 		e.Param = "model"
-		return e
+		return "", e
 	}
-	if typ != "llm" {
-		return &Error{Status: http.StatusBadRequest, Code: CodeWrongModel, Param: "model",
+	if typ := s.cfg.ModelTypes[model]; typ != "llm" {
+		return "", &Error{Status: http.StatusBadRequest, Code: CodeWrongModel, Param: "model",
 			Message: fmt.Sprintf("model: %q is a %s model; this route serves LLMs (images: POST /v1/images/generations)", model, typ)}
 	}
 	if k == kindEmbedding && !s.cfg.Embeddings[model] {
-		return &Error{Status: http.StatusBadRequest, Code: CodeWrongModel, Param: "model",
+		return "", &Error{Status: http.StatusBadRequest, Code: CodeWrongModel, Param: "model",
 			Message: fmt.Sprintf("model: %q does not serve embeddings (set models.llm[].config.embeddings: true)", model)}
 	}
-	return nil
+	return model, nil
 }
 
 // checkMessages requires a non-empty list of messages, each with a role

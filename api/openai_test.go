@@ -37,7 +37,7 @@ type fakeEngine struct {
 	body   string
 }
 
-type engineCall struct{ path, body string }
+type engineCall struct{ path, body, method, query, contentType string }
 
 func newFakeEngine(t testing.TB) *fakeEngine {
 	t.Helper()
@@ -58,7 +58,7 @@ const engineAnswer = `{"choices":[{"finish_reason":"stop","index":0,"message":{"
 func (e *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 	b, _ := io.ReadAll(r.Body)
 	e.mu.Lock()
-	e.calls = append(e.calls, engineCall{r.URL.Path, string(b)})
+	e.calls = append(e.calls, engineCall{r.URL.Path, string(b), r.Method, r.URL.RawQuery, r.Header.Get("Content-Type")})
 	status, body, dieAfter, gate := e.status, e.body, e.dieAfter, e.gate
 	e.mu.Unlock()
 	if status != 0 {

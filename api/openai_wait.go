@@ -78,6 +78,10 @@ func openStream(c echo.Context) {
 // writeStreamError ends an open event stream with an error event in the
 // OpenAI error shape, as llama-server does for errors mid-stream.
 func writeStreamError(c echo.Context, ae *Error) {
+	if doorOf(c.Request().URL.Path) == doorAnthropic {
+		writeAnthropicStreamError(c, ae)
+		return
+	}
 	e := openAIError{Message: ae.Message, Type: openAIType(ae.Status), Code: ae.Code}
 	if ae.Param != "" {
 		e.Param = &ae.Param

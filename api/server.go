@@ -61,6 +61,14 @@ type Config struct {
 	InteractivePriority int
 	// Embeddings names the LLMs that serve /v1/embeddings.
 	Embeddings map[string]bool
+	// Aliases maps each alias to the name of its model
+	// (models.*[].aliases); every door accepts both.
+	Aliases map[string]string
+	// ServesRoute reports whether model's engine serves the llama-server
+	// route path (passthrough.go); nil: every LLM serves them all.
+	ServesRoute func(model, path string) bool
+	// ModelInfo describes each model's file (Ollama's /api/tags, /api/show).
+	ModelInfo map[string]ModelInfo
 }
 
 // Server is the HTTP API.
@@ -139,6 +147,9 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	e.POST("/v1/chat/completions", s.openAIRoute(kindChat))
 	e.POST("/v1/completions", s.openAIRoute(kindCompletion))
 	e.POST("/v1/embeddings", s.openAIRoute(kindEmbedding))
+	s.routePassthrough(e) // llama-server's other routes (passthrough.go)
+	s.routeUpstream(e)    // /upstream/{model}/… (upstream.go)
+	s.routeOllama(e)      // /api/… (ollama.go)
 	s.echo = e
 	return s
 }
@@ -146,8 +157,9 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 // Handler returns the http.Handler to serve.
 func (s *Server) Handler() http.Handler { return s.echo }
 
-// auth requires a Bearer key on every route but /health and the dashboard
-// page (publicPath) when keys are set.
+// auth requires a key (Bearer, or x-api-key as Anthropic's clients send
+// it) on every route but /health and the dashboard page (publicPath) when
+// keys are set.
 // Keys are compared in constant time.
 func (s *Server) auth(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
@@ -156,8 +168,10 @@ func (s *Server) auth(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		// The auth scheme is case-insensitive (RFC 9110 §11.1): "bearer KEY" is fine.
 		scheme, token, ok := strings.Cut(c.Request().Header.Get("Authorization"), " ")
-		if !ok || !strings.EqualFold(scheme, "Bearer") || !s.validKey(strings.TrimSpace(token)) {
-			return apiErr(http.StatusUnauthorized, CodeUnauthorized, "missing or invalid API key (Authorization: Bearer KEY)")
+		bearer := ok && strings.EqualFold(scheme, "Bearer") && s.validKey(strings.TrimSpace(token))
+		// Anthropic's clients send the key as x-api-key; accepted on every route.
+		if xkey := c.Request().Header.Get("X-Api-Key"); !bearer && (xkey == "" || !s.validKey(xkey)) {
+			return apiErr(http.StatusUnauthorized, CodeUnauthorized, "missing or invalid API key (Authorization: Bearer KEY, or x-api-key: KEY)")
 		}
 		return next(c)
 	}

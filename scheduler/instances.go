@@ -41,7 +41,7 @@ func (s *Scheduler) plan(ctx context.Context) {
 				s.dispatch(ctx, i)
 				break
 			}
-			if m.TTL > 0 && i.inflight == 0 && m.waiting() == 0 && now.Sub(i.lastUsed) >= m.TTL {
+			if ttl := i.ttl(); ttl > 0 && i.inflight == 0 && m.waiting() == 0 && now.Sub(i.lastUsed) >= ttl {
 				s.stopInstance(i, "idle for ttl")
 			}
 		case InstDraining:

@@ -30,7 +30,16 @@ type Lease struct {
 	ctx  context.Context
 	stop context.CancelCauseFunc
 	once sync.Once
+
+	keepAlive    time.Duration // set by the holder before Finish
+	keepAliveSet bool
 }
+
+// SetKeepAlive overrides, from when the lease is finished, how long its
+// instance may stay idle before it is stopped (Ollama's keep_alive): d < 0
+// keeps it loaded, 0 stops it as soon as it is idle, d > 0 is the idle
+// time in place of the model's TTL. Call it before Finish.
+func (l *Lease) SetKeepAlive(d time.Duration) { l.keepAlive, l.keepAliveSet = d, true }
 
 // Context ends when the engine behind the lease dies or the scheduler shuts
 // down for good; a proxied request should end with it.
@@ -240,6 +249,9 @@ func (s *Scheduler) onLeaseDone(l *Lease, err error) {
 	i := l.inst
 	i.inflight--
 	i.lastUsed, i.model.lastUsed = now, now
+	if l.keepAliveSet {
+		i.keepAlive, i.keepAliveSet = l.keepAlive, true
+	}
 	e := Event{Type: EvJobFinished, Model: l.Model, JobID: l.ID, State: "completed"}
 	switch {
 	case errors.Is(err, context.Canceled):

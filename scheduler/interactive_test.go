@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -238,4 +239,30 @@ func TestAcquire_AgingAmongWaiters(t *testing.T) {
 		t.Fatalf("priority %d served first; the aged priority-0 waiter should be", p)
 	}
 	<-got
+}
+
+func TestAcquire_KeepAliveOverridesTTL(t *testing.T) {
+	t.Parallel()
+	sizes := map[string]int{"a": 1000, "b": 1000}
+	ms := models(sizes, 1)
+	b := setup(t, Config{Models: ms}, sizes, nil)
+	// a has no TTL: keep_alive 0 unloads it as soon as the lease is done.
+	l, err := b.sched.Acquire(context.Background(), "a", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetKeepAlive(0)
+	l.Release()
+	b.until("a unloaded after keep_alive 0", func(s Snapshot) bool { return stateOf(s, "a") == ModelUnloaded })
+	// b: a keep-alive of 50ms in place of no TTL.
+	l, err = b.sched.Acquire(context.Background(), "b", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetKeepAlive(50 * time.Millisecond)
+	l.Release()
+	b.until("b unloaded after its keep_alive", func(s Snapshot) bool { return stateOf(s, "b") == ModelUnloaded })
+	if got := b.l.stopped(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("stopped = %v", got)
+	}
 }

@@ -53,6 +53,24 @@ type instance struct {
 	exited     bool
 	cancelLoad context.CancelFunc
 	stopReason string
+	// keepAlive overrides the model's TTL once keepAliveSet (by the last
+	// lease that asked, as Ollama's keep_alive does): < 0 never unloads
+	// when idle, 0 unloads as soon as idle, > 0 is the idle time.
+	keepAlive    time.Duration
+	keepAliveSet bool
+}
+
+// ttl is how long i may stay idle before it is stopped; 0: forever.
+func (i *instance) ttl() time.Duration {
+	switch {
+	case !i.keepAliveSet:
+		return i.model.TTL
+	case i.keepAlive < 0:
+		return 0
+	case i.keepAlive == 0:
+		return time.Nanosecond // at once
+	}
+	return i.keepAlive
 }
 
 // modelState is the loop's record of one configured model.

@@ -17,6 +17,9 @@ const (
 	kindNative     kind = iota // /completion
 	kindCompletion             // /v1/completions
 	kindChat                   // /v1/chat/completions
+	kindAnthropic              // /v1/messages (routes_doors.go)
+	kindResponses              // /v1/responses (routes_doors.go)
+	kindInfill                 // /infill: answered like /completion
 )
 
 // genRequest is a parsed generation request.
@@ -27,7 +30,8 @@ type genRequest struct {
 	stream       bool
 	stops        []string
 	includeUsage bool
-	settings     map[string]any // sampling parameters, echoed back
+	settings     map[string]any  // sampling parameters, echoed back
+	tools        json.RawMessage // chat: the "tools" field as received
 }
 
 // requestBody is the union of the three request shapes.
@@ -48,6 +52,9 @@ type requestBody struct {
 	Temperature *float64 `json:"temperature"`
 	TopP        *float64 `json:"top_p"`
 	Seed        *int64   `json:"seed"`
+
+	Tools json.RawMessage `json:"tools"`
+	doorFields
 }
 
 // errParse marks a body that is not JSON.
@@ -55,14 +62,15 @@ var errParse = errors.New("[json.exception.parse_error] parse error")
 
 func parseGenRequest(k kind, r *http.Request) (genRequest, error) {
 	var b requestBody
-	if err := json.NewDecoder(r.Body).Decode(&b); err != nil {
+	err := json.NewDecoder(r.Body).Decode(&b)
+	if err != nil {
 		return genRequest{}, fmt.Errorf("%w: %v", errParse, err)
 	}
 	g := genRequest{kind: k, stream: b.Stream, nPredict: -1, settings: map[string]any{}}
 	if b.StreamOptions != nil {
 		g.includeUsage = b.StreamOptions.IncludeUsage
 	}
-	for _, n := range []*int{b.MaxCompletionTokens, b.MaxTokens, b.NPredict} {
+	for _, n := range []*int{b.MaxCompletionTokens, b.MaxTokens, b.NPredict, b.MaxOutputTokens} {
 		if n != nil {
 			g.nPredict = *n
 		}
@@ -81,12 +89,19 @@ func parseGenRequest(k kind, r *http.Request) (genRequest, error) {
 	if !ok {
 		return g, fmt.Errorf("\"stop\" must be a string or an array of strings")
 	}
+	stops = append(stops, b.StopSequences...)
 	for _, s := range stops {
 		if s != "" {
 			g.stops = append(g.stops, s)
 		}
 	}
+	switch k {
+	case kindAnthropic, kindResponses, kindInfill:
+		g.prompt, err = doorPrompt(k, b)
+		return g, err
+	}
 	if k == kindChat {
+		g.tools = b.Tools
 		if len(b.Messages) == 0 {
 			return g, fmt.Errorf("'messages' is required")
 		}
@@ -336,8 +351,13 @@ func newResponder(w http.ResponseWriter, req genRequest, model string, slot int)
 		w: w, rc: http.NewResponseController(w), req: req, model: model, slot: slot,
 		id: fmt.Sprintf("chatcmpl-test%d", time.Now().UnixNano()), created: time.Now().Unix(),
 	}
-	if req.kind == kindCompletion {
+	switch req.kind {
+	case kindCompletion:
 		rp.id = fmt.Sprintf("cmpl-test%d", time.Now().UnixNano())
+	case kindAnthropic:
+		rp.id = fmt.Sprintf("msg_test%d", time.Now().UnixNano())
+	case kindResponses:
+		rp.id = fmt.Sprintf("resp_test%d", time.Now().UnixNano())
 	}
 	if req.stream {
 		// Headers go out once a slot took the request, as in llama-server.
@@ -362,12 +382,16 @@ func (rp *responder) event(v any) error {
 
 // piece streams one piece of text (non-stream answers collect it instead).
 func (rp *responder) piece(text string) error {
-	if !rp.req.stream {
-		return nil
+	if !rp.req.stream || (rp.req.kind == kindChat && toolCall(rp.req.tools) != nil) {
+		return nil // a tool call answers instead of text
 	}
 	rp.sent++
 	switch rp.req.kind {
-	case kindNative:
+	case kindAnthropic:
+		return rp.anthropicPiece(text)
+	case kindResponses:
+		return rp.responsesPiece(text)
+	case kindNative, kindInfill:
 		return rp.event(map[string]any{
 			"index": 0, "content": text, "tokens": []int{}, "stop": false, "id_slot": -1, // as llama-server streams it
 			"tokens_predicted": rp.sent, "tokens_evaluated": len(strings.Fields(rp.req.prompt)),
@@ -420,7 +444,11 @@ func (rp *responder) final(res genResult) {
 		content = "" // streamed already, as llama-server does
 	}
 	switch rp.req.kind {
-	case kindNative:
+	case kindAnthropic:
+		rp.anthropicFinal(res)
+	case kindResponses:
+		rp.responsesFinal(res)
+	case kindNative, kindInfill:
 		v := map[string]any{
 			"index": 0, "content": content, "tokens": []int{}, "id_slot": rp.slot, "stop": true,
 			"model": rp.model, "tokens_predicted": res.predicted, "tokens_evaluated": res.evaluated,
@@ -447,6 +475,12 @@ func (rp *responder) final(res genResult) {
 		writeJSON(rp.w, http.StatusOK, v)
 	default:
 		if rp.req.stream {
+			if call := toolCall(rp.req.tools); call != nil {
+				call["index"] = 0
+				_ = rp.event(rp.oai("chat.completion.chunk", map[string]any{"finish_reason": nil, "index": 0,
+					"delta": map[string]any{"role": "assistant", "content": nil, "tool_calls": []any{call}}}))
+				finish = "tool_calls"
+			}
 			v := rp.oai("chat.completion.chunk", map[string]any{
 				"finish_reason": finish, "index": 0, "delta": map[string]any{},
 			})
@@ -465,6 +499,10 @@ func (rp *responder) final(res genResult) {
 			"finish_reason": finish, "index": 0,
 			"message": map[string]any{"role": "assistant", "content": content},
 		})
+		if call := toolCall(rp.req.tools); call != nil {
+			v["choices"] = []any{map[string]any{"finish_reason": "tool_calls", "index": 0,
+				"message": map[string]any{"role": "assistant", "content": nil, "tool_calls": []any{call}}}}
+		}
 		v["usage"], v["timings"] = usage, timings
 		writeJSON(rp.w, http.StatusOK, v)
 	}

@@ -10,7 +10,7 @@
 // absent the model is called "testengine"), -a/--alias NAME, --host (default
 // 127.0.0.1), --port (default 8080; 0 = any), -c/--ctx-size N,
 // -ngl/--gpu-layers/--n-gpu-layers N|auto|all, -np/--parallel N (slots,
-// default 4), --embeddings, --metrics. Any other flag is tolerated: --foo,
+// default 4), --embeddings, --rerank/--reranking, --metrics. Any other flag is tolerated: --foo,
 // --foo=value, and --foo value (a following argument that does not start with
 // '-' is taken as its value).
 //
@@ -54,6 +54,14 @@
 // does). For chat, the prompt is the message contents joined by "\n".
 // Sampling parameters (temperature, seed, …) are accepted and ignored.
 //
+// /v1/messages (Anthropic) and /v1/responses follow the same rule in their
+// own shapes; /infill's prompt is input_prefix, prompt and input_suffix; a
+// chat request with "tools" is answered (not streamed) with a call of the
+// first tool whose arguments are {"tools": <the tools as received>}. The
+// utility routes (/tokenize, /detokenize, /apply-template, token counting,
+// /rerank with --reranking, /v1/audio/transcriptions, /props, /slots,
+// /lora-adapters) are in routes_tools.go.
+//
 // Embeddings (with --embeddings) are 16 floats derived from an FNV hash of
 // the input, L2-normalised: the same input gives the same vector.
 //
@@ -87,6 +95,7 @@ type options struct {
 	gpuLayers  string
 	parallel   int
 	embeddings bool
+	reranking  bool
 	metrics    bool
 
 	loadDelay           time.Duration
@@ -163,6 +172,8 @@ func parseArgs(args []string) (options, error) {
 			}
 		case "--embedding", "--embeddings":
 			o.embeddings = true
+		case "--rerank", "--reranking":
+			o.embeddings, o.reranking = true, true
 		case "--metrics":
 			o.metrics = true
 		case "--test-load-delay":

@@ -58,6 +58,11 @@ func newServer(o options) *server {
 	s.mux.HandleFunc("POST /embedding", s.embeddings)
 	s.mux.HandleFunc("POST /embeddings", s.embeddings)
 	s.mux.HandleFunc("POST /v1/embeddings", s.embeddings)
+	s.mux.HandleFunc("POST /v1/messages", s.generation(kindAnthropic))
+	s.mux.HandleFunc("POST /v1/responses", s.generation(kindResponses))
+	s.mux.HandleFunc("POST /responses", s.generation(kindResponses))
+	s.mux.HandleFunc("POST /infill", s.generation(kindInfill))
+	s.routeTools()
 	return s
 }
 
