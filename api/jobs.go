@@ -17,9 +17,15 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/vramcram/vramcram/engine"
+	"github.com/vramcram/vramcram/engine/llamacpp"
+	"github.com/vramcram/vramcram/engine/sdcpp"
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/store"
 )
+
+// ModelKinds maps each model name to its kind.
+type ModelKinds map[string]engine.Kind
 
 // submitRequest is the body of POST /jobs.
 type submitRequest struct {
@@ -157,8 +163,8 @@ func (s *Server) validateSubmit(req submitRequest) (*store.Job, error) {
 		}
 	}
 	params := req.Params
-	if typ == "llm" {
-		p, err := scheduler.ParseLLMParams(req.Params)
+	if typ == engine.KindLLM {
+		p, err := llamacpp.ParseParams(req.Params)
 		if err != nil {
 			return nil, apiErr(http.StatusBadRequest, CodeInvalid, err.Error())
 		}
@@ -166,8 +172,8 @@ func (s *Server) validateSubmit(req submitRequest) (*store.Job, error) {
 		if string(params) == "{}" {
 			params = nil
 		}
-	} else if typ == "diffusion" {
-		p, err := scheduler.ParseDiffusionParams(req.Params)
+	} else if typ == engine.KindDiffusion {
+		p, err := sdcpp.ParseParams(req.Params)
 		if err != nil {
 			return nil, apiErr(http.StatusBadRequest, CodeInvalid, err.Error())
 		}
@@ -186,7 +192,7 @@ func (s *Server) validateSubmit(req submitRequest) (*store.Job, error) {
 		}
 	}
 	return &store.Job{
-		ID: store.NewID(), Model: req.Model, Type: typ, Prompt: *req.Prompt,
+		ID: store.NewID(), Model: req.Model, Type: string(typ), Prompt: *req.Prompt,
 		Params: params, Priority: prio, MaxAttempts: s.cfg.MaxAttempts,
 	}, nil
 }

@@ -74,7 +74,7 @@ func (s *Server) openAIModelList() []openAIModel {
 	slices.Sort(names)
 	out := make([]openAIModel, 0, len(names))
 	for _, n := range names {
-		out = append(out, openAIModel{ID: n, Object: "model", Created: s.started.Unix(), OwnedBy: "vramcram", Type: s.cfg.ModelTypes[n]})
+		out = append(out, openAIModel{ID: n, Object: "model", Created: s.started.Unix(), OwnedBy: "vramcram", Type: string(s.cfg.ModelTypes[n])})
 	}
 	return out
 }
