@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vramcram/vramcram/runner"
 	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/engine/sdcpp"
+	"github.com/vramcram/vramcram/runner"
 )
 
 func TestLoadConfig_DiffusionModel(t *testing.T) {

@@ -292,7 +292,9 @@ func TestImagesGenerations_Errors(t *testing.T) {
 	for _, tt := range tests {
 		bb := b
 		if tt.otherDiffusionModels {
-			bb = imageSetup(t, func(c *api.Config) { c.ModelTypes = api.ModelKinds{"sd": engine.KindDiffusion, "flux": engine.KindDiffusion} })
+			bb = imageSetup(t, func(c *api.Config) {
+				c.ModelTypes = api.ModelKinds{"sd": engine.KindDiffusion, "flux": engine.KindDiffusion}
+			})
 		}
 		rec := bb.do(t, http.MethodPost, "/v1/images/generations", tt.body)
 		wantOpenAIError(t, rec, tt.status, tt.typ, tt.code, tt.msg)

@@ -424,7 +424,7 @@ func (s *Scheduler) snapshot() Snapshot {
 	for _, name := range st.order {
 		m := st.models[name]
 		ms := ModelStatus{
-			Name: name, Type: m.Kind, State: modelStateName(m, now), VRAMMB: m.VRAMMB, EstimateMB: m.EstimateMB,
+			Name: name, Type: string(m.Kind), State: modelStateName(m, now), VRAMMB: m.VRAMMB, EstimateMB: m.EstimateMB,
 			AvgJobSeconds: roundMs(m.avgRun), AvgLoadSeconds: roundMs(m.avgLoad),
 			LearnedMB: m.LearnedMB, Pinned: m.Pinned, Slots: m.Slots, Queued: m.waiting(), LastUsed: timePtr(m.lastUsed),
 		}

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/vram"
 )
 
@@ -194,8 +193,8 @@ type Snapshot struct {
 
 // ModelStatus is one model in a Snapshot.
 type ModelStatus struct {
-	Name       string      `json:"name"`
-	Type       engine.Kind `json:"type"`
+	Name       string `json:"name"`
+	Type       string `json:"type"`
 	State      string `json:"state"`
 	VRAMMB     int    `json:"vram_mb"`
 	EstimateMB int    `json:"vram_estimate_mb"`

@@ -110,7 +110,6 @@ func TestProcess_Complete(t *testing.T) {
 	}
 }
 
-
 func TestProcess_CompleteStreamOrder(t *testing.T) {
 	t.Parallel()
 	p := startReady(t, testConfig(t, "--test-token-delay", "5ms"))
@@ -129,7 +128,6 @@ func TestProcess_CompleteStreamOrder(t *testing.T) {
 		t.Fatalf("result %+v", res)
 	}
 }
-
 
 func TestProcess_CompleteCancelMidStream(t *testing.T) {
 	t.Parallel()
@@ -167,7 +165,6 @@ func TestProcess_CompleteCancelMidStream(t *testing.T) {
 	}
 }
 
-
 func TestProcess_CompleteHTTPError(t *testing.T) {
 	t.Parallel()
 	p := start(t, testConfig(t, "--test-load-delay", "1m"))
@@ -183,7 +180,6 @@ func TestProcess_CompleteHTTPError(t *testing.T) {
 		t.Fatalf("message %q lacks the engine's message", err)
 	}
 }
-
 
 func TestServerArgs(t *testing.T) {
 	t.Parallel()
@@ -222,4 +218,3 @@ func TestServerArgs(t *testing.T) {
 		t.Fatalf("Extra aliased: %q", got)
 	}
 }
-
