@@ -214,4 +214,3 @@ func waitRunning(t *testing.T, d *daemon, id string) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
-
