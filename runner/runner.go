@@ -84,21 +84,18 @@ const (
 // Config describes one engine child. Binary and ArgsFunc are required; zero
 // values of the other fields take the defaults noted.
 type Config struct {
-	Name     string                  // model name, for logs and errors
-	Binary   string                  // path, or a name looked up in PATH
-	ArgsFunc func(port int) []string // argv after the binary, given the chosen port
-	Env      []string                // extra KEY=VALUE appended to os.Environ()
-	// EnvFunc, if set, gives more KEY=VALUE for the chosen port, appended
-	// after Env (the command engine's ${PORT} in its environment).
-	EnvFunc           func(port int) []string
-	ReadyPath         string        // default "/health"; 200 = ready (503 while loading)
-	ReadyTimeout      time.Duration // default 60s, counted from Start
-	HeartbeatInterval time.Duration // default 10s
-	HeartbeatTimeout  time.Duration // default 30s; no successful heartbeat for this long → SIGKILL group, Err = ErrHeartbeatLost
-	StopGrace         time.Duration // default 10s; SIGTERM → grace → SIGKILL
-	LogLines          int           // ring of last output lines (stdout+stderr merged), default 200
-	Logger            *slog.Logger  // default: discard
-	HTTPClient        *http.Client  // default: a keep-alive transport owned by the Process
+	Name              string                  // model name, for logs and errors
+	Binary            string                  // path, or a name looked up in PATH
+	ArgsFunc          func(port int) []string // argv after the binary, given the chosen port
+	Env               []string                // extra KEY=VALUE appended to os.Environ()
+	ReadyPath         string                  // default "/health"; 200 = ready (503 while loading)
+	ReadyTimeout      time.Duration           // default 60s, counted from Start
+	HeartbeatInterval time.Duration           // default 10s
+	HeartbeatTimeout  time.Duration           // default 30s; no successful heartbeat for this long → SIGKILL group, Err = ErrHeartbeatLost
+	StopGrace         time.Duration           // default 10s; SIGTERM → grace → SIGKILL
+	LogLines          int                     // ring of last output lines (stdout+stderr merged), default 200
+	Logger            *slog.Logger            // default: discard
+	HTTPClient        *http.Client            // default: a keep-alive transport owned by the Process
 	// SpawnedFunc, if set, is called for every child spawned: once from
 	// Start, again for each respawn after a taken port (so PID changes).
 	// exited is closed once that child has been reaped. Use it for pid
@@ -121,6 +118,9 @@ type Config struct {
 	// when it returns false the line is kept out of the Tail ring and the
 	// log (progress bars, blank lines).
 	LineFunc func(line string) bool
+	// EnvFunc, if set, gives more KEY=VALUE for the chosen port, appended
+	// after Env (the command engine's ${PORT} in its environment).
+	EnvFunc func(port int) []string
 }
 
 func (c *Config) setDefaults() {
