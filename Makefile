@@ -51,9 +51,14 @@ lint: ## gofmt, go vet, dependency rule
 	$(GO) vet ./...
 	@$(MAKE) -s deps
 
-deps: ## leaves (store, runner, vram) import nothing of ours
-	@for p in store runner vram; do \
+deps: ## leaves (store, runner, vram, engine) import nothing of ours; scheduler knows engines only through engine/
+	@for p in store runner vram engine; do \
 	  if $(GO) list -f '{{join .Imports "\n"}}' ./$$p | grep -q 'vramcram/vramcram/'; then echo "$$p imports project packages"; exit 1; fi; done
+	@bad=$$($(GO) list -deps ./scheduler | grep -E '^(os/exec|image/png)$$|vramcram/vramcram/(engine/.+|runner|api)$$'); \
+	  if [ -n "$$bad" ]; then echo "scheduler depends on:" $$bad; exit 1; fi
+	@for p in $$($(GO) list ./engine/... | grep -v '/enginetest$$'); do \
+	  bad=$$($(GO) list -f '{{join .Imports "\n"}}' $$p | grep 'vramcram/vramcram/' | grep -vE 'vramcram/vramcram/(engine(/[a-z]+)?|runner)$$'); \
+	  if [ -n "$$bad" ]; then echo "$$p imports" $$bad; exit 1; fi; done
 	@echo "deps ok"
 
 tidy: ## go mod tidy

@@ -10,9 +10,12 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/vramcram/vramcram/engine/llamacpp"
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/store"
 )
@@ -27,12 +30,40 @@ const storeFile = "vramcram.db"
 func learnKey(cfg *Config, name string) string {
 	var spec string
 	if m, ok := cfg.LLMByName(name); ok {
-		spec = fmt.Sprintf("llm|%s|%d|%+v", m.ModelPath, m.VRAMMB, m.Config)
+		spec = fmt.Sprintf("llm|%s|%d|%s", m.ModelPath, m.VRAMMB, specOf(m.Config, "Engine", llamacpp.Name))
 	} else if m, ok := cfg.DiffusionByName(name); ok {
-		spec = fmt.Sprintf("diffusion|%s|%d|%+v", m.ModelPath, m.VRAMMB, m.Config)
+		spec = fmt.Sprintf("diffusion|%s|%d|%s", m.ModelPath, m.VRAMMB, specOf(m.Config, "Cmd", ""))
 	}
 	sum := sha256.Sum256([]byte(spec))
 	return name + "@" + hex.EncodeToString(sum[:6])
+}
+
+// specOf formats an engine config struct as %+v does, without its fields
+// from the one named added on (keys added with the engine registry), so
+// that a configuration written before them keeps its learned figures. Those
+// fields are appended when set, except a default engine name.
+func specOf(c any, added, defaultEngine string) string {
+	v := reflect.ValueOf(c)
+	t := v.Type()
+	var b, extra strings.Builder
+	b.WriteString("{")
+	late := false
+	for i := range t.NumField() {
+		f, name := v.Field(i), t.Field(i).Name
+		late = late || name == added
+		switch {
+		case !late:
+			if i > 0 {
+				b.WriteString(" ")
+			}
+			fmt.Fprintf(&b, "%s:%+v", name, f.Interface())
+		case f.IsZero(), name == "Engine" && f.String() == defaultEngine:
+		default:
+			fmt.Fprintf(&extra, "|%s:%+v", name, f.Interface())
+		}
+	}
+	b.WriteString("}")
+	return b.String() + extra.String()
 }
 
 // applyLearned sets each model's LearnKey and the figure learned on earlier
@@ -98,7 +129,7 @@ func printCheck(ctx context.Context, cfg *Config, w io.Writer) error {
 	for _, m := range models {
 		need, from := reserves(m, budget)
 		fits := fitsAlone(m, need, gpus)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d MiB (%s)\t%s\n", m.Name, m.Type, mibOrDash(m.VRAMMB), mibOrDash(m.EstimateMB), mibOrDash(m.LearnedMB), need, from, fits)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d MiB (%s)\t%s\n", m.Name, m.Kind, mibOrDash(m.VRAMMB), mibOrDash(m.EstimateMB), mibOrDash(m.LearnedMB), need, from, fits)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -160,5 +163,53 @@ func TestLearnKey_ChangesWithVRAMMB(t *testing.T) {
 	b := &Config{Models: ModelsConfig{LLM: []LLMModel{{Name: "m", ModelPath: "/x.gguf", VRAMMB: 6000}}}}
 	if learnKey(a, "m") == learnKey(b, "m") {
 		t.Fatal("a new vram_mb keeps the figure learned under the old one")
+	}
+}
+
+// TestLearnKey_SameForConfigsWrittenBeforeEngines checks that the keys
+// added with the engine registry (engine, binary, cmd, …) leave the learned
+// figures of an existing configuration where they were: the key is
+// computed as before (the engine config's fields of then, printed with %+v).
+func TestLearnKey_SameForConfigsWrittenBeforeEngines(t *testing.T) {
+	t.Parallel()
+	cfg := mustLoad(t, `
+models:
+  llm:
+    - {name: a, model_path: ./a.gguf, vram_mb: 100, config: {parallel: 2, extra_args: [-fa, "on"]}}
+  diffusion:
+    - {name: sd, model_path: ./sd.safetensors, config: {steps: 4, vae: ./vae.sft}}
+`, nil)
+	type llmThen struct {
+		ContextSize, GPULayers, Parallel int
+		Embeddings                       bool
+		ExtraArgs                        []string
+	}
+	type sdThen struct {
+		Engine                                       string
+		Width, Height, Steps                         int
+		CFGScale                                     float64
+		SamplingMethod                               string
+		ExtraArgs                                    []string
+		Scheduler, DiffusionModel, VAE, ClipL, ClipG string
+		T5XXL, LLM                                   string
+		TimeoutSeconds                               int
+	}
+	key := func(name, spec string) string {
+		sum := sha256.Sum256([]byte(spec))
+		return name + "@" + hex.EncodeToString(sum[:6])
+	}
+	wantA := key("a", fmt.Sprintf("llm|%s|%d|%+v", "./a.gguf", 100, llmThen{4096, 99, 2, false, []string{"-fa", "on"}}))
+	wantSD := key("sd", fmt.Sprintf("diffusion|%s|%d|%+v", "./sd.safetensors", 0,
+		sdThen{"sd-cli", 512, 512, 4, 7, "", nil, "", "", "./vae.sft", "", "", "", "", 600}))
+	if got := learnKey(cfg, "a"); got != wantA {
+		t.Errorf("llm key %s, want %s", got, wantA)
+	}
+	if got := learnKey(cfg, "sd"); got != wantSD {
+		t.Errorf("diffusion key %s, want %s", got, wantSD)
+	}
+	// A new key that is set does change it.
+	cfg.Models.LLM[0].Config.Binary = "/opt/other/llama-server"
+	if learnKey(cfg, "a") == wantA {
+		t.Error("config.binary does not change the key")
 	}
 }

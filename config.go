@@ -30,6 +30,9 @@ import (
 	"github.com/knadh/koanf/providers/env/v2"
 	"github.com/knadh/koanf/providers/file"
 	"github.com/knadh/koanf/v2"
+
+	"github.com/vramcram/vramcram/engine/command"
+	"github.com/vramcram/vramcram/engine/llamacpp"
 )
 
 // Config is the whole daemon configuration. LoadConfig builds it; the field
@@ -137,13 +140,20 @@ type LLMModel struct {
 	Config     LLMEngineConfig `koanf:"config"`
 }
 
-// LLMEngineConfig is passed to llama-server as flags.
+// LLMEngineConfig is passed to llama-server as flags, or picks the command
+// engine.
 type LLMEngineConfig struct {
-	ContextSize int      `koanf:"context_size"` // default 4096
-	GPULayers   int      `koanf:"gpu_layers"`   // default 99
-	Parallel    int      `koanf:"parallel"`     // default 1
-	Embeddings  bool     `koanf:"embeddings"`
-	ExtraArgs   []string `koanf:"extra_args"`
+	ContextSize int               `koanf:"context_size"` // default 4096
+	GPULayers   int               `koanf:"gpu_layers"`   // default 99
+	Parallel    int               `koanf:"parallel"`     // default 1
+	Embeddings  bool              `koanf:"embeddings"`
+	ExtraArgs   []string          `koanf:"extra_args"`
+	Engine      string            `koanf:"engine"`      // llama-server (default) | command
+	Binary      string            `koanf:"binary"`      // llama-server: overrides inference.llama_server_path
+	Cmd         []string          `koanf:"cmd"`         // command: argv template with ${PORT} ${HOST} ${MODEL_PATH} ${MODEL_NAME} ${GPUS} ${CONTEXT_SIZE}
+	Env         map[string]string `koanf:"env"`         // command: added to the engine's environment (values take the macros too)
+	HealthPath  string            `koanf:"health_path"` // command: ready when it answers 200; default /health
+	Routes      []string          `koanf:"routes"`      // command: OpenAI paths it serves
 }
 
 // DiffusionModel is one model served by sd-cli or sd-server.
@@ -161,21 +171,25 @@ type DiffusionModel struct {
 
 // DiffusionEngineConfig picks the engine and the per-job defaults.
 type DiffusionEngineConfig struct {
-	Engine         string   `koanf:"engine"`          // sd-cli (default) | sd-server
-	Width          int      `koanf:"width"`           // 512
-	Height         int      `koanf:"height"`          // 512
-	Steps          int      `koanf:"steps"`           // 20
-	CFGScale       float64  `koanf:"cfg_scale"`       // 7.0
-	SamplingMethod string   `koanf:"sampling_method"` // optional
-	ExtraArgs      []string `koanf:"extra_args"`
-	Scheduler      string   `koanf:"scheduler"`       // optional: --scheduler
-	DiffusionModel string   `koanf:"diffusion_model"` // optional: --diffusion-model (then model_path may be empty)
-	VAE            string   `koanf:"vae"`             // optional: --vae
-	ClipL          string   `koanf:"clip_l"`          // optional: --clip_l
-	ClipG          string   `koanf:"clip_g"`          // optional: --clip_g
-	T5XXL          string   `koanf:"t5xxl"`           // optional: --t5xxl
-	LLM            string   `koanf:"llm"`             // optional: --llm (LLM text encoder)
-	TimeoutSeconds int      `koanf:"timeout_seconds"` // 600: a job's limit; 0 = none
+	Engine         string            `koanf:"engine"`          // sd-cli (default) | sd-server | command
+	Width          int               `koanf:"width"`           // 512
+	Height         int               `koanf:"height"`          // 512
+	Steps          int               `koanf:"steps"`           // 20
+	CFGScale       float64           `koanf:"cfg_scale"`       // 7.0
+	SamplingMethod string            `koanf:"sampling_method"` // optional
+	ExtraArgs      []string          `koanf:"extra_args"`
+	Scheduler      string            `koanf:"scheduler"`       // optional: --scheduler
+	DiffusionModel string            `koanf:"diffusion_model"` // optional: --diffusion-model (then model_path may be empty)
+	VAE            string            `koanf:"vae"`             // optional: --vae
+	ClipL          string            `koanf:"clip_l"`          // optional: --clip_l
+	ClipG          string            `koanf:"clip_g"`          // optional: --clip_g
+	T5XXL          string            `koanf:"t5xxl"`           // optional: --t5xxl
+	LLM            string            `koanf:"llm"`             // optional: --llm (LLM text encoder)
+	TimeoutSeconds int               `koanf:"timeout_seconds"` // 600: a job's limit; 0 = none
+	Cmd            []string          `koanf:"cmd"`             // command: argv template with ${PORT} ${HOST} ${MODEL_PATH} ${MODEL_NAME} ${GPUS} ${CONTEXT_SIZE}
+	Env            map[string]string `koanf:"env"`             // command: added to the engine's environment (values take the macros too)
+	HealthPath     string            `koanf:"health_path"`     // command: ready when it answers 200; default /health
+	Routes         []string          `koanf:"routes"`          // command: OpenAI paths it serves
 }
 
 // envPrefix marks the environment variables that override config keys:
@@ -242,7 +256,7 @@ func DefaultConfig() Config {
 
 // setDefaults fills the per-model defaults before a list element is decoded.
 func (m *LLMModel) setDefaults() {
-	m.Config = LLMEngineConfig{ContextSize: 4096, GPULayers: 99, Parallel: 1}
+	m.Config = LLMEngineConfig{ContextSize: 4096, GPULayers: 99, Parallel: 1, Engine: llamacpp.Name}
 }
 
 // setDefaults fills the per-model defaults before a list element is decoded.
@@ -444,6 +458,8 @@ func (d *decoder) decode(path string, in any, out reflect.Value) {
 		d.decodeStruct(path, in, out)
 	case reflect.Slice:
 		d.decodeSlice(path, in, out)
+	case reflect.Map:
+		d.decodeStringMap(path, in, out)
 	case reflect.String:
 		s, ok := in.(string)
 		if !ok {
@@ -549,6 +565,30 @@ func (d *decoder) decodeSlice(path string, in any, out reflect.Value) {
 		d.decode(joinIndex(path, i), item, elem)
 	}
 	out.Set(s)
+}
+
+// decodeStringMap decodes a mapping of strings (config.env).
+func (d *decoder) decodeStringMap(path string, in any, out reflect.Value) {
+	m, ok := asMap(in)
+	if !ok {
+		d.addf(path, "expected mapping, got %s", describe(in, false))
+		return
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	res := reflect.MakeMapWithSize(out.Type(), len(m))
+	for _, k := range keys {
+		v, ok := m[k].(string)
+		if !ok {
+			d.addf(joinKey(path, k), "expected string, got %s", describe(m[k], false)+quoteHint(m[k]))
+			continue
+		}
+		res.SetMapIndex(reflect.ValueOf(k), reflect.ValueOf(v))
+	}
+	out.Set(res)
 }
 
 func (d *decoder) unknownKey(t reflect.Type, path, key string) {
@@ -865,22 +905,38 @@ func (c *Config) Validate() []string {
 	for i, m := range c.Models.LLM {
 		path := joinIndex("models.llm", i)
 		name(path, m.Name)
-		common(path, m.ModelPath, m.VRAMMB, m.TTLSeconds, m.GPUs)
-		p.atLeast(path+".config.context_size", m.Config.ContextSize, 1)
-		p.atLeast(path+".config.gpu_layers", m.Config.GPULayers, -1)
-		p.between(path+".config.parallel", m.Config.Parallel, 1, 64)
+		e := m.Config
+		isCmd := e.Engine == command.Name
+		modelPath := m.ModelPath
+		if isCmd && modelPath == "" {
+			modelPath = "-" // a command engine may name its model otherwise (vLLM)
+		}
+		common(path, modelPath, m.VRAMMB, m.TTLSeconds, m.GPUs)
+		p.atLeast(path+".config.context_size", e.ContextSize, 1)
+		p.atLeast(path+".config.gpu_layers", e.GPULayers, -1)
+		p.between(path+".config.parallel", e.Parallel, 1, 64)
+		p.oneOf(path+".config.engine", e.Engine, llamacpp.Name, command.Name)
+		if isCmd && e.Binary != "" {
+			p.addf("%s.config.binary: only for engine %s; a command model names its program in config.cmd[0]", path, llamacpp.Name)
+		}
+		p.commandKeys(path, isCmd, e.Cmd, e.Env, e.HealthPath, e.Routes)
 	}
 	for i, m := range c.Models.Diffusion {
 		path := joinIndex("models.diffusion", i)
 		name(path, m.Name)
 		modelPath := m.ModelPath + m.Config.DiffusionModel // a split model needs no full checkpoint
+		isCmd := m.Config.Engine == command.Name
+		if isCmd && modelPath == "" {
+			modelPath = "-" // a command engine may name its model otherwise
+		}
 		if modelPath == "" {
 			p.addf("%s.model_path: required (or config.diffusion_model for a model in parts)", path)
 			modelPath = "-" // reported just now
 		}
 		common(path, modelPath, m.VRAMMB, m.TTLSeconds, m.GPUs)
 		e := m.Config
-		p.oneOf(path+".config.engine", e.Engine, "sd-cli", "sd-server")
+		p.oneOf(path+".config.engine", e.Engine, "sd-cli", "sd-server", command.Name)
+		p.commandKeys(path, isCmd, e.Cmd, e.Env, e.HealthPath, e.Routes)
 		p.imageSide(path+".config.width", e.Width)
 		p.imageSide(path+".config.height", e.Height)
 		p.between(path+".config.steps", e.Steps, 1, 150)
@@ -946,6 +1002,62 @@ func (p *problems) samplerName(key, v string) {
 }
 
 var samplerNameRE = regexp.MustCompile(`^[A-Za-z0-9_+.][A-Za-z0-9_+.-]{0,31}$`)
+
+// envName is what a key of config.env must look like.
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// commandKeys checks the keys of the command engine under path.config:
+// cmd (required, known macros, ${PORT} used in cmd or env), env,
+// health_path and routes; with another engine none may be set.
+func (p *problems) commandKeys(path string, isCmd bool, cmd []string, env map[string]string, health string, routes []string) {
+	key := path + ".config."
+	if !isCmd {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"cmd", len(cmd) > 0}, {"env", len(env) > 0}, {"health_path", health != ""}, {"routes", len(routes) > 0}} {
+			if f.set {
+				p.addf("%s%s: only with config.engine: %s", key, f.name, command.Name)
+			}
+		}
+		return
+	}
+	if len(cmd) == 0 || strings.TrimSpace(cmd[0]) == "" {
+		p.addf("%scmd: required with config.engine: %s, an argv list such as [/opt/server/bin/server, --port, \"${PORT}\"]", key, command.Name)
+	}
+	port := false
+	for k, a := range cmd {
+		if err := command.CheckTemplate(a); err != nil {
+			p.addf("%scmd[%d]: %v", key, k, err)
+		}
+		port = port || command.UsesMacro(a, command.MacroPort)
+	}
+	names := make([]string, 0, len(env))
+	for n := range env {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		if !envName.MatchString(n) {
+			p.addf("%senv.%s: not a valid environment variable name", key, n)
+		}
+		if err := command.CheckTemplate(env[n]); err != nil {
+			p.addf("%senv.%s: %v", key, n, err)
+		}
+		port = port || command.UsesMacro(env[n], command.MacroPort)
+	}
+	if len(cmd) > 0 && !port {
+		p.addf("%scmd: must use ${PORT} (in cmd or env): the engine must listen on the port VramCram picks", key)
+	}
+	if health != "" && !strings.HasPrefix(health, "/") {
+		p.addf("%shealth_path: must start with '/', got %q", key, health)
+	}
+	for k, r := range routes {
+		if !strings.HasPrefix(r, "/") {
+			p.addf("%sroutes[%d]: must be a path starting with '/', got %q", key, k, r)
+		}
+	}
+}
 
 func (p *problems) oneOf(key, v string, allowed ...string) {
 	if !slices.Contains(allowed, v) {

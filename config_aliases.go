@@ -3,6 +3,9 @@ package main
 import (
 	"fmt"
 	"regexp"
+	"slices"
+
+	"github.com/vramcram/vramcram/engine/llamacpp"
 )
 
 // aliasName is what an alias must look like: a model name that may also
@@ -51,9 +54,15 @@ func modelAliases(c *Config) map[string]string {
 }
 
 // servesRoute is the API's check of which llama-server routes a model's
-// engine serves: llama-server (every LLM) serves them all, the diffusion
-// engines none. A generic command engine will answer from its config's
-// routes list here.
-func servesRoute(types map[string]string) func(model, path string) bool {
-	return func(model, path string) bool { return types[model] == "llm" }
+// engine serves: llama-server serves them all; any other engine serves the
+// OpenAI paths it lists (a command engine's config.routes), the diffusion
+// engines none of llama-server's own.
+func servesRoute(cfg *Config, endpoints map[string][]string) func(model, path string) bool {
+	llama := map[string]bool{}
+	for _, m := range cfg.Models.LLM {
+		llama[m.Name] = m.Config.Engine == "" || m.Config.Engine == llamacpp.Name
+	}
+	return func(model, path string) bool {
+		return llama[model] || slices.Contains(endpoints[model], path)
+	}
 }

@@ -18,9 +18,21 @@ models:
 	if got := modelAliases(cfg); !reflect.DeepEqual(got, want) {
 		t.Fatalf("aliases = %v, want %v", got, want)
 	}
-	serves := servesRoute(map[string]string{"qwen": "llm", "sd": "diffusion"})
+	serves := servesRoute(cfg, map[string][]string{"sd": {"/v1/images/generations"}})
 	if !serves("qwen", "/v1/messages") || serves("sd", "/v1/messages") {
-		t.Fatal("servesRoute: LLMs serve llama-server's routes, diffusion models do not")
+		t.Fatal("servesRoute: llama-server models serve llama-server's routes, diffusion models do not")
+	}
+	cmdCfg := mustLoad(t, `
+models:
+  llm:
+    - name: whisper
+      model_path: ./w.bin
+      vram_mb: 600
+      config: {engine: command, cmd: [/bin/true, "${PORT}"], routes: [/v1/audio/transcriptions]}
+`, nil)
+	serves = servesRoute(cmdCfg, map[string][]string{"whisper": {"/v1/audio/transcriptions"}})
+	if !serves("whisper", "/v1/audio/transcriptions") || serves("whisper", "/tokenize") {
+		t.Fatal("servesRoute: a command model serves exactly its config.routes")
 	}
 
 	problems := loadProblems(t, `

@@ -11,8 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vramcram/vramcram/engine"
+	"github.com/vramcram/vramcram/engine/sdcpp"
 	"github.com/vramcram/vramcram/runner"
-	"github.com/vramcram/vramcram/scheduler"
 )
 
 func TestLoadConfig_DiffusionModel(t *testing.T) {
@@ -80,21 +81,25 @@ models:
 	l := diffusionLauncher(cfg, nil, runner.Config{})
 	o := l.Options["sd"]
 	if l.CLIBinary != "/opt/sd-cli" || l.ServerBinary != "/opt/sd-server" || l.ImageDir != filepath.Join(dir, "images") ||
-		o.Engine != "sd-cli" || o.Files != (runner.SDFiles{Model: "./sd.safetensors", VAE: "./vae.sft"}) ||
-		o.Defaults != (scheduler.DiffusionDefaults{Width: 768, Height: 512, Steps: 4, CFGScale: 1.5, Scheduler: "karras"}) ||
+		o.Engine != "sd-cli" || o.Files != (sdcpp.Files{Model: "./sd.safetensors", VAE: "./vae.sft"}) ||
+		o.Defaults != (sdcpp.Defaults{Width: 768, Height: 512, Steps: 4, CFGScale: 1.5, Scheduler: "karras"}) ||
 		!slices.Equal(o.Extra, []string{"--vae-tiling"}) || o.Timeout != 30*time.Second {
 		t.Fatalf("launcher %+v, options %+v", l, o)
 	}
-	if apiConfig(cfg, discardLog()).ImageDir != l.ImageDir {
+	if apiConfig(cfg, engine.NewRegistry(), discardLog()).ImageDir != l.ImageDir {
 		t.Fatal("API and engines disagree on the image directory")
 	}
-	// The launcher mux sends diffusion models to it.
-	ls := newLaunchers(cfg, nil, discardLog())
-	err := ls.Check(scheduler.Model{Name: "sd", Type: "diffusion"})
+	// The registry sends sd-cli models to it.
+	ls, err := newRegistry(cfg, nil, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := engine.Spec{Model: "sd", Engine: "sd-cli", Kind: engine.KindDiffusion}
+	err = ls.Check(sp)
 	if err == nil || err.Error() != `sd-cli binary "/opt/sd-cli" not found (inference.sd_path)` {
 		t.Fatalf("check: %v", err)
 	}
-	if _, err := ls.Launch(context.Background(), scheduler.Model{Name: "sd", Type: "diffusion"}); !errors.Is(err, runner.ErrBinaryNotFound) {
+	if _, err := ls.Launch(context.Background(), sp); !errors.Is(err, runner.ErrBinaryNotFound) {
 		t.Fatalf("launch: %v", err)
 	}
 	if _, err := os.Stat(l.ImageDir); !errors.Is(err, os.ErrNotExist) {

@@ -180,9 +180,9 @@ models:
 	want.Scheduling.Policy = "fifo"
 	want.Logging = LoggingConfig{Level: "debug", Format: "json"}
 	want.Models.LLM = []LLMModel{
-		{Name: "a", ModelPath: "./a.gguf", Config: LLMEngineConfig{ContextSize: 4096, GPULayers: 99, Parallel: 4}},
+		{Name: "a", ModelPath: "./a.gguf", Config: LLMEngineConfig{ContextSize: 4096, GPULayers: 99, Parallel: 4, Engine: "llama-server"}},
 		{Name: "b", ModelPath: "./b.gguf", VRAMMB: 1000, Pinned: true, Config: LLMEngineConfig{
-			ContextSize: 2048, GPULayers: -1, Parallel: 1, Embeddings: true, ExtraArgs: []string{"--flash-attn", "on"},
+			ContextSize: 2048, GPULayers: -1, Parallel: 1, Embeddings: true, ExtraArgs: []string{"--flash-attn", "on"}, Engine: "llama-server",
 		}},
 	}
 	want.Models.Diffusion = []DiffusionModel{
@@ -507,7 +507,7 @@ models:
 		"models.llm[0].config.parallel: must be between 1 and 64, got 0",
 		`models.diffusion[0].name: "dup" is already used by models.llm[0]`,
 		"models.diffusion[0].model_path: required",
-		`models.diffusion[0].config.engine: must be one of sd-cli, sd-server, got "sd"`,
+		`models.diffusion[0].config.engine: must be one of sd-cli, sd-server, command, got "sd"`,
 		"models.diffusion[0].config.width: must be a multiple of 8 between 64 and 4096, got 500",
 		"models.diffusion[0].config.steps: must be between 1 and 150, got 0",
 		"models.diffusion[0].config.cfg_scale: must be between 0 and 30, got 31",

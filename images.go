@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/vramcram/vramcram/scheduler"
+	"github.com/vramcram/vramcram/engine/sdcpp"
 	"github.com/vramcram/vramcram/store"
 )
 
@@ -38,7 +38,7 @@ func pruneImages(dir string, st *store.Store) (int, error) {
 		case j.State != store.JobStateFailed && j.State != store.JobStateCancelled:
 			continue
 		}
-		if err := scheduler.RemoveJobImages(dir, id); err != nil {
+		if err := sdcpp.RemoveJobImages(dir, id); err != nil {
 			errs = append(errs, err)
 			continue
 		}

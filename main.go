@@ -186,7 +186,11 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	applyLearned(cfg, sc.Models, learned, log)
 	sc.Devices = schedulerDevices(devs, source, len(cfg.VRAM.Devices) > 0)
-	sched, err := scheduler.New(sc, st, newLaunchers(cfg, records, log), nil, log.With("component", "scheduler"))
+	reg, err := newRegistry(cfg, records, log)
+	if err != nil {
+		return err
+	}
+	sched, err := scheduler.New(sc, st, reg, nil, log.With("component", "scheduler"))
 	if err != nil {
 		return err
 	}
@@ -200,7 +204,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	defer stopMetrics() // after the scheduler has stopped: scrapes work during the drain
 
-	ac := apiConfig(cfg, log)
+	ac := apiConfig(cfg, reg, log)
 	ac.Metrics = met
 	apiSrv := api.New(ac, sched, st)
 	srv := &http.Server{

@@ -1,12 +1,16 @@
 package main
 
 import (
-	"context"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/vramcram/vramcram/api"
+	"github.com/vramcram/vramcram/engine"
+	"github.com/vramcram/vramcram/engine/command"
+	"github.com/vramcram/vramcram/engine/llamacpp"
+	"github.com/vramcram/vramcram/engine/sdcpp"
 	"github.com/vramcram/vramcram/runner"
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/vram"
@@ -58,57 +62,47 @@ func schedulerConfig(cfg *Config) scheduler.Config {
 	}
 	for _, m := range cfg.Models.LLM {
 		sc.Models = append(sc.Models, scheduler.Model{
-			Name: m.Name, Type: "llm", VRAMMB: m.VRAMMB, Slots: m.Config.Parallel,
+			Name: m.Name, Kind: engine.KindLLM, Engine: m.Config.Engine, VRAMMB: m.VRAMMB, Slots: m.Config.Parallel,
 			Pinned: m.Pinned, Preload: m.Preload, TTL: seconds(m.TTLSeconds), GPUs: m.GPUs,
 		})
 	}
 	for _, m := range cfg.Models.Diffusion {
 		sc.Models = append(sc.Models, scheduler.Model{
-			Name: m.Name, Type: "diffusion", VRAMMB: m.VRAMMB, Slots: 1,
+			Name: m.Name, Kind: engine.KindDiffusion, Engine: m.Config.Engine, VRAMMB: m.VRAMMB, Slots: 1,
 			Pinned: m.Pinned, Preload: m.Preload, TTL: seconds(m.TTLSeconds), GPUs: m.GPUs,
 		})
 	}
 	return sc
 }
 
-func apiConfig(cfg *Config, log *slog.Logger) api.Config {
-	types := map[string]string{}
+// apiConfig maps the file's keys onto the API's settings; reg answers which
+// OpenAI paths each model's engine serves.
+func apiConfig(cfg *Config, reg *engine.Registry, log *slog.Logger) api.Config {
+	types := api.ModelKinds{}
 	embeddings := map[string]bool{}
+	endpoints := map[string][]string{}
 	for _, m := range cfg.Models.LLM {
-		types[m.Name] = "llm"
-		embeddings[m.Name] = m.Config.Embeddings
+		types[m.Name] = engine.KindLLM
+		endpoints[m.Name] = reg.Routes(m.Config.Engine, m.Name)
+		embeddings[m.Name] = slices.Contains(endpoints[m.Name], "/v1/embeddings")
 	}
 	for _, m := range cfg.Models.Diffusion {
-		types[m.Name] = "diffusion"
+		types[m.Name] = engine.KindDiffusion
+		endpoints[m.Name] = reg.Routes(m.Config.Engine, m.Name)
 	}
 	return api.Config{
 		APIKeys: cfg.Server.APIKeys, MaxBodyBytes: cfg.Server.MaxBodyBytes, MaxPromptChars: cfg.Server.MaxPromptChars,
 		MaxAttempts: cfg.Scheduling.MaxAttempts, ModelTypes: types, Version: version, Logger: log.With("component", "api"),
 		InteractivePriority: cfg.Scheduling.InteractivePriority, Embeddings: embeddings,
-		ImageDir: imageDir(cfg), Aliases: modelAliases(cfg), ServesRoute: servesRoute(types),
-		ModelInfo: modelFileInfo(cfg),
+		ImageDir: imageDir(cfg), Endpoints: endpoints, Aliases: modelAliases(cfg),
+		ServesRoute: servesRoute(cfg, endpoints), ModelInfo: modelFileInfo(cfg),
 	}
 }
 
-// launchers picks the engine launcher by model type.
-type launchers struct {
-	llm       scheduler.Launcher
-	diffusion scheduler.Launcher
-}
-
-func newLaunchers(cfg *Config, records *runner.Records, log *slog.Logger) *launchers {
-	opts := map[string]runner.LlamaOptions{}
-	for _, m := range cfg.Models.LLM {
-		extra := m.Config.ExtraArgs
-		if m.Config.Embeddings {
-			extra = append([]string{"--embeddings"}, extra...)
-		}
-		opts[m.Name] = runner.LlamaOptions{
-			ModelPath: m.ModelPath, ContextSize: m.Config.ContextSize, GPULayers: m.Config.GPULayers,
-			Parallel: m.Config.Parallel, Extra: extra,
-			Alias: m.Name, // answers name the model as clients know it, not by its file path
-		}
-	}
+// newRegistry builds every engine's launcher from the config and registers
+// it by name: the scheduler starts each model with the engine its
+// config.engine names.
+func newRegistry(cfg *Config, records *runner.Records, log *slog.Logger) (*engine.Registry, error) {
 	a := cfg.Agents
 	rc := runner.Config{
 		ReadyTimeout:      seconds(a.WorkerReadyTimeoutSeconds),
@@ -117,32 +111,82 @@ func newLaunchers(cfg *Config, records *runner.Records, log *slog.Logger) *launc
 		StopGrace:         seconds(a.StopGraceSeconds),
 		Logger:            log.With("component", "engine"),
 	}
-	return &launchers{
-		llm: &scheduler.LlamaLauncher{
-			Binary:  cfg.Inference.LlamaServerPath,
-			Options: opts,
-			Records: records,
-			Runner:  rc,
-		},
-		diffusion: diffusionLauncher(cfg, records, rc),
+	sd := diffusionLauncher(cfg, records, rc)
+	reg := engine.NewRegistry()
+	for _, e := range []struct {
+		name string
+		l    engine.Launcher
+	}{
+		{llamacpp.Name, llamaLauncher(cfg, records, rc)},
+		{sdcpp.EngineSDCLI, sd},
+		{sdcpp.EngineSDServer, sd},
+		{command.Name, commandLauncher(cfg, records, rc)},
+	} {
+		if err := reg.Register(e.name, e.l); err != nil {
+			return nil, err
+		}
 	}
+	return reg, nil
+}
+
+// llamaLauncher maps the llama-server models' config onto their engine.
+func llamaLauncher(cfg *Config, records *runner.Records, rc runner.Config) *llamacpp.Launcher {
+	opts := map[string]llamacpp.Options{}
+	for _, m := range cfg.Models.LLM {
+		if m.Config.Engine != llamacpp.Name {
+			continue
+		}
+		extra := m.Config.ExtraArgs
+		if m.Config.Embeddings {
+			extra = append([]string{"--embeddings"}, extra...)
+		}
+		opts[m.Name] = llamacpp.Options{
+			Binary:    m.Config.Binary,
+			ModelPath: m.ModelPath, ContextSize: m.Config.ContextSize, GPULayers: m.Config.GPULayers,
+			Parallel: m.Config.Parallel, Extra: extra,
+			Alias: m.Name, // answers name the model as clients know it, not by its file path
+		}
+	}
+	return &llamacpp.Launcher{Binary: cfg.Inference.LlamaServerPath, Options: opts, Records: records, Runner: rc}
+}
+
+// commandLauncher maps the command models' config (in either list) onto
+// the command engine.
+func commandLauncher(cfg *Config, records *runner.Records, rc runner.Config) *command.Launcher {
+	opts := map[string]command.Options{}
+	for _, m := range cfg.Models.LLM {
+		if c := m.Config; c.Engine == command.Name {
+			opts[m.Name] = command.Options{Kind: engine.KindLLM, Cmd: c.Cmd, Env: c.Env, HealthPath: c.HealthPath,
+				Routes: c.Routes, ModelPath: m.ModelPath, ContextSize: c.ContextSize}
+		}
+	}
+	for _, m := range cfg.Models.Diffusion {
+		if c := m.Config; c.Engine == command.Name {
+			opts[m.Name] = command.Options{Kind: engine.KindDiffusion, Cmd: c.Cmd, Env: c.Env, HealthPath: c.HealthPath,
+				Routes: c.Routes, ModelPath: m.ModelPath}
+		}
+	}
+	return &command.Launcher{Options: opts, Records: records, Runner: rc}
 }
 
 // imageDir is where diffusion jobs' images are written: DATA_DIR/images/JOB_ID/.
 func imageDir(cfg *Config) string { return filepath.Join(cfg.Storage.DataDir, "images") }
 
 // diffusionLauncher maps the diffusion models' config onto their engines.
-func diffusionLauncher(cfg *Config, records *runner.Records, rc runner.Config) *scheduler.DiffusionLauncher {
-	opts := map[string]scheduler.DiffusionOptions{}
+func diffusionLauncher(cfg *Config, records *runner.Records, rc runner.Config) *sdcpp.Launcher {
+	opts := map[string]sdcpp.Options{}
 	for _, m := range cfg.Models.Diffusion {
 		c := m.Config
-		opts[m.Name] = scheduler.DiffusionOptions{
+		if c.Engine == command.Name {
+			continue
+		}
+		opts[m.Name] = sdcpp.Options{
 			Engine: c.Engine,
-			Files: runner.SDFiles{
+			Files: sdcpp.Files{
 				Model: m.ModelPath, DiffusionModel: c.DiffusionModel, VAE: c.VAE,
 				ClipL: c.ClipL, ClipG: c.ClipG, T5XXL: c.T5XXL, LLM: c.LLM,
 			},
-			Defaults: scheduler.DiffusionDefaults{
+			Defaults: sdcpp.Defaults{
 				Width: c.Width, Height: c.Height, Steps: c.Steps, CFGScale: c.CFGScale,
 				SamplingMethod: c.SamplingMethod, Scheduler: c.Scheduler,
 			},
@@ -150,7 +194,7 @@ func diffusionLauncher(cfg *Config, records *runner.Records, rc runner.Config) *
 			Timeout: seconds(c.TimeoutSeconds),
 		}
 	}
-	return &scheduler.DiffusionLauncher{
+	return &sdcpp.Launcher{
 		CLIBinary:    cfg.Inference.SDPath,
 		ServerBinary: cfg.Inference.SDServerPath,
 		Options:      opts,
@@ -158,19 +202,6 @@ func diffusionLauncher(cfg *Config, records *runner.Records, rc runner.Config) *
 		Runner:       rc,
 		Records:      records,
 	}
-}
-
-func (l *launchers) pick(m scheduler.Model) scheduler.Launcher {
-	if m.Type == "diffusion" {
-		return l.diffusion
-	}
-	return l.llm
-}
-
-func (l *launchers) Check(m scheduler.Model) error { return l.pick(m).Check(m) }
-
-func (l *launchers) Launch(ctx context.Context, m scheduler.Model) (scheduler.Engine, error) {
-	return l.pick(m).Launch(ctx, m)
 }
 
 // flashAttention reports whether llama-server will use flash attention with

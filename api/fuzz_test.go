@@ -101,7 +101,7 @@ func FuzzSubmit(f *testing.F) {
 		if err != nil {
 			t.Fatalf("202 but job %s not in the store: %v", out.JobID, err)
 		}
-		if j.State != store.JobStateQueued || j.Model != want.Model || j.Type != typ ||
+		if j.State != store.JobStateQueued || j.Model != want.Model || j.Type != string(typ) ||
 			j.Prompt != *want.Prompt || j.Priority != prio {
 			t.Fatalf("stored %+v for body %q", j, body)
 		}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/vramcram/vramcram/engine"
+	"github.com/vramcram/vramcram/engine/sdcpp"
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/store"
 )
@@ -24,23 +26,23 @@ import (
 // Config.ImageDir/JOB_ID/; these handlers read them.
 
 // asDiffusion decodes a stored result if it is a diffusion result.
-func asDiffusion(res []byte) (scheduler.DiffusionResult, bool) {
+func asDiffusion(res []byte) (sdcpp.Result, bool) {
 	var head struct {
 		Type string `json:"type"`
 	}
-	if json.Unmarshal(res, &head) != nil || head.Type != "diffusion" {
-		return scheduler.DiffusionResult{}, false
+	if json.Unmarshal(res, &head) != nil || head.Type != string(engine.KindDiffusion) {
+		return sdcpp.Result{}, false
 	}
-	var d scheduler.DiffusionResult
+	var d sdcpp.Result
 	if json.Unmarshal(res, &d) != nil {
-		return scheduler.DiffusionResult{}, false
+		return sdcpp.Result{}, false
 	}
 	return d, true
 }
 
 // readImage returns the bytes of one image of job id.
-func (s *Server) readImage(id string, im scheduler.DiffusionImage) ([]byte, error) {
-	path, err := scheduler.ImagePath(s.cfg.ImageDir, id, im.File)
+func (s *Server) readImage(id string, im sdcpp.Image) ([]byte, error) {
+	path, err := sdcpp.ImagePath(s.cfg.ImageDir, id, im.File)
 	if err != nil {
 		return nil, fmt.Errorf("image of job %s: %w", id, err)
 	}
@@ -57,7 +59,7 @@ func (s *Server) readImage(id string, im scheduler.DiffusionImage) ([]byte, erro
 // sendDiffusion answers GET /jobs/{id}/result for a diffusion job: the
 // first image's bytes when the client prefers image/png, else the JSON
 // document with each image inline (b64) and its URL.
-func (s *Server) sendDiffusion(c echo.Context, id string, d scheduler.DiffusionResult) error {
+func (s *Server) sendDiffusion(c echo.Context, id string, d sdcpp.Result) error {
 	if prefersPNG(c.Request().Header.Get("Accept")) {
 		if len(d.Images) == 0 {
 			return apiErr(http.StatusNotFound, CodeNotFound, fmt.Sprintf("job %s has no image", id))
@@ -65,13 +67,13 @@ func (s *Server) sendDiffusion(c echo.Context, id string, d scheduler.DiffusionR
 		return s.sendImage(c, id, 0, d.Images[0])
 	}
 	out := d
-	out.Images = make([]scheduler.DiffusionImage, 0, len(d.Images))
+	out.Images = make([]sdcpp.Image, 0, len(d.Images))
 	for n, im := range d.Images {
 		b, err := s.readImage(id, im)
 		if err != nil {
 			return err
 		}
-		out.Images = append(out.Images, scheduler.DiffusionImage{
+		out.Images = append(out.Images, sdcpp.Image{
 			Format: im.Format, B64: base64.StdEncoding.EncodeToString(b), URL: imageURL(id, n),
 		})
 	}
@@ -80,7 +82,7 @@ func (s *Server) sendDiffusion(c echo.Context, id string, d scheduler.DiffusionR
 
 func imageURL(id string, n int) string { return "/jobs/" + id + "/images/" + strconv.Itoa(n) }
 
-func (s *Server) sendImage(c echo.Context, id string, n int, im scheduler.DiffusionImage) error {
+func (s *Server) sendImage(c echo.Context, id string, n int, im sdcpp.Image) error {
 	b, err := s.readImage(id, im)
 	if err != nil {
 		return err
@@ -245,10 +247,10 @@ func (s *Server) imagesJob(req imagesRequest) (*store.Job, error) {
 	if m, ok := s.resolveModel(req.Model); ok {
 		req.Model = m // an alias names its model
 	}
-	if typ, ok := s.cfg.ModelTypes[req.Model]; ok && typ != "diffusion" {
+	if typ, ok := s.cfg.ModelTypes[req.Model]; ok && typ != engine.KindDiffusion {
 		return nil, apiErr(http.StatusBadRequest, CodeInvalid, fmt.Sprintf("model: %q is not an image model", req.Model))
 	}
-	p := scheduler.DiffusionParams{
+	p := sdcpp.Params{
 		Steps: req.Steps, CFGScale: req.CFGScale, Seed: req.Seed, Count: req.N,
 		NegativePrompt: req.NegativePrompt, SamplingMethod: req.SamplingMethod, Scheduler: req.Scheduler,
 	}
@@ -412,7 +414,7 @@ func (s *Server) imagesAnswer(c echo.Context, j store.Job, format string) error 
 func (s *Server) diffusionModels() []string {
 	var names []string
 	for name, typ := range s.cfg.ModelTypes {
-		if typ == "diffusion" {
+		if typ == engine.KindDiffusion {
 			names = append(names, name)
 		}
 	}

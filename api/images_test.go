@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/vramcram/vramcram/api"
+	"github.com/vramcram/vramcram/engine"
+	"github.com/vramcram/vramcram/engine/sdcpp"
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/store"
 )
@@ -50,7 +52,7 @@ func playEngine(b *testBundle, id string, n int) ([][]byte, error) {
 	if err != nil || j.ID != id {
 		return nil, fmt.Errorf("claim: %v %s", err, j.ID)
 	}
-	res := scheduler.DiffusionResult{Type: "diffusion", Seed: 9, Width: 64, Height: 32, Steps: 4}
+	res := sdcpp.Result{Type: engine.KindDiffusion, Seed: 9, Width: 64, Height: 32, Steps: 4}
 	var images [][]byte
 	for i := range n {
 		img := image.NewGray(image.Rect(0, 0, 64, 32))
@@ -59,7 +61,7 @@ func playEngine(b *testBundle, id string, n int) ([][]byte, error) {
 		if err := png.Encode(&buf, img); err != nil {
 			return nil, err
 		}
-		path, err := scheduler.ImagePath(b.cfg.ImageDir, id, fmt.Sprintf("%d.png", i))
+		path, err := sdcpp.ImagePath(b.cfg.ImageDir, id, fmt.Sprintf("%d.png", i))
 		if err != nil {
 			return nil, err
 		}
@@ -70,7 +72,7 @@ func playEngine(b *testBundle, id string, n int) ([][]byte, error) {
 			return nil, err
 		}
 		images = append(images, buf.Bytes())
-		res.Images = append(res.Images, scheduler.DiffusionImage{Format: "png", File: fmt.Sprintf("%d.png", i)})
+		res.Images = append(res.Images, sdcpp.Image{Format: "png", File: fmt.Sprintf("%d.png", i)})
 	}
 	doc, _ := json.Marshal(res)
 	if err := b.store.Complete(id, doc); err != nil {
@@ -175,7 +177,7 @@ func TestGetImage(t *testing.T) {
 	}
 
 	// Files gone (deleted by hand): 404, not a 500.
-	if err := scheduler.RemoveJobImages(b.cfg.ImageDir, id); err != nil {
+	if err := sdcpp.RemoveJobImages(b.cfg.ImageDir, id); err != nil {
 		t.Fatal(err)
 	}
 	wantError(t, b.do(t, http.MethodGet, "/jobs/"+id+"/images/0", ""), 404, api.CodeNotFound, "gone")
@@ -290,7 +292,9 @@ func TestImagesGenerations_Errors(t *testing.T) {
 	for _, tt := range tests {
 		bb := b
 		if tt.otherDiffusionModels {
-			bb = imageSetup(t, func(c *api.Config) { c.ModelTypes = map[string]string{"sd": "diffusion", "flux": "diffusion"} })
+			bb = imageSetup(t, func(c *api.Config) {
+				c.ModelTypes = api.ModelKinds{"sd": engine.KindDiffusion, "flux": engine.KindDiffusion}
+			})
 		}
 		rec := bb.do(t, http.MethodPost, "/v1/images/generations", tt.body)
 		wantOpenAIError(t, rec, tt.status, tt.typ, tt.code, tt.msg)

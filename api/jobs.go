@@ -17,9 +17,15 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/vramcram/vramcram/engine"
+	"github.com/vramcram/vramcram/engine/llamacpp"
+	"github.com/vramcram/vramcram/engine/sdcpp"
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/store"
 )
+
+// ModelKinds maps each model name to its kind.
+type ModelKinds map[string]engine.Kind
 
 // submitRequest is the body of POST /jobs.
 type submitRequest struct {
@@ -27,6 +33,11 @@ type submitRequest struct {
 	Prompt   *string         `json:"prompt"`
 	Params   json.RawMessage `json:"params"`
 	Priority *int            `json:"priority"`
+	// Endpoint and Body make a durable OpenAI request instead of a prompt:
+	// Body is POSTed to Endpoint of the model's engine and the job's result
+	// is the engine's JSON answer.
+	Endpoint *string         `json:"endpoint"`
+	Body     json.RawMessage `json:"body"`
 }
 
 // jobView is the JSON of GET /jobs/{id}.
@@ -35,6 +46,7 @@ type jobView struct {
 	Status        string     `json:"status"`
 	Model         string     `json:"model"`
 	Type          string     `json:"type"`
+	Endpoint      string     `json:"endpoint,omitempty"` // a durable OpenAI request's path
 	Priority      int        `json:"priority"`
 	Attempts      int        `json:"attempts"`
 	MaxAttempts   int        `json:"max_attempts"`
@@ -144,24 +156,23 @@ func (s *Server) validateSubmit(req submitRequest) (*store.Job, error) {
 	if !ok {
 		return nil, s.unknownModel(req.Model)
 	}
+	if req.Endpoint != nil || req.Body != nil {
+		return s.validateEndpointJob(req, typ)
+	}
 	if req.Prompt == nil || strings.TrimSpace(*req.Prompt) == "" {
-		return nil, apiErr(http.StatusBadRequest, CodeInvalid, "prompt: required, a non-empty string")
+		return nil, apiErr(http.StatusBadRequest, CodeInvalid, "prompt: required, a non-empty string (or endpoint and body)")
 	}
 	if n := utf8.RuneCountInString(*req.Prompt); n > s.cfg.MaxPromptChars {
 		return nil, apiErr(http.StatusBadRequest, CodeInvalid,
 			fmt.Sprintf("prompt: %d characters exceeds the limit of %d (server.max_prompt_chars)", n, s.cfg.MaxPromptChars))
 	}
-	prio := 0
-	if req.Priority != nil {
-		prio = *req.Priority
-		if prio < store.MinPriority || prio > store.MaxPriority {
-			return nil, apiErr(http.StatusBadRequest, CodeInvalid,
-				fmt.Sprintf("priority: must be between %d and %d", store.MinPriority, store.MaxPriority))
-		}
+	prio, err := priority(req.Priority)
+	if err != nil {
+		return nil, err
 	}
 	params := req.Params
-	if typ == "llm" {
-		p, err := scheduler.ParseLLMParams(req.Params)
+	if typ == engine.KindLLM {
+		p, err := llamacpp.ParseParams(req.Params)
 		if err != nil {
 			return nil, apiErr(http.StatusBadRequest, CodeInvalid, err.Error())
 		}
@@ -169,8 +180,8 @@ func (s *Server) validateSubmit(req submitRequest) (*store.Job, error) {
 		if string(params) == "{}" {
 			params = nil
 		}
-	} else if typ == "diffusion" {
-		p, err := scheduler.ParseDiffusionParams(req.Params)
+	} else if typ == engine.KindDiffusion {
+		p, err := sdcpp.ParseParams(req.Params)
 		if err != nil {
 			return nil, apiErr(http.StatusBadRequest, CodeInvalid, err.Error())
 		}
@@ -189,8 +200,57 @@ func (s *Server) validateSubmit(req submitRequest) (*store.Job, error) {
 		}
 	}
 	return &store.Job{
-		ID: store.NewID(), Model: req.Model, Type: typ, Prompt: *req.Prompt,
+		ID: store.NewID(), Model: req.Model, Type: string(typ), Prompt: *req.Prompt,
 		Params: params, Priority: prio, MaxAttempts: s.cfg.MaxAttempts,
+	}, nil
+}
+
+// priority checks a submitted priority; nil is 0.
+func priority(p *int) (int, error) {
+	if p == nil {
+		return 0, nil
+	}
+	if *p < store.MinPriority || *p > store.MaxPriority {
+		return 0, apiErr(http.StatusBadRequest, CodeInvalid,
+			fmt.Sprintf("priority: must be between %d and %d", store.MinPriority, store.MaxPriority))
+	}
+	return *p, nil
+}
+
+// validateEndpointJob checks a durable OpenAI request: an endpoint the
+// model's engine serves, and a JSON object body that does not ask for a
+// stream (the job stores one answer).
+func (s *Server) validateEndpointJob(req submitRequest, typ engine.Kind) (*store.Job, error) {
+	switch {
+	case req.Prompt != nil || len(req.Params) > 0:
+		return nil, apiErr(http.StatusBadRequest, CodeInvalid, "prompt, params: not allowed with endpoint and body")
+	case req.Endpoint == nil || *req.Endpoint == "":
+		return nil, apiErr(http.StatusBadRequest, CodeInvalid, "endpoint: required with body, an OpenAI path such as /v1/chat/completions")
+	}
+	served := s.cfg.Endpoints[req.Model]
+	if !slices.Contains(served, *req.Endpoint) {
+		msg := fmt.Sprintf("endpoint: model %q does not serve %q", req.Model, *req.Endpoint)
+		if len(served) > 0 {
+			msg += "; it serves " + strings.Join(served, ", ")
+		} else {
+			msg += "; its engine takes prompt jobs only"
+		}
+		return nil, apiErr(http.StatusBadRequest, CodeInvalid, msg)
+	}
+	var body map[string]json.RawMessage
+	if b := bytes.TrimSpace(req.Body); len(b) == 0 || b[0] != '{' || json.Unmarshal(b, &body) != nil {
+		return nil, apiErr(http.StatusBadRequest, CodeInvalid, "body: required, a JSON object (the OpenAI request)")
+	}
+	if st, ok := body["stream"]; ok && string(bytes.TrimSpace(st)) != "false" && string(bytes.TrimSpace(st)) != "null" {
+		return nil, apiErr(http.StatusBadRequest, CodeInvalid, "body.stream: a durable job stores one answer; leave stream out (follow the job with GET /jobs/{id}/stream)")
+	}
+	prio, err := priority(req.Priority)
+	if err != nil {
+		return nil, err
+	}
+	return &store.Job{
+		ID: store.NewID(), Model: req.Model, Type: string(typ), Endpoint: *req.Endpoint, Body: req.Body,
+		Priority: prio, MaxAttempts: s.cfg.MaxAttempts,
 	}, nil
 }
 
@@ -297,7 +357,7 @@ func (s *Server) snapshotOnce(ctx context.Context) func() *scheduler.Snapshot {
 // viewWith is view with a shared snapshot source (for ETAs).
 func (s *Server) viewWith(ctx context.Context, j store.Job, snap func() *scheduler.Snapshot) jobView {
 	v := jobView{
-		JobID: j.ID, Status: string(j.State), Model: j.Model, Type: j.Type, Priority: j.Priority,
+		JobID: j.ID, Status: string(j.State), Model: j.Model, Type: j.Type, Endpoint: j.Endpoint, Priority: j.Priority,
 		Attempts: j.Attempts, MaxAttempts: j.MaxAttempts, Error: j.Error, CreatedAt: j.CreatedAt,
 	}
 	if !j.StartedAt.IsZero() {

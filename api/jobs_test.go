@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vramcram/vramcram/api"
+	"github.com/vramcram/vramcram/engine/llamacpp"
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/store"
 )
@@ -60,7 +61,7 @@ func TestSubmit_Accepted(t *testing.T) {
 			name:      "DiffusionParamsKept",
 			body:      `{"model":"sd","prompt":"a cat","params":{"steps": 4, "width":512}}`,
 			wantModel: "sd", wantType: "diffusion", wantPrompt: "a cat",
-			wantParams: `{"width":512,"steps":4}`, // normalised: field order of scheduler.DiffusionParams
+			wantParams: `{"width":512,"steps":4}`, // normalised: field order of sdcpp.Params
 		},
 		{
 			name:      "DiffusionNullParams",
@@ -704,7 +705,7 @@ func TestSubmit_StoredJobRoundTrips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var p scheduler.LLMParams
+	var p llamacpp.Params
 	if err := json.Unmarshal(j.Params, &p); err != nil || p.MaxTokens == nil || *p.MaxTokens != 5 {
 		t.Errorf("params %s: %v", j.Params, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/vramcram/vramcram/api"
+	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/store"
 )
@@ -152,7 +153,7 @@ func (c *testClock) Advance(d time.Duration) {
 }
 
 // testModels are the configured models of every test server.
-var testModels = map[string]string{"llama": "llm", "qwen": "llm", "sd": "diffusion"}
+var testModels = api.ModelKinds{"llama": engine.KindLLM, "qwen": engine.KindLLM, "sd": engine.KindDiffusion}
 
 type testBundle struct {
 	sched   *fakeScheduler
@@ -272,7 +273,7 @@ func (b *testBundle) submit(t testing.TB, body string) string {
 // enqueue puts a job for model straight into the store.
 func (b *testBundle) enqueue(t testing.TB, model string) store.Job {
 	t.Helper()
-	j := &store.Job{ID: store.NewID(), Model: model, Type: testModels[model], Prompt: "hi"}
+	j := &store.Job{ID: store.NewID(), Model: model, Type: string(testModels[model]), Prompt: "hi"}
 	if err := b.store.Enqueue(context.Background(), j); err != nil {
 		t.Fatal(err)
 	}

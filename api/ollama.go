@@ -1,6 +1,8 @@
 package api
 
 import (
+	"github.com/vramcram/vramcram/engine"
+
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -118,12 +120,12 @@ func (s *Server) ollamaTagOf(name, model string) ollamaTag {
 func (s *Server) ollamaNames() [][2]string {
 	var out [][2]string
 	for n, typ := range s.cfg.ModelTypes {
-		if typ == "llm" {
+		if typ == engine.KindLLM {
 			out = append(out, [2]string{n, n})
 		}
 	}
 	for a, m := range s.cfg.Aliases {
-		if s.cfg.ModelTypes[m] == "llm" {
+		if s.cfg.ModelTypes[m] == engine.KindLLM {
 			out = append(out, [2]string{a, m})
 		}
 	}
@@ -184,7 +186,7 @@ func (s *Server) ollamaShow(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if s.cfg.ModelTypes[model] != "llm" {
+	if s.cfg.ModelTypes[model] != engine.KindLLM {
 		return apiErr(http.StatusBadRequest, CodeWrongModel, fmt.Sprintf("model '%s' is not a language model", req.Model))
 	}
 	t := s.ollamaTagOf(req.Model, model)

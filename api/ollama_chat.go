@@ -1,6 +1,8 @@
 package api
 
 import (
+	"github.com/vramcram/vramcram/engine"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -100,7 +102,7 @@ func (s *Server) ollamaStart(c echo.Context, req any, cr *ollamaCommon) (ollamaC
 	if x.model, err = s.ollamaModel(cr.Model); err != nil {
 		return x, err
 	}
-	if s.cfg.ModelTypes[x.model] != "llm" {
+	if s.cfg.ModelTypes[x.model] != engine.KindLLM {
 		return x, apiErr(http.StatusBadRequest, CodeWrongModel, fmt.Sprintf("model '%s' is not a language model", cr.Model))
 	}
 	if x.keep, err = parseKeepAlive(cr.KeepAlive); err != nil {

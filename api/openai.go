@@ -79,7 +79,7 @@ func (s *Server) openAIModelList() []openAIModel {
 	slices.Sort(names)
 	out := make([]openAIModel, 0, len(names))
 	for _, n := range names {
-		out = append(out, openAIModel{ID: n, Object: "model", Created: s.started.Unix(), OwnedBy: "vramcram", Type: s.cfg.ModelTypes[n]})
+		out = append(out, openAIModel{ID: n, Object: "model", Created: s.started.Unix(), OwnedBy: "vramcram", Type: string(s.cfg.ModelTypes[n])})
 	}
 	aliases := make([]string, 0, len(s.cfg.Aliases))
 	for a := range s.cfg.Aliases {
@@ -88,7 +88,7 @@ func (s *Server) openAIModelList() []openAIModel {
 	slices.Sort(aliases)
 	for _, a := range aliases { // each alias is a model id a client may use
 		m := s.cfg.Aliases[a]
-		out = append(out, openAIModel{ID: a, Object: "model", Created: s.started.Unix(), OwnedBy: "vramcram", Type: s.cfg.ModelTypes[m], AliasOf: m})
+		out = append(out, openAIModel{ID: a, Object: "model", Created: s.started.Unix(), OwnedBy: "vramcram", Type: string(s.cfg.ModelTypes[m]), AliasOf: m})
 	}
 	return out
 }

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"github.com/vramcram/vramcram/engine"
+
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -93,7 +95,7 @@ func (s *Server) checkModel(k openAIKind, name string) (string, error) {
 		e.Param = "model"
 		return "", e
 	}
-	if typ := s.cfg.ModelTypes[model]; typ != "llm" {
+	if typ := s.cfg.ModelTypes[model]; typ != engine.KindLLM {
 		return "", &Error{Status: http.StatusBadRequest, Code: CodeWrongModel, Param: "model",
 			Message: fmt.Sprintf("model: %q is a %s model; this route serves LLMs (images: POST /v1/images/generations)", model, typ)}
 	}

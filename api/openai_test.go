@@ -217,7 +217,7 @@ func TestOpenAI_Models(t *testing.T) {
 		t.Fatalf("GET /v1/models: %d %s", rec.Code, rec.Body)
 	}
 	for i, want := range []string{"llama", "qwen", "sd"} {
-		if m := list.Data[i]; m.ID != want || m.Object != "model" || m.Created == 0 || m.Type != testModels[want] {
+		if m := list.Data[i]; m.ID != want || m.Object != "model" || m.Created == 0 || m.Type != string(testModels[want]) {
 			t.Errorf("data[%d] = %+v, want id %s", i, m, want)
 		}
 	}

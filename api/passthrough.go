@@ -1,6 +1,8 @@
 package api
 
 import (
+	"github.com/vramcram/vramcram/engine"
+
 	"bytes"
 	"errors"
 	"fmt"
@@ -171,7 +173,7 @@ func (s *Server) servesRoute(model, path string) bool {
 	if s.cfg.ServesRoute != nil {
 		return s.cfg.ServesRoute(model, path)
 	}
-	return s.cfg.ModelTypes[model] == "llm"
+	return s.cfg.ModelTypes[model] == engine.KindLLM
 }
 
 // routeModel resolves name and checks that its engine serves path.

@@ -46,11 +46,11 @@ type Store interface {
 // Config holds the API's settings.
 type Config struct {
 	APIKeys        []string
-	MaxBodyBytes   int64             // default 1 MiB
-	MaxPromptChars int               // default 100000
-	MaxAttempts    int               // stored on each job; default 3
-	ModelTypes     map[string]string // model name → "llm" | "diffusion"
-	ImageDir       string            // diffusion images: ImageDir/JOB_ID/N.png (DATA_DIR/images)
+	MaxBodyBytes   int64      // default 1 MiB
+	MaxPromptChars int        // default 100000
+	MaxAttempts    int        // stored on each job; default 3
+	ModelTypes     ModelKinds // model name → its kind
+	ImageDir       string     // diffusion images: ImageDir/JOB_ID/N.png (DATA_DIR/images)
 	Version        string
 	Logger         *slog.Logger
 	NowFunc        func() time.Time
@@ -69,6 +69,9 @@ type Config struct {
 	ServesRoute func(model, path string) bool
 	// ModelInfo describes each model's file (Ollama's /api/tags, /api/show).
 	ModelInfo map[string]ModelInfo
+	// Endpoints lists, per model, the OpenAI paths its engine serves: those
+	// a durable endpoint/body job may name.
+	Endpoints map[string][]string
 }
 
 // Server is the HTTP API.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/store"
 )
@@ -230,7 +231,7 @@ func (f *follower) catchUp(ctx context.Context) error {
 // finish sends what the stream has not sent of a completed LLM job's stored
 // text (so that the stream carries exactly that text), then done.
 func (f *follower) finish(j store.Job) error {
-	if j.State == store.JobStateCompleted && j.Type == "llm" {
+	if j.State == store.JobStateCompleted && j.Type == string(engine.KindLLM) {
 		if b, err := f.s.store.Result(j.ID); err == nil {
 			var res struct {
 				Text string `json:"text"`

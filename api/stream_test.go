@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/vramcram/vramcram/engine"
+	"github.com/vramcram/vramcram/engine/llamacpp"
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/store"
 )
@@ -138,7 +140,7 @@ func (b *testBundle) progress(id string, n int, chunk string) {
 // complete stores the result text of a running job and publishes its end.
 func (b *testBundle) complete(t *testing.T, id, text string) {
 	t.Helper()
-	res, _ := json.Marshal(scheduler.LLMResult{Type: "llm", Text: text})
+	res, _ := json.Marshal(llamacpp.Result{Type: engine.KindLLM, Text: text})
 	if err := b.store.Complete(id, res); err != nil {
 		t.Fatal(err)
 	}

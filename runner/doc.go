@@ -1,9 +1,12 @@
-// Package runner supervises one engine child process: a llama.cpp
-// llama-server (or anything that speaks its readiness protocol) serving one
-// model on a private 127.0.0.1 port. It owns the argv, the port, readiness,
-// the heartbeat watchdog, the ring of recent output lines, the graceful stop
-// and the inference call. It imports nothing of this module; the scheduler
-// reaches it through an interface it declares itself.
+// Package runner is the one child-process supervisor of every engine: a
+// server (llama-server, sd-server, a command engine) on a private 127.0.0.1
+// port, or a one-shot run (sd-cli, Run). It owns the spawn in its own
+// process group, the port, readiness, the heartbeat watchdog, the ring of
+// recent output lines, the graceful stop, the reap and the exit
+// classification, and the pid records. It knows no engine's protocol: the
+// engine packages (engine/llamacpp, engine/sdcpp, engine/command) give it
+// their argv, readiness path and output markers, and speak to the child
+// with Post and Forward. It imports nothing of this module.
 //
 // # State machine
 //
@@ -47,7 +50,7 @@
 // 3600 s by default); a second SIGTERM makes it exit at once with code 1.
 // So a SIGTERM sent while requests are running does not stop anything
 // promptly. Callers drain first: stop handing out work, let in-flight
-// requests finish or cancel their contexts (Complete aborts the HTTP request,
+// requests finish or cancel their contexts (a cancelled request closes its connection,
 // and llama-server stops generating when its client goes away), and only
 // then call Stop. Stop sends SIGTERM to the process group, waits StopGrace
 // (or until its ctx ends) and then SIGKILLs the group regardless, and returns
@@ -68,12 +71,13 @@
 // closing it; so once Done is closed (and hence once Stop returns) nothing
 // of the Process is left running. The tests check this with goleak.
 //
-// # Inference
+// # Requests and one-shot runs
 //
-// Complete speaks llama-server's native POST /completion, streamed (SSE
-// "data: {…}" events, the last with "stop": true) or not. Cancelling its
-// ctx closes the connection, which makes llama-server drop the task; a
-// request whose engine dies fails with an error wrapping Err().
+// Post and Forward send a JSON request to the child; cancelling ctx closes
+// the connection (llama-server then drops the task), and a request whose
+// engine dies fails with an error wrapping Err(). Run runs a one-shot child
+// (Config.OneShot: no port, readiness or heartbeat) to its end through the
+// same supervisor, and SIGKILLs its group when ctx ends.
 //
 // The package needs Linux for its zombie-safe group kill (waitid with
 // WNOWAIT); on other Unix systems the group is killed just after the reap.

@@ -86,7 +86,8 @@ func testConfig(t *testing.T, extra ...string) Config {
 	return Config{
 		Name:              "llama-a",
 		Binary:            testEngine,
-		ArgsFunc:          LlamaServerArgs(LlamaOptions{ModelPath: modelFile(t), ContextSize: 512, GPULayers: 0, Parallel: 2, Extra: extra}),
+		ArgsFunc:          standInArgs(modelFile(t), extra...),
+		PortTakenMarker:   "couldn't bind HTTP server socket",
 		ReadyTimeout:      20 * time.Second,
 		HeartbeatInterval: 100 * time.Millisecond,
 		HeartbeatTimeout:  5 * time.Second,

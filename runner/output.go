@@ -3,6 +3,7 @@ package runner
 import (
 	"bufio"
 	"io"
+	"regexp"
 	"sync"
 )
 
@@ -60,5 +61,42 @@ func readLines(rd io.Reader, fn func(string)) {
 		}
 		fn(string(line))
 		line = line[:0]
+	}
+}
+
+// ansiEscape matches terminal control sequences such as the "\033[K" that
+// ends each progress bar update.
+var ansiEscape = regexp.MustCompile(`\x1b\[[0-9;]*[A-Za-z]`)
+
+// readTermLines calls fn for each line of rd, split at "\n", "\r\n" or a
+// lone "\r" (a redrawn progress bar), without terminal escapes. Lines over
+// maxLineLen are cut; reading goes on until EOF so the writer never blocks.
+func readTermLines(rd io.Reader, fn func(string)) {
+	buf := make([]byte, 16*1024)
+	var line []byte
+	emit := func() {
+		fn(ansiEscape.ReplaceAllString(string(line), ""))
+		line = line[:0]
+	}
+	for {
+		n, err := rd.Read(buf)
+		for _, b := range buf[:n] {
+			switch b {
+			case '\n', '\r':
+				if len(line) > 0 || b == '\n' {
+					emit()
+				}
+			default:
+				if len(line) < maxLineLen {
+					line = append(line, b)
+				}
+			}
+		}
+		if err != nil {
+			if len(line) > 0 {
+				emit()
+			}
+			return
+		}
 	}
 }

@@ -69,8 +69,6 @@ const (
 	// maxSpawns bounds the spawns of one Process when the chosen port turns
 	// out to be taken between our probe and the engine's bind.
 	maxSpawns = 3
-	// bindFailedMarker is what llama-server prints when its port is taken.
-	bindFailedMarker = "couldn't bind HTTP server socket"
 	// outputDrainWait bounds how long the supervisor waits for the output pipe
 	// to reach EOF after the group was killed (a process that escaped the
 	// group may hold it open forever).
@@ -103,6 +101,26 @@ type Config struct {
 	// exited is closed once that child has been reaped. Use it for pid
 	// records; it must not block or call the Process.
 	SpawnedFunc func(pid int, exited <-chan struct{})
+	// OneShot marks a child that runs one job to its end (sd-cli): it gets
+	// no port (ArgsFunc is given 0), no readiness probe and no heartbeat;
+	// the Process counts as ready at once. Its argv, which holds the
+	// prompt, is logged at debug level only. Run sets it.
+	OneShot bool
+	// TermOutput: the child draws progress bars, so a lone carriage return
+	// also ends an output line and terminal escapes are removed.
+	TermOutput bool
+	// PortTakenMarker, if set, is the output line by which the engine says
+	// its port is taken (llama-server: "couldn't bind HTTP server socket"):
+	// while starting, the child is then respawned on another port. A failed
+	// start whose port is found taken counts too.
+	PortTakenMarker string
+	// LineFunc, if set, sees every output line first, from one goroutine;
+	// when it returns false the line is kept out of the Tail ring and the
+	// log (progress bars, blank lines).
+	LineFunc func(line string) bool
+	// EnvFunc, if set, gives more KEY=VALUE for the chosen port, appended
+	// after Env (the command engine's ${PORT} in its environment).
+	EnvFunc func(port int) []string
 }
 
 func (c *Config) setDefaults() {
@@ -172,28 +190,6 @@ func exitText(name string, code int, signal, summary string) string {
 	return b.String()
 }
 
-// loadFailedMarkers are llama-server's lines for a model that did not load
-// (bad path, bad file, not enough memory). Several, because its last lines
-// can be lost at exit.
-var loadFailedMarkers = []string{
-	"exiting due to model loading error",
-	"failed to load model",
-	"error loading model",
-}
-
-// LoadFailed reports whether the output says the model failed to load. It
-// is best effort (see Tail); BeforeReady is the dependable signal.
-func (e *ExitError) LoadFailed() bool {
-	for _, l := range e.Tail {
-		for _, m := range loadFailedMarkers {
-			if strings.Contains(l, m) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // tailSummary joins the last few non-empty lines for an error message.
 func tailSummary(lines []string) string {
 	var keep []string
@@ -248,7 +244,7 @@ type child struct {
 	outDone    chan struct{} // closed when the reader returned
 	reapedCh   chan struct{} // closed by the supervisor after the reap
 	reaped     bool          // under Process.mu: no more signals to pid
-	bindFailed bool          // under Process.mu: output showed bindFailedMarker
+	bindFailed bool          // under Process.mu: output showed PortTakenMarker
 }
 
 // Start spawns the engine and returns at once; call WaitReady next. The child
@@ -286,6 +282,9 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 		doneCh:   make(chan struct{}),
 		killCh:   make(chan struct{}),
 	}
+	if cfg.OneShot {
+		p.state = StateReady // nothing to wait for: the run is the job
+	}
 	p.lifeCtx, p.lifeCancel = context.WithCancel(context.Background())
 	if cfg.HTTPClient != nil {
 		p.client = cfg.HTTPClient
@@ -321,9 +320,12 @@ func newTransport() *http.Transport {
 // spawnLocked starts one child on a fresh port. Called with p.mu held (so a
 // concurrent Stop either sees the new child or prevents the spawn).
 func (p *Process) spawnLocked() (*child, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, fmt.Errorf("pick port: %w", err)
+	port := 0
+	if !p.cfg.OneShot {
+		var err error
+		if port, err = freePort(); err != nil {
+			return nil, fmt.Errorf("pick port: %w", err)
+		}
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -331,6 +333,9 @@ func (p *Process) spawnLocked() (*child, error) {
 	}
 	cmd := exec.Command(p.bin, p.cfg.ArgsFunc(port)...)
 	cmd.Env = append(os.Environ(), p.cfg.Env...)
+	if p.cfg.EnvFunc != nil {
+		cmd.Env = append(cmd.Env, p.cfg.EnvFunc(port)...)
+	}
 	cmd.Stdout = w
 	cmd.Stderr = w
 	// Own process group: signals reach the engine and anything it forks,
@@ -345,7 +350,13 @@ func (p *Process) spawnLocked() (*child, error) {
 	c := &child{cmd: cmd, pid: cmd.Process.Pid, port: port, out: r, outDone: make(chan struct{}), reapedCh: make(chan struct{})}
 	p.child = c
 	p.spawns++
-	p.log.Info("engine started", "pid", c.pid, "port", port, "binary", p.bin, "args", redactArgs(cmd.Args[1:]))
+	if p.cfg.OneShot {
+		// The argv holds the prompt: only debug logs show it.
+		p.log.Info("engine run started", "pid", c.pid, "binary", p.bin)
+		p.log.Debug("engine run argv", "pid", c.pid, "args", redactArgs(cmd.Args[1:]))
+	} else {
+		p.log.Info("engine started", "pid", c.pid, "port", port, "binary", p.bin, "args", redactArgs(cmd.Args[1:]))
+	}
 	p.wg.Add(1)
 	go p.readOutput(c)
 	return c, nil
@@ -399,9 +410,16 @@ func freePort() (int, error) {
 func (p *Process) readOutput(c *child) {
 	defer p.wg.Done()
 	defer close(c.outDone)
-	readLines(c.out, func(line string) {
+	read := readLines
+	if p.cfg.TermOutput {
+		read = readTermLines
+	}
+	read(c.out, func(line string) {
+		if p.cfg.LineFunc != nil && !p.cfg.LineFunc(line) {
+			return
+		}
 		p.ring.add(line)
-		if strings.Contains(line, bindFailedMarker) {
+		if m := p.cfg.PortTakenMarker; m != "" && strings.Contains(line, m) {
 			p.mu.Lock()
 			c.bindFailed = true
 			p.mu.Unlock()
@@ -452,7 +470,7 @@ func (p *Process) supervise(c *child) {
 		// all of them, can be lost. So a taken port is also recognised by
 		// finding it taken now.
 		failed := c.cmd.ProcessState == nil || !c.cmd.ProcessState.Success()
-		taken := failed && portInUse(c.port)
+		taken := failed && !p.cfg.OneShot && portInUse(c.port)
 
 		p.mu.Lock()
 		if p.state == StateStarting && p.cause == nil && (c.bindFailed || taken) && p.spawns < maxSpawns {

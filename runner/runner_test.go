@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -68,120 +69,6 @@ func TestProcess_StartReady(t *testing.T) {
 	}
 }
 
-func TestProcess_Complete(t *testing.T) {
-	t.Parallel()
-	p := startReady(t, testConfig(t))
-	ctx := context.Background()
-
-	tests := []struct {
-		name      string
-		req       CompletionRequest
-		text      string
-		predicted int
-		stopType  string
-	}{
-		{"Plain", CompletionRequest{Prompt: "hello world"}, "echo: hello world", 3, "eos"},
-		{"MaxTokens", CompletionRequest{Prompt: "hello world", MaxTokens: 2}, "echo: hello", 2, "limit"},
-		{"StopWord", CompletionRequest{Prompt: "hello big world", Stop: []string{"big"}}, "echo: hello ", 3, "word"},
-		{"Sampling", CompletionRequest{Prompt: "a", Temperature: ptr(0.5), TopP: ptr(0.9), Seed: ptr(int64(7))}, "echo: a", 2, "eos"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			for _, stream := range []bool{false, true} {
-				var pieces []string
-				var onToken func(string)
-				if stream {
-					onToken = func(s string) { pieces = append(pieces, s) }
-				}
-				res, err := p.Complete(ctx, tt.req, onToken)
-				if err != nil {
-					t.Fatalf("stream=%v: %v", stream, err)
-				}
-				if res.Text != tt.text || res.TokensPredicted != tt.predicted || res.StopType != tt.stopType {
-					t.Fatalf("stream=%v: got %+v, want text %q, %d predicted, stop %q", stream, res, tt.text, tt.predicted, tt.stopType)
-				}
-				if res.TokensEvaluated != len(strings.Fields(tt.req.Prompt)) {
-					t.Fatalf("stream=%v: TokensEvaluated %d", stream, res.TokensEvaluated)
-				}
-				if stream && strings.Join(pieces, "") != res.Text {
-					t.Fatalf("pieces %q do not concatenate to %q", pieces, res.Text)
-				}
-			}
-		})
-	}
-}
-
-func TestProcess_CompleteStreamOrder(t *testing.T) {
-	t.Parallel()
-	p := startReady(t, testConfig(t, "--test-token-delay", "5ms"))
-	var pieces []string
-	res, err := p.Complete(context.Background(), CompletionRequest{Prompt: "one two three four"}, func(s string) {
-		pieces = append(pieces, s)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"echo:", " one", " two", " three", " four"}
-	if strings.Join(pieces, "|") != strings.Join(want, "|") {
-		t.Fatalf("pieces %q, want %q", pieces, want)
-	}
-	if res.Text != "echo: one two three four" || res.Timings.PredictedN != 5 {
-		t.Fatalf("result %+v", res)
-	}
-}
-
-func TestProcess_CompleteCancelMidStream(t *testing.T) {
-	t.Parallel()
-	// One slot: the second request can only run promptly if the engine
-	// stopped generating for the cancelled one.
-	cfg := testConfig(t, "--test-token-delay", "50ms", "--parallel", "1")
-	p := startReady(t, cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	prompt := strings.Repeat("word ", 200) // 10 s of tokens
-	var got []string
-	begin := time.Now()
-	res, err := p.Complete(ctx, CompletionRequest{Prompt: prompt}, func(s string) {
-		got = append(got, s)
-		if len(got) == 2 {
-			cancel()
-		}
-	})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("err = %v, want context.Canceled", err)
-	}
-	if time.Since(begin) > 3*time.Second {
-		t.Fatalf("cancel took %s", time.Since(begin))
-	}
-	if res.Text != "echo: word" {
-		t.Fatalf("partial text %q", res.Text)
-	}
-	begin = time.Now()
-	res, err = p.Complete(context.Background(), CompletionRequest{Prompt: "x"}, nil)
-	if err != nil || res.Text != "echo: x" {
-		t.Fatalf("after cancel: %+v %v", res, err)
-	}
-	if time.Since(begin) > 3*time.Second {
-		t.Fatalf("slot not freed: next request took %s", time.Since(begin))
-	}
-}
-
-func TestProcess_CompleteHTTPError(t *testing.T) {
-	t.Parallel()
-	p := start(t, testConfig(t, "--test-load-delay", "1m"))
-	waitFor(t, 10*time.Second, "engine listening", func() bool {
-		return strings.Contains(strings.Join(p.Tail(), "\n"), "HTTP server is listening")
-	})
-	_, err := p.Complete(context.Background(), CompletionRequest{Prompt: "x"}, nil)
-	var he *HTTPError
-	if !errors.As(err, &he) || he.StatusCode != http.StatusServiceUnavailable || he.Message != "Loading model" {
-		t.Fatalf("err = %v (%#v), want HTTPError 503 Loading model", err, he)
-	}
-	if !strings.Contains(err.Error(), "Loading model") {
-		t.Fatalf("message %q lacks the engine's message", err)
-	}
-}
-
 func TestStart_BinaryNotFound(t *testing.T) {
 	t.Parallel()
 	for _, bin := range []string{"/nonexistent/llama-server", "no-such-engine-in-path-xyz"} {
@@ -197,7 +84,7 @@ func TestStart_BinaryNotFound(t *testing.T) {
 func TestProcess_MissingModel(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
-	cfg.ArgsFunc = LlamaServerArgs(LlamaOptions{ModelPath: "/nonexistent/model.gguf", GPULayers: -1})
+	cfg.ArgsFunc = standInArgs("/nonexistent/model.gguf")
 	p := start(t, cfg)
 	err := p.WaitReady(context.Background())
 	var ee *ExitError
@@ -207,7 +94,7 @@ func TestProcess_MissingModel(t *testing.T) {
 	if !strings.Contains(err.Error(), "exiting due to model loading error") {
 		t.Fatalf("message %q lacks the reason", err)
 	}
-	if !strings.HasPrefix(err.Error(), "engine llama-a exited with code 1: ") || !ee.LoadFailed() || !ee.BeforeReady {
+	if !strings.HasPrefix(err.Error(), "engine llama-a exited with code 1: ") || !tailHas(ee.Tail, "exiting due to model loading error") || !ee.BeforeReady {
 		t.Fatalf("message %q", err)
 	}
 	waitDone(t, p, 5*time.Second)
@@ -271,11 +158,11 @@ func TestProcess_WaitReadyContext(t *testing.T) {
 func TestProcess_CrashMidJob(t *testing.T) {
 	t.Parallel()
 	p := startReady(t, testConfig(t, "--test-crash-after", "2", "--test-token-delay", "10ms"))
-	if _, err := p.Complete(context.Background(), CompletionRequest{Prompt: "fine"}, nil); err != nil {
+	if _, err := complete(context.Background(), p, "fine", nil); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
-	_, err := p.Complete(context.Background(), CompletionRequest{Prompt: "a b c d e f"}, func(s string) { got = append(got, s) })
+	_, err := complete(context.Background(), p, "a b c d e f", func(s string) { got = append(got, s) })
 	var ee *ExitError
 	if !errors.As(err, &ee) || ee.Code != 2 {
 		t.Fatalf("Complete = %v, want an error wrapping *ExitError code 2", err)
@@ -295,7 +182,7 @@ func TestProcess_CrashMidJob(t *testing.T) {
 func TestProcess_CrashNonStream(t *testing.T) {
 	t.Parallel()
 	p := startReady(t, testConfig(t, "--test-crash-after", "1"))
-	_, err := p.Complete(context.Background(), CompletionRequest{Prompt: "a b c"}, nil)
+	_, err := complete(context.Background(), p, "a b c", nil)
 	var ee *ExitError
 	if !errors.As(err, &ee) || ee.Code != 2 {
 		t.Fatalf("Complete = %v", err)
@@ -307,7 +194,7 @@ func TestProcess_ExitAfterReady(t *testing.T) {
 	p := startReady(t, testConfig(t, "--test-exit-after", "300ms"))
 	waitDone(t, p, 10*time.Second)
 	var ee *ExitError
-	if !errors.As(p.Err(), &ee) || ee.Code != 3 || ee.BeforeReady || ee.LoadFailed() {
+	if !errors.As(p.Err(), &ee) || ee.Code != 3 || ee.BeforeReady || tailHas(ee.Tail, "exiting due to model loading error") {
 		t.Fatalf("Err = %#v, want *ExitError code 3 after ready", p.Err())
 	}
 	if !strings.Contains(ee.Error(), "--test-exit-after") {
@@ -322,7 +209,7 @@ func TestProcess_HeartbeatLost(t *testing.T) {
 	cfg.HeartbeatTimeout = 300 * time.Millisecond
 	p := startReady(t, cfg)
 	pid := p.PID()
-	if _, err := p.Complete(context.Background(), CompletionRequest{Prompt: "x"}, nil); err != nil {
+	if _, err := complete(context.Background(), p, "x", nil); err != nil {
 		t.Fatal(err)
 	}
 	waitDone(t, p, 10*time.Second)
@@ -348,7 +235,7 @@ func TestProcess_HeartbeatWhileBusy(t *testing.T) {
 	errs := make(chan error, 2)
 	for range 2 {
 		wg.Go(func() {
-			_, err := p.Complete(context.Background(), CompletionRequest{Prompt: strings.Repeat("w ", 25)}, nil)
+			_, err := complete(context.Background(), p, strings.Repeat("w ", 25), nil)
 			errs <- err
 		})
 	}
@@ -432,7 +319,7 @@ func TestProcess_StopInFlight(t *testing.T) {
 	var once sync.Once
 	errCh := make(chan error, 1)
 	go func() {
-		_, err := p.Complete(context.Background(), CompletionRequest{Prompt: strings.Repeat("w ", 200)}, func(string) {
+		_, err := complete(context.Background(), p, strings.Repeat("w ", 200), func(string) {
 			once.Do(func() { close(first) })
 		})
 		errCh <- err
@@ -458,7 +345,7 @@ func TestProcess_StopInFlightRealBehaviour(t *testing.T) {
 	var once sync.Once
 	errCh := make(chan error, 1)
 	go func() {
-		_, err := p.Complete(context.Background(), CompletionRequest{Prompt: strings.Repeat("w ", 200)}, func(string) {
+		_, err := complete(context.Background(), p, strings.Repeat("w ", 200), func(string) {
 			once.Do(func() { close(first) })
 		})
 		errCh <- err
@@ -543,10 +430,10 @@ func TestProcess_PortTakenRetry(t *testing.T) {
 	if held != nil && p.Port() == held.Addr().(*net.TCPAddr).Port {
 		t.Fatalf("Port() reports the taken port")
 	}
-	if !strings.Contains(strings.Join(p.Tail(), "\n"), bindFailedMarker) {
+	if !strings.Contains(strings.Join(p.Tail(), "\n"), cfg.PortTakenMarker) {
 		t.Fatalf("tail lacks the bind failure: %q", p.Tail())
 	}
-	if res, err := p.Complete(context.Background(), CompletionRequest{Prompt: "hi"}, nil); err != nil || res.Text != "echo: hi" {
+	if res, err := complete(context.Background(), p, "hi", nil); err != nil || res.Text != "echo: hi" {
 		t.Fatalf("Complete after retry: %+v %v", res, err)
 	}
 	mu.Lock()
@@ -617,7 +504,7 @@ func TestProcess_PortTakenGivesUp(t *testing.T) {
 	p := start(t, cfg)
 	err = p.WaitReady(context.Background())
 	var ee *ExitError
-	if !errors.As(err, &ee) || !strings.Contains(err.Error(), bindFailedMarker) {
+	if !errors.As(err, &ee) || !strings.Contains(err.Error(), cfg.PortTakenMarker) {
 		t.Fatalf("WaitReady = %v", err)
 	}
 	if n := calls.Load(); n != maxSpawns {
@@ -706,44 +593,6 @@ func TestReadLines(t *testing.T) {
 	}
 }
 
-func TestLlamaServerArgs(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name string
-		opts LlamaOptions
-		want string
-	}{
-		{"Full", LlamaOptions{ModelPath: "/m/a.gguf", ContextSize: 4096, GPULayers: 99, Parallel: 2},
-			"-m /m/a.gguf --host 127.0.0.1 --port 8081 -c 4096 -ngl 99 --parallel 2"},
-		{"CPUOnly", LlamaOptions{ModelPath: "a", GPULayers: 0},
-			"-m a --host 127.0.0.1 --port 8081 -ngl 0"},
-		{"EngineDefaults", LlamaOptions{ModelPath: "a", GPULayers: -1},
-			"-m a --host 127.0.0.1 --port 8081"},
-		{"EmbeddingsExtra", LlamaOptions{ModelPath: "a", GPULayers: -1, Embeddings: true, Extra: []string{"--flash-attn", "on", "-c", "8192"}},
-			"-m a --host 127.0.0.1 --port 8081 --embeddings --flash-attn on -c 8192"},
-		{"Alias", LlamaOptions{ModelPath: "/m/a.gguf", GPULayers: -1, Alias: "alpha", Extra: []string{"-a", "mine"}},
-			"-m /m/a.gguf --host 127.0.0.1 --port 8081 --alias alpha -a mine"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := LlamaServerArgs(tt.opts)
-			if got := strings.Join(f(8081), " "); got != tt.want {
-				t.Fatalf("args\n got %s\nwant %s", got, tt.want)
-			}
-			if got := f(9000); got[5] != "9000" {
-				t.Fatalf("port not applied: %q", got)
-			}
-		})
-	}
-	// The options are copied: later changes to Extra do not leak in.
-	extra := []string{"--x"}
-	f := LlamaServerArgs(LlamaOptions{ModelPath: "a", GPULayers: -1, Extra: extra})
-	extra[0] = "--y"
-	if got := f(1); got[len(got)-1] != "--x" {
-		t.Fatalf("Extra aliased: %q", got)
-	}
-}
-
 func ptr[T any](v T) *T { return &v }
 
 func TestRedactArgs(t *testing.T) {
@@ -755,5 +604,22 @@ func TestRedactArgs(t *testing.T) {
 	}
 	if in[3] != "s3cret" {
 		t.Fatal("redactArgs changed its input")
+	}
+}
+
+func TestReadTermLines(t *testing.T) {
+	t.Parallel()
+	in := "a\n\r  |=>  | 1/2 - 1.00it/s\x1b[K\r  |==| 2/2 - 1.00it/s\x1b[K\nb\r\nlast"
+	var got []string
+	readTermLines(strings.NewReader(in), func(s string) { got = append(got, s) })
+	want := []string{"a", "  |=>  | 1/2 - 1.00it/s", "  |==| 2/2 - 1.00it/s", "b", "", "last"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("lines %q, want %q", got, want)
+	}
+	long := strings.Repeat("x", 3*maxLineLen) + "\nnext\n"
+	got = nil
+	readTermLines(strings.NewReader(long), func(s string) { got = append(got, s) })
+	if len(got) != 2 || len(got[0]) != maxLineLen || got[1] != "next" {
+		t.Fatalf("long line: %d lines, first %d bytes", len(got), len(got[0]))
 	}
 }

@@ -210,7 +210,7 @@ func TestTestEngine_Slots(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 2 {
 		wg.Go(func() {
-			if _, err := p.Complete(context.Background(), CompletionRequest{Prompt: "a b c"}, nil); err != nil {
+			if _, err := complete(context.Background(), p, "a b c", nil); err != nil {
 				t.Error(err)
 			}
 		})

@@ -149,13 +149,16 @@ func TestDevices_LostDeviceGetsNothingNew(t *testing.T) {
 	}
 }
 
-func TestDeviceEnv(t *testing.T) {
-	if env := DeviceEnv([]Placement{{Device: 0, MB: 100}}); env != nil {
+func TestModel_SpecDeviceEnv(t *testing.T) {
+	if env := (Model{Name: "a", Placement: []Placement{{Device: 0, MB: 100}}}).spec().DeviceEnv(); env != nil {
 		t.Fatalf("unnamed default device: %v, want nothing set", env)
 	}
-	env := DeviceEnv([]Placement{{Device: 1, ID: "GPU-b", MB: 100}, {Device: 0, ID: "GPU-a", MB: 100}})
-	if !slices.Equal(env, []string{"CUDA_VISIBLE_DEVICES=GPU-b,GPU-a"}) {
+	sp := (Model{Name: "a", Engine: "e", Placement: []Placement{{Device: 1, ID: "GPU-b", MB: 100}, {Device: 0, ID: "GPU-a", MB: 200}}}).spec()
+	if env := sp.DeviceEnv(); !slices.Equal(env, []string{"CUDA_VISIBLE_DEVICES=GPU-b,GPU-a"}) {
 		t.Fatalf("env %v", env)
+	}
+	if sp.Model != "a" || sp.Engine != "e" || !slices.Equal(sp.SharesMB, []int{100, 200}) {
+		t.Fatalf("spec %+v", sp)
 	}
 }
 

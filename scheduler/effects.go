@@ -3,8 +3,10 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
+	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/store"
 )
 
@@ -42,7 +44,7 @@ func (fx liveEffects) load(ctx context.Context, i *instance, pids []int) {
 	}
 	go func() {
 		s.waitReleased(ctx, m.Name, pids, m.Placement, meters)
-		eng, err := s.launcher.Launch(ctx, m)
+		eng, err := s.launcher.Launch(ctx, m.spec())
 		if err != nil {
 			s.emit(loadDone{inst: i, err: err})
 			return
@@ -107,10 +109,35 @@ func (s *Scheduler) runSlot(ctx context.Context, i *instance) {
 	defer cancel(nil)
 	run := &jobRun{id: job.ID, model: job.Model, inst: i, cancel: cancel}
 	s.emit(jobStarted{run: run})
-	result, err := i.eng.Run(jctx, job, func(p Progress) {
+	result, err := runJob(jctx, i.eng, job, func(p Progress) {
 		run.record(p)
 		s.bus.Publish(Event{Type: EvJobProgress, Model: job.Model, JobID: job.ID, Tokens: p.Tokens, Step: p.Step, Steps: p.Steps, Chunk: p.Chunk})
 	})
 	outcome, ferr := s.finish(jctx, i, job, result, err)
 	s.emit(slotDone{inst: i, run: run, outcome: outcome, err: ferr})
+}
+
+// runJob runs job on eng: a prompt job through Run, an endpoint/body job
+// through the engine's Forwarder (an engine without one rejects it).
+func runJob(ctx context.Context, eng Engine, job store.Job, progress func(Progress)) ([]byte, error) {
+	ej := engine.Job{ID: job.ID, Model: job.Model, Prompt: job.Prompt, Params: job.Params, Endpoint: job.Endpoint, Body: job.Body}
+	if ej.Endpoint == "" {
+		return eng.Run(ctx, ej, progress)
+	}
+	f, ok := eng.(engine.Forwarder)
+	if !ok {
+		return nil, fmt.Errorf("%w: the engine of %s takes no endpoint/body jobs", ErrRejected, job.Model)
+	}
+	return f.Forward(ctx, ej.Endpoint, ej.Body)
+}
+
+// spec is what the Launcher is told about an instance of m: its engine and
+// the devices of its placement.
+func (m Model) spec() engine.Spec {
+	sp := engine.Spec{Model: m.Name, Engine: m.Engine, Kind: m.Kind}
+	for _, p := range m.Placement {
+		sp.Devices = append(sp.Devices, p.ID)
+		sp.SharesMB = append(sp.SharesMB, p.MB)
+	}
+	return sp
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vramcram/vramcram/store"
+	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/vram"
 )
 
@@ -21,7 +21,7 @@ type fakeLauncher struct {
 	loadDelay   time.Duration
 	failLoad    map[string]error
 	unavailable map[string]error
-	runFunc     func(ctx context.Context, e *fakeEngine, job store.Job) ([]byte, error)
+	runFunc     func(ctx context.Context, e *fakeEngine, job engine.Job) ([]byte, error)
 	alive       map[*fakeEngine]bool
 	peakMB      int
 	overBudget  []string
@@ -70,13 +70,14 @@ func newFakeLauncher(budget int, sizes map[string]int) *fakeLauncher {
 	return &fakeLauncher{sizes: sizes, budget: budget, failLoad: map[string]error{}, unavailable: map[string]error{}, alive: map[*fakeEngine]bool{}}
 }
 
-func (l *fakeLauncher) Check(m Model) error {
+func (l *fakeLauncher) Check(sp engine.Spec) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.unavailable[m.Name]
+	return l.unavailable[sp.Model]
 }
 
-func (l *fakeLauncher) Launch(ctx context.Context, m Model) (Engine, error) {
+func (l *fakeLauncher) Launch(ctx context.Context, sp engine.Spec) (Engine, error) {
+	m := Model{Name: sp.Model}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.nextPID++
@@ -165,7 +166,7 @@ func (e *fakeEngine) Stop(ctx context.Context) error {
 // crash ends the engine as if the process died.
 func (e *fakeEngine) crash() { e.exit(errors.New("engine crashed (exit status 2)")) }
 
-func (e *fakeEngine) Run(ctx context.Context, job store.Job, progress func(Progress)) ([]byte, error) {
+func (e *fakeEngine) Run(ctx context.Context, job engine.Job, progress func(Progress)) ([]byte, error) {
 	select {
 	case <-e.done:
 		return nil, errors.New("engine is gone")

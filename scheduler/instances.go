@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/store"
 )
 
@@ -343,7 +344,7 @@ func (s *Scheduler) finish(ctx context.Context, i *instance, job store.Job, resu
 	}
 	// The engine failed. If it is dying, wait briefly so the error names why.
 	reason := runErr.Error()
-	if _, oneShot := i.eng.(interface{ OneShot() }); !oneShot {
+	if _, oneShot := i.eng.(engine.OneShot); !oneShot {
 		select {
 		case <-i.eng.Done():
 			if e := i.eng.Err(); e != nil {
@@ -423,7 +424,7 @@ func (s *Scheduler) snapshot() Snapshot {
 	for _, name := range st.order {
 		m := st.models[name]
 		ms := ModelStatus{
-			Name: name, Type: m.Type, State: modelStateName(m, now), VRAMMB: m.VRAMMB, EstimateMB: m.EstimateMB,
+			Name: name, Type: string(m.Kind), State: modelStateName(m, now), VRAMMB: m.VRAMMB, EstimateMB: m.EstimateMB,
 			AvgJobSeconds: roundMs(m.avgRun), AvgLoadSeconds: roundMs(m.avgLoad),
 			LearnedMB: m.LearnedMB, Pinned: m.Pinned, Slots: m.Slots, Queued: m.waiting(), LastUsed: timePtr(m.lastUsed),
 		}
@@ -483,7 +484,7 @@ func lastPID(e Engine) int {
 	if e == nil {
 		return 0
 	}
-	if l, ok := e.(interface{ LastPID() int }); ok {
+	if l, ok := e.(engine.LastPIDer); ok {
 		return l.LastPID()
 	}
 	return e.PID()

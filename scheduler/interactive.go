@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/store"
 )
 
@@ -223,7 +224,7 @@ func (s *Scheduler) grant(i *instance, m *modelState) {
 	k := s.bestWaiter(m)
 	w := m.waiters[k]
 	m.waiters = append(m.waiters[:k], m.waiters[k+1:]...)
-	u, ok := i.eng.(interface{ URL() string })
+	u, ok := i.eng.(engine.URLer)
 	if !ok {
 		w.reply <- acquireResult{err: fmt.Errorf("%w: %s: its engine takes no direct requests", ErrUnavailable, m.Name)}
 		return
@@ -252,12 +253,12 @@ func (s *Scheduler) onLeaseDone(l *Lease, err error) {
 	if l.keepAliveSet {
 		i.keepAlive, i.keepAliveSet = l.keepAlive, true
 	}
-	e := Event{Type: EvJobFinished, Model: l.Model, JobID: l.ID, State: "completed"}
+	e := Event{Type: EvJobFinished, Model: l.Model, JobID: l.ID, State: string(store.JobStateCompleted)}
 	switch {
 	case errors.Is(err, context.Canceled):
-		e.State = "cancelled"
+		e.State = string(store.JobStateCancelled)
 	case err != nil:
-		e.State, e.Error = "failed", err.Error()
+		e.State, e.Error = string(store.JobStateFailed), err.Error()
 	}
 	s.bus.Publish(e)
 }

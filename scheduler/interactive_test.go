@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/store"
 )
 
@@ -121,7 +122,7 @@ func TestAcquire_HigherPriorityBeforeQueuedJobs(t *testing.T) {
 	sizes := map[string]int{"a": 4000}
 	release := make(chan struct{})
 	b := setup(t, Config{Models: models(sizes, 1)}, sizes, func(l *fakeLauncher) {
-		l.runFunc = func(ctx context.Context, e *fakeEngine, job store.Job) ([]byte, error) {
+		l.runFunc = func(ctx context.Context, e *fakeEngine, job engine.Job) ([]byte, error) {
 			<-release
 			return []byte(`{"type":"llm","text":"x"}`), nil
 		}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/store"
 )
 
@@ -36,7 +37,7 @@ func setupMetered(t *testing.T, cfg Config, real map[string]int) *bundle {
 
 func TestLearned_MeasuredReplacesConfiguredAndIsPersisted(t *testing.T) {
 	real := map[string]int{"a": 5000}
-	cfg := Config{TotalMB: 20000, Models: []Model{{Name: "a", Type: "llm", VRAMMB: 3000, Slots: 1, LearnKey: "a|cfg1"}}}
+	cfg := Config{TotalMB: 20000, Models: []Model{{Name: "a", Kind: engine.KindLLM, VRAMMB: 3000, Slots: 1, LearnKey: "a|cfg1"}}}
 	b := setupMetered(t, cfg, real)
 	b.wait(b.submit("a", "x", 0), store.JobStateCompleted)
 	snap := b.until("measured figure in the ledger", func(s Snapshot) bool { return s.Models[0].ReservedMB == 5000 })
@@ -63,8 +64,8 @@ func TestLearned_MeasuredReplacesConfiguredAndIsPersisted(t *testing.T) {
 func TestLearned_UsedForTheNextLoad(t *testing.T) {
 	real := map[string]int{"a": 5000, "b": 4000}
 	cfg := Config{TotalMB: 10000, Models: []Model{
-		{Name: "a", Type: "llm", VRAMMB: 3000, LearnedMB: 7000, Slots: 1},
-		{Name: "b", Type: "llm", VRAMMB: 4000, Slots: 1},
+		{Name: "a", Kind: engine.KindLLM, VRAMMB: 3000, LearnedMB: 7000, Slots: 1},
+		{Name: "b", Kind: engine.KindLLM, VRAMMB: 4000, Slots: 1},
 	}}
 	b := setupMetered(t, cfg, real)
 	b.wait(b.submit("b", "x", 0), store.JobStateCompleted)

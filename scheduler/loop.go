@@ -321,7 +321,7 @@ func (s *Scheduler) checkAvailability() {
 	for _, name := range s.st.order {
 		m := s.st.models[name]
 		reason := ""
-		if err := s.launcher.Check(m.Model); err != nil {
+		if err := s.launcher.Check(m.Model.spec()); err != nil {
 			reason = err.Error()
 		}
 		if reason != m.unavailable {

@@ -10,6 +10,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 
+	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/store"
 	"github.com/vramcram/vramcram/vram"
 )
@@ -67,7 +68,7 @@ func TestScheduler_OnMockedNVML(t *testing.T) {
 	}
 	defer meter.Close()
 	cfg := Config{TotalMB: 10000, MeterInterval: 10 * time.Millisecond, ReleasePoll: 10 * time.Millisecond, Policy: PolicyFIFO,
-		Models: []Model{{Name: "a", Type: "llm", VRAMMB: 3000, Slots: 1}, {Name: "b", Type: "llm", VRAMMB: 3000, Slots: 1}}}
+		Models: []Model{{Name: "a", Kind: engine.KindLLM, VRAMMB: 3000, Slots: 1}, {Name: "b", Kind: engine.KindLLM, VRAMMB: 3000, Slots: 1}}}
 	s, err := New(cfg, st, l, meter, nil)
 	if err != nil {
 		t.Fatal(err)

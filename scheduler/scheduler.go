@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/store"
 	"github.com/vramcram/vramcram/vram"
 )
@@ -18,10 +19,9 @@ var (
 	ErrUnavailable  = errors.New("model unavailable")
 	ErrTooLarge     = errors.New("model does not fit the VRAM budget")
 	ErrStopped      = errors.New("scheduler stopped")
-	// ErrRejected marks a job error that retrying cannot fix (invalid params,
-	// an engine's 4xx answer such as a prompt longer than the context). An
-	// Engine's Run wraps it; the job then fails at once.
-	ErrRejected = errors.New("job rejected")
+	// ErrRejected marks a job error that retrying cannot fix; it is
+	// engine.ErrRejected, which engines wrap.
+	ErrRejected = engine.ErrRejected
 )
 
 // Policy names a scheduling policy.
@@ -35,9 +35,12 @@ const (
 
 // Model is one configured model as the scheduler sees it.
 type Model struct {
-	Name   string
-	Type   string // "llm" | "diffusion"
-	VRAMMB int    // configured reservation; 0 = use EstimateMB
+	Name string
+	Kind engine.Kind
+	// Engine is the registry name of the model's engine ("llama-server",
+	// "sd-cli", "command", …), given to the Launcher in engine.Spec.
+	Engine string
+	VRAMMB int // configured reservation; 0 = use EstimateMB
 	// EstimateMB is the estimate from the model file; used when VRAMMB is 0.
 	// When both are 0 the model reserves the whole budget.
 	EstimateMB int
@@ -54,8 +57,8 @@ type Model struct {
 	// GPUs are the devices (positions in Config.Devices) the model must
 	// use; several split it evenly. Empty: the scheduler picks one device.
 	GPUs []int
-	// Placement is set on the copy of the Model given to Launcher.Launch:
-	// the devices and shares of this instance.
+	// Placement is set on the copy of the Model an instance is started
+	// from: the devices and shares of this instance.
 	Placement []Placement
 	Preload   bool // loaded at start
 	TTL       time.Duration
@@ -102,31 +105,12 @@ type JobStore interface {
 	List(f store.ListFilter) ([]store.Job, error)
 }
 
-// Engine is one running model server (or, for one-shot engines, a handle that
-// runs jobs). Implementations: the llama-server adapter in this package, fakes
-// in tests.
-type Engine interface {
-	// WaitReady blocks until the engine serves, it exits, or ctx ends.
-	WaitReady(ctx context.Context) error
-	// Done is closed once the process has exited and been reaped.
-	Done() <-chan struct{}
-	// Err says why the process ended; valid after Done.
-	Err() error
-	// Stop terminates the engine: SIGTERM, grace, SIGKILL. Idempotent.
-	Stop(ctx context.Context) error
-	// PID is the engine's process id (0 if none).
-	PID() int
-	// Run executes one job and returns the result document to store.
-	Run(ctx context.Context, job store.Job, progress func(Progress)) ([]byte, error)
-}
+// Engine is one running model server; see engine.Engine.
+type Engine = engine.Engine
 
-// Launcher starts engines for models.
-type Launcher interface {
-	// Check reports why a model cannot be started (binary or file missing), or nil.
-	Check(m Model) error
-	// Launch spawns the model's engine; it returns once the process runs.
-	Launch(ctx context.Context, m Model) (Engine, error)
-}
+// Launcher starts engines for models; see engine.Launcher. The daemon gives
+// the scheduler an *engine.Registry.
+type Launcher = engine.Launcher
 
 // Meter reads GPU memory.
 type Meter interface {
@@ -134,12 +118,7 @@ type Meter interface {
 }
 
 // Progress is a running job's progress.
-type Progress struct {
-	Tokens int    `json:"tokens,omitempty"` // LLM: chunks generated so far
-	Step   int    `json:"step,omitempty"`   // diffusion: sampling step done
-	Steps  int    `json:"steps,omitempty"`  // diffusion: steps in total
-	Chunk  string `json:"-"`                // LLM: the text of this chunk
-}
+type Progress = engine.Progress
 
 // Scheduler runs the loop; see the package documentation.
 type Scheduler struct {

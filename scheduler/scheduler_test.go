@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/store"
 	"github.com/vramcram/vramcram/vram"
 )
@@ -67,7 +68,7 @@ func setup(t *testing.T, cfg Config, sizes map[string]int, tweak func(*fakeLaunc
 func models(sizes map[string]int, slots int) []Model {
 	var out []Model
 	for _, n := range slices.Sorted(mapKeys(sizes)) {
-		out = append(out, Model{Name: n, Type: "llm", VRAMMB: sizes[n], Slots: slots})
+		out = append(out, Model{Name: n, Kind: engine.KindLLM, VRAMMB: sizes[n], Slots: slots})
 	}
 	return out
 }
@@ -188,7 +189,7 @@ func TestScheduler_BusyVictimIsDrainedNotKilled(t *testing.T) {
 	sizes := map[string]int{"a": 6000, "b": 6000}
 	release := make(chan struct{})
 	b := setup(t, Config{Models: models(sizes, 1), TotalMB: 10000, Policy: PolicyFIFO}, sizes, func(l *fakeLauncher) {
-		l.runFunc = func(ctx context.Context, e *fakeEngine, job store.Job) ([]byte, error) {
+		l.runFunc = func(ctx context.Context, e *fakeEngine, job engine.Job) ([]byte, error) {
 			if job.Prompt == "long" {
 				select {
 				case <-release:
@@ -221,7 +222,7 @@ func TestScheduler_CrashRequeuesJob(t *testing.T) {
 	sizes := map[string]int{"a": 1000}
 	crashed := make(chan struct{}, 1)
 	b := setup(t, Config{Models: models(sizes, 1)}, sizes, func(l *fakeLauncher) {
-		l.runFunc = func(ctx context.Context, e *fakeEngine, job store.Job) ([]byte, error) {
+		l.runFunc = func(ctx context.Context, e *fakeEngine, job engine.Job) ([]byte, error) {
 			select {
 			case crashed <- struct{}{}: // the first run crashes its engine
 				e.crash()
@@ -296,7 +297,7 @@ func TestScheduler_ShutdownReleasesRunningJobs(t *testing.T) {
 	}
 	defer st.Close()
 	l := newFakeLauncher(10000, sizes)
-	l.runFunc = func(ctx context.Context, e *fakeEngine, job store.Job) ([]byte, error) {
+	l.runFunc = func(ctx context.Context, e *fakeEngine, job engine.Job) ([]byte, error) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
@@ -335,7 +336,7 @@ func TestScheduler_PriorityFirst(t *testing.T) {
 	gate := make(chan struct{})
 	var order []string
 	b := setup(t, Config{Models: models(sizes, 1)}, sizes, func(l *fakeLauncher) {
-		l.runFunc = func(ctx context.Context, e *fakeEngine, job store.Job) ([]byte, error) {
+		l.runFunc = func(ctx context.Context, e *fakeEngine, job engine.Job) ([]byte, error) {
 			if job.Prompt == "first" {
 				<-gate
 			}
@@ -360,7 +361,7 @@ func TestScheduler_CancelRunning(t *testing.T) {
 	t.Parallel()
 	sizes := map[string]int{"a": 1000}
 	b := setup(t, Config{Models: models(sizes, 1)}, sizes, func(l *fakeLauncher) {
-		l.runFunc = func(ctx context.Context, e *fakeEngine, job store.Job) ([]byte, error) {
+		l.runFunc = func(ctx context.Context, e *fakeEngine, job engine.Job) ([]byte, error) {
 			if job.Prompt == "forever" {
 				<-ctx.Done()
 				return nil, ctx.Err()
@@ -438,7 +439,7 @@ func TestScheduler_BatchKeepsServingLoadedModel(t *testing.T) {
 	sizes := map[string]int{"a": 6000, "b": 6000}
 	gate := make(chan struct{})
 	b := setup(t, Config{Models: models(sizes, 1), TotalMB: 10000, Policy: PolicyBatch, MaxWait: 2 * time.Second}, sizes, func(l *fakeLauncher) {
-		l.runFunc = func(ctx context.Context, e *fakeEngine, job store.Job) ([]byte, error) {
+		l.runFunc = func(ctx context.Context, e *fakeEngine, job engine.Job) ([]byte, error) {
 			if job.Prompt == "gate" {
 				<-gate
 			}
@@ -471,7 +472,7 @@ func TestScheduler_RejectedJobFailsWithoutRetry(t *testing.T) {
 	t.Parallel()
 	sizes := map[string]int{"a": 1000}
 	b := setup(t, Config{Models: models(sizes, 1)}, sizes, func(l *fakeLauncher) {
-		l.runFunc = func(ctx context.Context, e *fakeEngine, job store.Job) ([]byte, error) {
+		l.runFunc = func(ctx context.Context, e *fakeEngine, job engine.Job) ([]byte, error) {
 			return nil, fmt.Errorf("%w: request exceeds the available context size", ErrRejected)
 		}
 	})

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/store"
 	"github.com/vramcram/vramcram/vram"
 )
@@ -145,7 +146,7 @@ func (e *simEngine) Err() error                      { return e.err }
 func (e *simEngine) Stop(context.Context) error      { return errors.New("sim: not used") }
 func (e *simEngine) PID() int                        { return e.pid }
 func (e *simEngine) URL() string                     { return "http://sim.invalid" }
-func (e *simEngine) Run(context.Context, store.Job, func(Progress)) ([]byte, error) {
+func (e *simEngine) Run(context.Context, engine.Job, func(Progress)) ([]byte, error) {
 	return nil, errors.New("sim: not used")
 }
 
@@ -177,7 +178,7 @@ func newSim(spec simSpec) *sim {
 	cfg := Config{TotalMB: spec.budget, Policy: spec.policy, MaxWait: spec.maxWait, MaxAttempts: spec.maxAttempts, Aging: spec.aging,
 		ShutdownGrace: 5 * time.Second, ReleaseTimeout: 10 * time.Second, NowFunc: func() time.Time { return x.now }}
 	for _, m := range spec.models {
-		cfg.Models = append(cfg.Models, Model{Name: m.name, Type: "llm", VRAMMB: m.mb, Slots: m.slots, Pinned: m.pinned, GPUs: m.gpus})
+		cfg.Models = append(cfg.Models, Model{Name: m.name, Kind: engine.KindLLM, VRAMMB: m.mb, Slots: m.slots, Pinned: m.pinned, GPUs: m.gpus})
 	}
 	for d, size := range spec.devices {
 		cfg.Devices = append(cfg.Devices, Device{ID: fmt.Sprint(d), TotalMB: size, Meter: simMeter{x, d}})

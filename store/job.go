@@ -47,7 +47,8 @@ func (s JobState) Valid() bool {
 
 // Job is a unit of work. Field json names are part of the on-disk format.
 //
-// The caller of Enqueue writes ID, Model, Type, Prompt, Params, Priority and
+// The caller of Enqueue writes ID, Model, Type, Prompt, Params (or Endpoint
+// and Body), Priority and
 // optionally MaxAttempts and CreatedAt; the store writes everything else.
 type Job struct {
 	ID          string          `json:"id"`
@@ -64,6 +65,8 @@ type Job struct {
 	CreatedAt   time.Time       `json:"created_at"`
 	StartedAt   time.Time       `json:"started_at,omitzero"`  // last Claim; zero while queued
 	FinishedAt  time.Time       `json:"finished_at,omitzero"` // set on entering a final state
+	Endpoint    string          `json:"endpoint,omitempty"`   // an OpenAI path ("/v1/chat/completions"): Body is relayed there as is
+	Body        json.RawMessage `json:"body,omitempty"`       // the request of an Endpoint job; Prompt and Params are then empty
 }
 
 // Priority bounds. Enqueue clamps Job.Priority into this range, which keeps the

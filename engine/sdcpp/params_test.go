@@ -1,13 +1,15 @@
-package scheduler
+package sdcpp
 
 import (
 	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/vramcram/vramcram/engine"
 )
 
-func TestParseDiffusionParams(t *testing.T) {
+func TestParseParams(t *testing.T) {
 	t.Parallel()
 	valid := []string{
 		``, `null`, `{}`,
@@ -16,7 +18,7 @@ func TestParseDiffusionParams(t *testing.T) {
 		`{"negative_prompt":"blurry","sampling_method":"dpm++2m","scheduler":"karras"}`,
 	}
 	for _, raw := range valid {
-		if _, err := ParseDiffusionParams(json.RawMessage(raw)); err != nil {
+		if _, err := ParseParams(json.RawMessage(raw)); err != nil {
 			t.Errorf("%s: %v", raw, err)
 		}
 	}
@@ -43,41 +45,41 @@ func TestParseDiffusionParams(t *testing.T) {
 		{`{"width":512}{}`, "params"},
 	}
 	for _, tt := range invalid {
-		_, err := ParseDiffusionParams(json.RawMessage(tt.raw))
-		var fe *FieldError
+		_, err := ParseParams(json.RawMessage(tt.raw))
+		var fe *engine.FieldError
 		if !errors.As(err, &fe) || fe.Field != tt.field {
 			t.Errorf("%.60s: err %v, want field %s", tt.raw, err, tt.field)
 		}
 	}
 }
 
-func TestDiffusionParams_Resolve(t *testing.T) {
+func TestParams_Resolve(t *testing.T) {
 	t.Parallel()
-	d := DiffusionDefaults{Width: 512, Height: 512, Steps: 20, CFGScale: 7, SamplingMethod: "euler_a"}
+	d := Defaults{Width: 512, Height: 512, Steps: 20, CFGScale: 7, SamplingMethod: "euler_a"}
 	seed := func() int64 { return 1234 }
 
-	r := DiffusionParams{}.Resolve("a cat", d, seed)
-	want := DiffusionRequest{Prompt: "a cat", Width: 512, Height: 512, Steps: 20, CFGScale: 7, Seed: 1234, Count: 1, SamplingMethod: "euler_a"}
+	r := Params{}.Resolve("a cat", d, seed)
+	want := Request{Prompt: "a cat", Width: 512, Height: 512, Steps: 20, CFGScale: 7, Seed: 1234, Count: 1, SamplingMethod: "euler_a"}
 	if r != want {
 		t.Fatalf("defaults: %+v", r)
 	}
 
 	w, h, steps, count := 768, 256, 4, 3
 	cfg, s := 0.0, int64(0)
-	p := DiffusionParams{Width: &w, Height: &h, Steps: &steps, CFGScale: &cfg, Seed: &s, Count: &count,
+	p := Params{Width: &w, Height: &h, Steps: &steps, CFGScale: &cfg, Seed: &s, Count: &count,
 		NegativePrompt: "dog", SamplingMethod: "lcm", Scheduler: "karras"}
 	r = p.Resolve("x", d, seed)
-	want = DiffusionRequest{Prompt: "x", NegativePrompt: "dog", Width: 768, Height: 256, Steps: 4, CFGScale: 0, Seed: 0,
+	want = Request{Prompt: "x", NegativePrompt: "dog", Width: 768, Height: 256, Steps: 4, CFGScale: 0, Seed: 0,
 		Count: 3, SamplingMethod: "lcm", Scheduler: "karras"}
 	if r != want {
 		t.Fatalf("set: %+v", r)
 	}
 
 	random := int64(-1)
-	if r := (DiffusionParams{Seed: &random}).Resolve("x", d, seed); r.Seed != 1234 {
+	if r := (Params{Seed: &random}).Resolve("x", d, seed); r.Seed != 1234 {
 		t.Fatalf("seed -1 gave %d", r.Seed)
 	}
-	if r := (DiffusionParams{}).Resolve("x", d, nil); r.Seed < 0 {
+	if r := (Params{}).Resolve("x", d, nil); r.Seed < 0 {
 		t.Fatalf("random seed %d", r.Seed)
 	}
 }

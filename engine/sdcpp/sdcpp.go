@@ -1,4 +1,8 @@
-package scheduler
+// Package sdcpp is the engine for stable-diffusion.cpp: the one-shot sd-cli
+// (one process per job, through runner.Run) and the sd-server. It holds
+// their argv, progress parsing, error classification, the parameters of
+// image jobs, the result shape with its image files, and sd-server's client.
+package sdcpp
 
 import (
 	"bytes"
@@ -17,34 +21,34 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/runner"
-	"github.com/vramcram/vramcram/store"
 )
 
-// Diffusion engine kinds (config: models.diffusion[].config.engine).
+// The engines' registry names (config: models.diffusion[].config.engine).
 const (
 	EngineSDCLI    = "sd-cli"
 	EngineSDServer = "sd-server"
 )
 
-// DiffusionOptions are one diffusion model's engine settings.
-type DiffusionOptions struct {
+// Options are one diffusion model's engine settings.
+type Options struct {
 	Engine   string // EngineSDCLI (default) or EngineSDServer
-	Files    runner.SDFiles
-	Defaults DiffusionDefaults
+	Files    Files
+	Defaults Defaults
 	Extra    []string      // appended to the engine's argv
 	Timeout  time.Duration // per job; 0 = none
 }
 
-// DiffusionLauncher starts stable-diffusion.cpp engines: a "virtual
+// Launcher starts stable-diffusion.cpp engines: a "virtual
 // instance" for sd-cli, which runs one process per job, or a supervised
 // sd-server. The instance's reservation in the ledger is what holds the
 // job's VRAM for the run, so diffusion models have one slot.
-type DiffusionLauncher struct {
+type Launcher struct {
 	CLIBinary    string // inference.sd_path
 	ServerBinary string // inference.sd_server_path
 	// Options holds each model's settings by model name.
-	Options map[string]DiffusionOptions
+	Options map[string]Options
 	// ImageDir is where jobs' images go: ImageDir/JOB_ID/N.png.
 	ImageDir string
 	// Runner is the template of sd-server processes: timeouts, heartbeat,
@@ -57,7 +61,7 @@ type DiffusionLauncher struct {
 	SeedFunc func() int64
 }
 
-func (l *DiffusionLauncher) options(name string) (DiffusionOptions, string, error) {
+func (l *Launcher) options(name string) (Options, string, error) {
 	o, ok := l.Options[name]
 	if !ok {
 		return o, "", fmt.Errorf("no engine options for model %q", name)
@@ -70,8 +74,8 @@ func (l *DiffusionLauncher) options(name string) (DiffusionOptions, string, erro
 
 // Check reports whether m can run: its engine binary and every model file
 // exist.
-func (l *DiffusionLauncher) Check(m Model) error {
-	o, bin, err := l.options(m.Name)
+func (l *Launcher) Check(m engine.Spec) error {
+	o, bin, err := l.options(m.Model)
 	if err != nil {
 		return err
 	}
@@ -107,47 +111,47 @@ func engineName(e string) string {
 
 // Launch returns m's engine: for sd-cli at once (nothing runs until a job
 // does), for sd-server once its process runs.
-func (l *DiffusionLauncher) Launch(ctx context.Context, m Model) (Engine, error) {
-	o, bin, err := l.options(m.Name)
+func (l *Launcher) Launch(ctx context.Context, m engine.Spec) (engine.Engine, error) {
+	o, bin, err := l.options(m.Model)
 	if err != nil {
-		return nil, fmt.Errorf("launch %s: %w", m.Name, err)
+		return nil, fmt.Errorf("launch %s: %w", m.Model, err)
 	}
 	if l.ImageDir == "" {
-		return nil, fmt.Errorf("launch %s: no image directory", m.Name)
+		return nil, fmt.Errorf("launch %s: no image directory", m.Model)
 	}
 	if o.Engine == EngineSDServer {
 		return l.launchServer(ctx, m, o, bin)
 	}
 	if _, err := exec.LookPath(bin); err != nil {
-		return nil, fmt.Errorf("launch %s: %w: %w", m.Name, runner.ErrBinaryNotFound, err)
+		return nil, fmt.Errorf("launch %s: %w: %w", m.Model, runner.ErrBinaryNotFound, err)
 	}
-	e := &sdCLIEngine{l: l, name: m.Name, bin: bin, o: o, env: DeviceEnv(m.Placement), done: make(chan struct{})}
+	e := &sdCLIEngine{l: l, name: m.Model, bin: bin, o: o, env: m.DeviceEnv(), done: make(chan struct{})}
 	e.stopCtx, e.stopCancel = context.WithCancel(context.Background())
 	return e, nil
 }
 
-func (l *DiffusionLauncher) launchServer(ctx context.Context, m Model, o DiffusionOptions, bin string) (Engine, error) {
+func (l *Launcher) launchServer(ctx context.Context, m engine.Spec, o Options, bin string) (engine.Engine, error) {
 	cfg := l.Runner
-	cfg.Name = m.Name
+	cfg.Name = m.Model
 	cfg.Binary = bin
-	cfg.ReadyPath = runner.SDServerReadyPath
-	cfg.Env = append(append([]string(nil), cfg.Env...), DeviceEnv(m.Placement)...)
+	cfg.ReadyPath = ServerReadyPath
+	cfg.Env = append(append([]string(nil), cfg.Env...), m.DeviceEnv()...)
 	d := o.Defaults
-	cfg.ArgsFunc = runner.SDServerArgs(runner.SDServerOptions{
+	cfg.ArgsFunc = ServerArgs(ServerOptions{
 		Files: o.Files, Width: d.Width, Height: d.Height, Steps: d.Steps, CFGScale: d.CFGScale,
 		SamplingMethod: d.SamplingMethod, Scheduler: d.Scheduler, Extra: o.Extra,
 	})
 	if l.Records != nil {
-		cfg.SpawnedFunc = func(pid int, exited <-chan struct{}) { l.Records.Track(m.Name, pid, exited) }
+		cfg.SpawnedFunc = func(pid int, exited <-chan struct{}) { l.Records.Track(m.Model, pid, exited) }
 	}
 	p, err := runner.Start(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("launch %s: %w", m.Name, err)
+		return nil, fmt.Errorf("launch %s: %w", m.Model, err)
 	}
 	return &sdServerEngine{Process: p, l: l, o: o}, nil
 }
 
-func (l *DiffusionLauncher) logger() *slog.Logger {
+func (l *Launcher) logger() *slog.Logger {
 	if l.Runner.Logger != nil {
 		return l.Runner.Logger
 	}
@@ -155,16 +159,16 @@ func (l *DiffusionLauncher) logger() *slog.Logger {
 }
 
 // request decodes job's params and decides every value.
-func (l *DiffusionLauncher) request(job store.Job, o DiffusionOptions) (DiffusionRequest, error) {
-	p, err := ParseDiffusionParams(job.Params)
+func (l *Launcher) request(job engine.Job, o Options) (Request, error) {
+	p, err := ParseParams(job.Params)
 	if err != nil {
-		return DiffusionRequest{}, fmt.Errorf("%w: %w", ErrRejected, err)
+		return Request{}, fmt.Errorf("%w: %w", engine.ErrRejected, err)
 	}
 	return p.Resolve(job.Prompt, o.Defaults, l.SeedFunc), nil
 }
 
-func sdRequest(r DiffusionRequest) runner.SDImageRequest {
-	return runner.SDImageRequest{
+func sdRequest(r Request) ImageRequest {
+	return ImageRequest{
 		Prompt: r.Prompt, NegativePrompt: r.NegativePrompt, Width: r.Width, Height: r.Height,
 		Steps: r.Steps, CFGScale: r.CFGScale, Seed: r.Seed, Count: r.Count,
 		SamplingMethod: r.SamplingMethod, Scheduler: r.Scheduler,
@@ -175,10 +179,10 @@ func sdRequest(r DiffusionRequest) runner.SDImageRequest {
 // one sd-cli process per job. Done closes once Stop was called and the
 // running process (if any) is gone.
 type sdCLIEngine struct {
-	l    *DiffusionLauncher
+	l    *Launcher
 	name string
 	bin  string
-	o    DiffusionOptions
+	o    Options
 	env  []string // CUDA_VISIBLE_DEVICES of its placement
 
 	stopOnce   sync.Once
@@ -270,7 +274,7 @@ func (e *sdCLIEngine) end() {
 // Run generates job's images with one sd-cli process, publishing its
 // sampling steps as progress. The process is killed (its whole group) when
 // ctx ends or the model's timeout passes.
-func (e *sdCLIEngine) Run(ctx context.Context, job store.Job, progress func(Progress)) ([]byte, error) {
+func (e *sdCLIEngine) Run(ctx context.Context, job engine.Job, progress func(engine.Progress)) ([]byte, error) {
 	req, err := e.l.request(job, e.o)
 	if err != nil {
 		return nil, err
@@ -293,12 +297,13 @@ func (e *sdCLIEngine) Run(ctx context.Context, job store.Job, progress func(Prog
 	})
 }
 
-func (e *sdCLIEngine) runCLI(ctx context.Context, dir string, req DiffusionRequest, progress func(Progress)) error {
+func (e *sdCLIEngine) runCLI(ctx context.Context, dir string, req Request, progress func(engine.Progress)) error {
 	steps := newStepCounter(req.Steps, req.Count)
-	err := runner.RunCLI(ctx, runner.CLIRun{
+	err := RunCLI(ctx, CLIRun{
+		Runner: e.l.Runner,
 		Name:   e.name,
 		Binary: e.bin,
-		Args:   runner.SDCLIArgs(e.o.Files, sdRequest(req), filepath.Join(dir, cliOutputName), e.o.Extra),
+		Args:   CLIArgs(e.o.Files, sdRequest(req), filepath.Join(dir, cliOutputName), e.o.Extra),
 		Env:    e.env,
 		Logger: e.l.logger().With("engine", EngineSDCLI),
 		ProgressFunc: func(step, total int) {
@@ -318,9 +323,9 @@ func (e *sdCLIEngine) runCLI(ctx context.Context, dir string, req DiffusionReque
 	if err == nil {
 		return collectCLIOutput(dir, req.Count)
 	}
-	var ce *runner.CLIError
+	var ce *CLIError
 	if errors.As(err, &ce) && ce.BadInput() {
-		return fmt.Errorf("%w: %w", ErrRejected, err)
+		return fmt.Errorf("%w: %w", engine.ErrRejected, err)
 	}
 	return err
 }
@@ -337,28 +342,28 @@ func newStepCounter(steps, count int) *stepCounter {
 	return &stepCounter{steps: steps, count: max(count, 1)}
 }
 
-func (c *stepCounter) add(step, total int) (Progress, bool) {
+func (c *stepCounter) add(step, total int) (engine.Progress, bool) {
 	if total != c.steps || step < 1 {
-		return Progress{}, false
+		return engine.Progress{}, false
 	}
 	if step <= c.last {
 		c.round++
 	}
 	c.last = step
 	all := c.steps * c.count
-	return Progress{Step: min(c.round*c.steps+step, all), Steps: all}, true
+	return engine.Progress{Step: min(c.round*c.steps+step, all), Steps: all}, true
 }
 
 // sdServerEngine runs diffusion jobs on one sd-server process.
 type sdServerEngine struct {
 	*runner.Process
-	l *DiffusionLauncher
-	o DiffusionOptions
+	l *Launcher
+	o Options
 }
 
 // Run sends the job to POST /v1/images/generations. sd-server prints no
 // per-request progress that could be told apart, so none is published.
-func (e *sdServerEngine) Run(ctx context.Context, job store.Job, progress func(Progress)) ([]byte, error) {
+func (e *sdServerEngine) Run(ctx context.Context, job engine.Job, progress func(engine.Progress)) ([]byte, error) {
 	req, err := e.l.request(job, e.o)
 	if err != nil {
 		return nil, err
@@ -369,10 +374,10 @@ func (e *sdServerEngine) Run(ctx context.Context, job store.Job, progress func(P
 		defer cancel()
 	}
 	return runAndCollect(e.l.ImageDir, job.ID, req, func(dir string) error {
-		images, err := e.GenerateImages(ctx, sdRequest(req))
+		images, err := GenerateImages(ctx, e.Process, sdRequest(req))
 		var he *runner.HTTPError
 		if errors.As(err, &he) && he.StatusCode >= 400 && he.StatusCode < 500 {
-			return fmt.Errorf("%w by sd-server: %w", ErrRejected, err)
+			return fmt.Errorf("%w by sd-server: %w", engine.ErrRejected, err)
 		}
 		if err != nil {
 			return err
@@ -381,21 +386,21 @@ func (e *sdServerEngine) Run(ctx context.Context, job store.Job, progress func(P
 	})
 }
 
-// DiffusionResult is the stored result of a diffusion job. The pixels are
+// Result is the stored result of a diffusion job. The pixels are
 // not in it: Images name files in the job's image directory, and the API
 // fills B64 (or serves the files) when asked.
-type DiffusionResult struct {
-	Type     string           `json:"type"` // "diffusion"
-	Images   []DiffusionImage `json:"images"`
-	Seed     int64            `json:"seed"`
-	Width    int              `json:"width"`
-	Height   int              `json:"height"`
-	Steps    int              `json:"steps,omitempty"`
-	CFGScale float64          `json:"cfg_scale"`
+type Result struct {
+	Type     engine.Kind `json:"type"` // "diffusion"
+	Images   []Image     `json:"images"`
+	Seed     int64       `json:"seed"`
+	Width    int         `json:"width"`
+	Height   int         `json:"height"`
+	Steps    int         `json:"steps,omitempty"`
+	CFGScale float64     `json:"cfg_scale"`
 }
 
-// DiffusionImage is one image of a result.
-type DiffusionImage struct {
+// Image is one image of a result.
+type Image struct {
 	Format string `json:"format"`         // "png"
 	File   string `json:"file,omitempty"` // name in the job's image directory
 	B64    string `json:"b64,omitempty"`  // base64 of the file; set by the API, never stored
@@ -415,7 +420,7 @@ var storedImageName = regexp.MustCompile(`^[0-9]{1,3}\.png$`)
 // JobImageDir returns the directory of job id's images under imageDir. It
 // fails for an ID that is not a valid job ID (so never a path outside).
 func JobImageDir(imageDir, id string) (string, error) {
-	if imageDir == "" || !store.ValidID(id) {
+	if imageDir == "" || !validID(id) {
 		return "", fmt.Errorf("no image directory for job %q", id)
 	}
 	return filepath.Join(imageDir, id), nil
@@ -449,7 +454,7 @@ func RemoveJobImages(imageDir, id string) error {
 // runAndCollect gives generate an empty directory for the job, then checks
 // the images it left there (N.png, each a PNG) and returns the result
 // document. On any failure the directory is removed.
-func runAndCollect(imageDir, id string, req DiffusionRequest, generate func(dir string) error) (res []byte, err error) {
+func runAndCollect(imageDir, id string, req Request, generate func(dir string) error) (res []byte, err error) {
 	dir, err := JobImageDir(imageDir, id)
 	if err != nil {
 		return nil, err
@@ -469,7 +474,7 @@ func runAndCollect(imageDir, id string, req DiffusionRequest, generate func(dir 
 	if err := generate(dir); err != nil {
 		return nil, err
 	}
-	out := DiffusionResult{Type: "diffusion", Seed: req.Seed, Steps: req.Steps, CFGScale: req.CFGScale}
+	out := Result{Type: engine.KindDiffusion, Seed: req.Seed, Steps: req.Steps, CFGScale: req.CFGScale}
 	for n := 0; ; n++ {
 		b, err := os.ReadFile(filepath.Join(dir, imageFile(n)))
 		if errors.Is(err, os.ErrNotExist) && n > 0 {
@@ -485,13 +490,32 @@ func runAndCollect(imageDir, id string, req DiffusionRequest, generate func(dir 
 		if n == 0 {
 			out.Width, out.Height = cfg.Width, cfg.Height
 		}
-		out.Images = append(out.Images, DiffusionImage{Format: "png", File: imageFile(n)})
+		out.Images = append(out.Images, Image{Format: "png", File: imageFile(n)})
 	}
 	b, err := json.Marshal(out)
 	if err != nil {
 		return nil, fmt.Errorf("encode result: %w", err)
 	}
 	return b, nil
+}
+
+// validID reports whether id can name a job's directory: what store.ValidID
+// accepts (lower-case letters, digits, '-' and '_' after the first byte, at
+// most 64 bytes), so never a path outside.
+func validID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'z':
+		case (c == '-' || c == '_') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // cliOutput matches the files sd-cli writes for -o out.png.
@@ -543,4 +567,24 @@ func writeImages(dir string, images [][]byte) error {
 		}
 	}
 	return nil
+}
+
+// Routes lists the OpenAI paths model serves as durable endpoint/body jobs:
+// sd-server's images route; sd-cli serves none (it takes prompt jobs).
+func (l *Launcher) Routes(model string) []string {
+	if o, ok := l.Options[model]; ok && o.Engine == EngineSDServer {
+		return []string{"/v1/images/generations"}
+	}
+	return nil
+}
+
+// Forward relays a durable endpoint/body job's request to sd-server as it
+// is; a 4xx answer rejects the job.
+func (e *sdServerEngine) Forward(ctx context.Context, path string, body []byte) ([]byte, error) {
+	b, err := e.Process.Forward(ctx, path, body)
+	var he *runner.HTTPError
+	if errors.As(err, &he) && he.StatusCode >= 400 && he.StatusCode < 500 {
+		return nil, fmt.Errorf("%w by sd-server: %w", engine.ErrRejected, err)
+	}
+	return b, err
 }

@@ -1,4 +1,4 @@
-package scheduler
+package sdcpp
 
 import (
 	"bytes"
@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"image/png"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,57 +16,36 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vramcram/vramcram/engine"
+	"github.com/vramcram/vramcram/engine/enginetest"
 	"github.com/vramcram/vramcram/runner"
 	"github.com/vramcram/vramcram/store"
 )
 
-var (
-	standInOnce sync.Once
-	standInDir  string
-	standInErr  error
-)
-
-// standIn builds the stand-in engine once, as sd-cli with an sd-server
-// symlink beside it (the role follows the program name), and returns the
-// directory.
+// standIn is the directory of the stand-in engine, named sd-cli and
+// sd-server (the role follows the program name).
 func standIn(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the stand-in engine; skipped with -short")
 	}
-	standInOnce.Do(func() {
-		standInDir, standInErr = os.MkdirTemp("", "scheduler-sd")
-		if standInErr != nil {
-			return
-		}
-		bin := filepath.Join(standInDir, "sd-cli")
-		out, err := exec.Command("go", "build", "-o", bin, "github.com/vramcram/vramcram/runner/testengine").CombinedOutput()
-		if err != nil {
-			standInErr = fmt.Errorf("build stand-in: %v\n%s", err, out)
-			return
-		}
-		standInErr = os.Symlink(bin, filepath.Join(standInDir, "sd-server"))
-	})
-	if standInErr != nil {
-		t.Fatal(standInErr)
-	}
-	return standInDir
+	return enginetest.StandIn(t)
 }
 
 // sdLauncher returns a launcher for one model "sd" with the stand-in.
-func sdLauncher(t *testing.T, engine string, extra ...string) *DiffusionLauncher {
+func sdLauncher(t *testing.T, engine string, extra ...string) *Launcher {
 	t.Helper()
 	dir := standIn(t)
 	model := filepath.Join(t.TempDir(), "sd.safetensors")
 	if err := os.WriteFile(model, []byte("stand-in"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return &DiffusionLauncher{
+	return &Launcher{
 		CLIBinary:    filepath.Join(dir, "sd-cli"),
 		ServerBinary: filepath.Join(dir, "sd-server"),
-		Options: map[string]DiffusionOptions{"sd": {
-			Engine: engine, Files: runner.SDFiles{Model: model}, Extra: extra,
-			Defaults: DiffusionDefaults{Width: 64, Height: 64, Steps: 3, CFGScale: 7},
+		Options: map[string]Options{"sd": {
+			Engine: engine, Files: Files{Model: model}, Extra: extra,
+			Defaults: Defaults{Width: 64, Height: 64, Steps: 3, CFGScale: 7},
 		}},
 		ImageDir: t.TempDir(),
 		Runner: runner.Config{
@@ -78,9 +56,9 @@ func sdLauncher(t *testing.T, engine string, extra ...string) *DiffusionLauncher
 	}
 }
 
-func launch(t *testing.T, l *DiffusionLauncher) Engine {
+func launch(t *testing.T, l *Launcher) engine.Engine {
 	t.Helper()
-	eng, err := l.Launch(context.Background(), Model{Name: "sd", Type: "diffusion", Slots: 1})
+	eng, err := l.Launch(context.Background(), engine.Spec{Model: "sd", Engine: EngineSDCLI, Kind: engine.KindDiffusion})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,14 +76,14 @@ func launch(t *testing.T, l *DiffusionLauncher) Engine {
 	return eng
 }
 
-func diffusionJob(prompt, params string) store.Job {
-	return store.Job{ID: store.NewID(), Model: "sd", Type: "diffusion", Prompt: prompt, Params: json.RawMessage(params)}
+func diffusionJob(prompt, params string) engine.Job {
+	return engine.Job{ID: store.NewID(), Model: "sd", Prompt: prompt, Params: json.RawMessage(params)}
 }
 
 // checkResult decodes a result document and its image files.
-func checkResult(t *testing.T, l *DiffusionLauncher, id string, doc []byte, n, w, h int) DiffusionResult {
+func checkResult(t *testing.T, l *Launcher, id string, doc []byte, n, w, h int) Result {
 	t.Helper()
-	var res DiffusionResult
+	var res Result
 	if err := json.Unmarshal(doc, &res); err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +121,7 @@ func TestSDCLIEngine_Run(t *testing.T) {
 	var mu sync.Mutex
 	var seen []string
 	pids := map[int]bool{}
-	res, err := eng.Run(context.Background(), job, func(p Progress) {
+	res, err := eng.Run(context.Background(), job, func(p engine.Progress) {
 		mu.Lock()
 		defer mu.Unlock()
 		seen = append(seen, fmt.Sprintf("%d/%d", p.Step, p.Steps))
@@ -195,8 +173,8 @@ func TestSDCLIEngine_Failures(t *testing.T) {
 			l.Options["sd"] = o
 			eng := launch(t, l)
 			job := diffusionJob("x", tt.params)
-			_, err := eng.Run(context.Background(), job, func(Progress) {})
-			if err == nil || errors.Is(err, ErrRejected) != tt.rejected || !strings.Contains(err.Error(), tt.msg) {
+			_, err := eng.Run(context.Background(), job, func(engine.Progress) {})
+			if err == nil || errors.Is(err, engine.ErrRejected) != tt.rejected || !strings.Contains(err.Error(), tt.msg) {
 				t.Fatalf("err %v; want rejected=%v containing %q", err, tt.rejected, tt.msg)
 			}
 			if _, err := os.Stat(filepath.Join(l.ImageDir, job.ID)); !errors.Is(err, os.ErrNotExist) {
@@ -209,14 +187,14 @@ func TestSDCLIEngine_Failures(t *testing.T) {
 func TestSDCLIEngine_StopKillsRun(t *testing.T) {
 	t.Parallel()
 	l := sdLauncher(t, EngineSDCLI, "--test-hang-at-step", "2", "--test-ignore-sigterm")
-	eng, err := l.Launch(context.Background(), Model{Name: "sd"})
+	eng, err := l.Launch(context.Background(), engine.Spec{Model: "sd"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	stepped := make(chan int, 8)
 	errCh := make(chan error, 1)
 	go func() {
-		_, err := eng.Run(context.Background(), diffusionJob("x", ""), func(Progress) { stepped <- eng.PID() })
+		_, err := eng.Run(context.Background(), diffusionJob("x", ""), func(engine.Progress) { stepped <- eng.PID() })
 		errCh <- err
 	}()
 	pid := <-stepped
@@ -234,7 +212,7 @@ func TestSDCLIEngine_StopKillsRun(t *testing.T) {
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Fatalf("sd-cli %d still exists: %v", pid, err)
 	}
-	if _, err := eng.Run(context.Background(), diffusionJob("x", ""), func(Progress) {}); !errors.Is(err, runner.ErrStopped) {
+	if _, err := eng.Run(context.Background(), diffusionJob("x", ""), func(engine.Progress) {}); !errors.Is(err, runner.ErrStopped) {
 		t.Fatalf("run after Stop: %v", err)
 	}
 	if !errors.Is(eng.Err(), runner.ErrStopped) {
@@ -250,7 +228,7 @@ func TestSDServerEngine_Run(t *testing.T) {
 		t.Fatal("no PID")
 	}
 	job := diffusionJob("a lighthouse", `{"height":128,"count":3,"seed":5,"steps":2,"cfg_scale":3.5}`)
-	res, err := eng.Run(context.Background(), job, func(Progress) {})
+	res, err := eng.Run(context.Background(), job, func(engine.Progress) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +238,7 @@ func TestSDServerEngine_Run(t *testing.T) {
 	}
 	// The same request gives the same pixels: the parameters reached it.
 	again := diffusionJob("a lighthouse", `{"height":128,"count":3,"seed":5,"steps":2,"cfg_scale":3.5}`)
-	if _, err := eng.Run(context.Background(), again, func(Progress) {}); err != nil {
+	if _, err := eng.Run(context.Background(), again, func(engine.Progress) {}); err != nil {
 		t.Fatal(err)
 	}
 	a, _ := os.ReadFile(filepath.Join(l.ImageDir, job.ID, "1.png"))
@@ -268,15 +246,15 @@ func TestSDServerEngine_Run(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Fatal("same request, different image")
 	}
-	if _, err := eng.Run(context.Background(), diffusionJob("x", `{"steps":0}`), func(Progress) {}); !errors.Is(err, ErrRejected) {
+	if _, err := eng.Run(context.Background(), diffusionJob("x", `{"steps":0}`), func(engine.Progress) {}); !errors.Is(err, engine.ErrRejected) {
 		t.Fatalf("bad params: %v", err)
 	}
 }
 
-func TestDiffusionLauncher_Check(t *testing.T) {
+func TestLauncher_Check(t *testing.T) {
 	t.Parallel()
 	l := sdLauncher(t, EngineSDCLI)
-	m := Model{Name: "sd"}
+	m := engine.Spec{Model: "sd"}
 	if err := l.Check(m); err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +269,7 @@ func TestDiffusionLauncher_Check(t *testing.T) {
 	if err := l.Check(m); err == nil || !strings.Contains(err.Error(), `"/nonexistent/vae.safetensors" not found`) {
 		t.Fatalf("missing vae: %v", err)
 	}
-	if err := l.Check(Model{Name: "other"}); err == nil {
+	if err := l.Check(engine.Spec{Model: "other"}); err == nil {
 		t.Fatal("unknown model passed")
 	}
 }
@@ -374,20 +352,20 @@ func BenchmarkSDCLIEngine_Run(b *testing.B) {
 	if err := os.WriteFile(model, []byte("stand-in"), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	l := &DiffusionLauncher{
+	l := &Launcher{
 		CLIBinary: filepath.Join(dir, "sd-cli"),
-		Options: map[string]DiffusionOptions{"sd": {Files: runner.SDFiles{Model: model},
-			Defaults: DiffusionDefaults{Width: 64, Height: 64, Steps: 1, CFGScale: 7}}},
+		Options: map[string]Options{"sd": {Files: Files{Model: model},
+			Defaults: Defaults{Width: 64, Height: 64, Steps: 1, CFGScale: 7}}},
 		ImageDir: b.TempDir(),
 	}
-	eng, err := l.Launch(context.Background(), Model{Name: "sd"})
+	eng, err := l.Launch(context.Background(), engine.Spec{Model: "sd"})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer eng.Stop(context.Background())
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := eng.Run(context.Background(), diffusionJob("a cat", ""), func(Progress) {}); err != nil {
+		if _, err := eng.Run(context.Background(), diffusionJob("a cat", ""), func(engine.Progress) {}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,4 +1,4 @@
-package runner
+package sdcpp
 
 import (
 	"bytes"
@@ -10,31 +10,34 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vramcram/vramcram/engine/enginetest"
+	"github.com/vramcram/vramcram/runner"
 )
 
 // sdServerConfig runs the stand-in as sd-server.
-func sdServerConfig(t *testing.T, extra ...string) Config {
+func sdServerConfig(t *testing.T, extra ...string) runner.Config {
 	t.Helper()
-	return Config{
+	return runner.Config{
 		Name:   "sd-server-a",
-		Binary: testEngine,
-		ArgsFunc: SDServerArgs(SDServerOptions{
-			Files: SDFiles{Model: sdModel(t)}, Width: 64, Height: 64, Steps: 2, CFGScale: 7,
+		Binary: testEngine(t),
+		ArgsFunc: ServerArgs(ServerOptions{
+			Files: Files{Model: sdModel(t)}, Width: 64, Height: 64, Steps: 2, CFGScale: 7,
 			Extra: append([]string{"--test-role", "sd-server"}, extra...),
 		}),
-		ReadyPath:         SDServerReadyPath,
+		ReadyPath:         ServerReadyPath,
 		ReadyTimeout:      20 * time.Second,
 		HeartbeatInterval: 100 * time.Millisecond,
 		HeartbeatTimeout:  5 * time.Second,
 		StopGrace:         5 * time.Second,
-		Logger:            testLogger(t),
+		Logger:            enginetest.Logger(t),
 	}
 }
 
-func TestSDServerArgs(t *testing.T) {
+func TestServerArgs(t *testing.T) {
 	t.Parallel()
-	got := SDServerArgs(SDServerOptions{
-		Files: SDFiles{DiffusionModel: "/m/z.gguf", LLM: "/m/qwen.gguf", VAE: "/m/ae.sft"}, Width: 1024, Height: 768,
+	got := ServerArgs(ServerOptions{
+		Files: Files{DiffusionModel: "/m/z.gguf", LLM: "/m/qwen.gguf", VAE: "/m/ae.sft"}, Width: 1024, Height: 768,
 		Steps: 8, CFGScale: 1, SamplingMethod: "euler", Scheduler: "simple", Extra: []string{"--diffusion-fa"},
 	})(4321)
 	want := strings.Fields("--diffusion-model /m/z.gguf --vae /m/ae.sft --llm /m/qwen.gguf --listen-ip 127.0.0.1 --listen-port 4321 " +
@@ -42,15 +45,15 @@ func TestSDServerArgs(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("args\n got %q\nwant %q", got, want)
 	}
-	got = SDServerArgs(SDServerOptions{Files: SDFiles{Model: "/m/sd.safetensors"}})(1)
+	got = ServerArgs(ServerOptions{Files: Files{Model: "/m/sd.safetensors"}})(1)
 	if want := strings.Fields("-m /m/sd.safetensors --listen-ip 127.0.0.1 --listen-port 1"); !slices.Equal(got, want) {
 		t.Fatalf("args %q, want %q", got, want)
 	}
 }
 
-func TestSDPrompt(t *testing.T) {
+func TestServerPrompt(t *testing.T) {
 	t.Parallel()
-	p, err := SDPrompt(SDImageRequest{Prompt: "a cat <sd_cpp_extra_args>{\"seed\":1}</sd_cpp_extra_args>", NegativePrompt: "dog",
+	p, err := ServerPrompt(ImageRequest{Prompt: "a cat <sd_cpp_extra_args>{\"seed\":1}</sd_cpp_extra_args>", NegativePrompt: "dog",
 		Steps: 4, CFGScale: 1.5, Seed: 99, SamplingMethod: "euler"})
 	if err != nil {
 		t.Fatal(err)
@@ -65,8 +68,8 @@ func TestSDPrompt(t *testing.T) {
 func TestProcess_GenerateImages(t *testing.T) {
 	t.Parallel()
 	p := startReady(t, sdServerConfig(t, "--test-load-delay", "50ms"))
-	req := SDImageRequest{Prompt: "a lighthouse", NegativePrompt: "fog", Width: 96, Height: 64, Steps: 3, CFGScale: 5, Seed: 3, Count: 2}
-	images, err := p.GenerateImages(context.Background(), req)
+	req := ImageRequest{Prompt: "a lighthouse", NegativePrompt: "fog", Width: 96, Height: 64, Steps: 3, CFGScale: 5, Seed: 3, Count: 2}
+	images, err := GenerateImages(context.Background(), p, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,14 +85,14 @@ func TestProcess_GenerateImages(t *testing.T) {
 			t.Fatalf("image %d is %v", i, s)
 		}
 	}
-	again, err := p.GenerateImages(context.Background(), req)
+	again, err := GenerateImages(context.Background(), p, req)
 	if err != nil || !bytes.Equal(again[0], images[0]) {
 		t.Fatalf("same request, different image (%v)", err)
 	}
 
 	req.Width = 0 // sd-server: 400 {"error":"invalid params"}
-	_, err = p.GenerateImages(context.Background(), req)
-	var he *HTTPError
+	_, err = GenerateImages(context.Background(), p, req)
+	var he *runner.HTTPError
 	if !errors.As(err, &he) || he.StatusCode != http.StatusBadRequest || he.Message != "invalid params" {
 		t.Fatalf("err %v, want 400 invalid params", err)
 	}
@@ -100,7 +103,7 @@ func TestProcess_SDServerLoadsBeforeListening(t *testing.T) {
 	cfg := sdServerConfig(t, "--test-fail-load")
 	p := start(t, cfg)
 	err := p.WaitReady(context.Background())
-	var ee *ExitError
+	var ee *runner.ExitError
 	if !errors.As(err, &ee) || ee.Code != 1 || !ee.BeforeReady || !strings.Contains(ee.Error(), "new_sd_ctx_t failed") {
 		t.Fatalf("err %v, want exit 1 before ready", err)
 	}
@@ -112,7 +115,7 @@ func TestProcess_SDServerDiesOnSigterm(t *testing.T) {
 	cfg.StopGrace = 10 * time.Second
 	p := startReady(t, cfg)
 	go func() {
-		_, _ = p.GenerateImages(context.Background(), SDImageRequest{Prompt: "x", Width: 64, Height: 64, Steps: 50, Count: 1})
+		_, _ = GenerateImages(context.Background(), p, ImageRequest{Prompt: "x", Width: 64, Height: 64, Steps: 50, Count: 1})
 	}()
 	begin := time.Now()
 	if err := p.Stop(context.Background()); err != nil {
@@ -122,7 +125,7 @@ func TestProcess_SDServerDiesOnSigterm(t *testing.T) {
 	if took := time.Since(begin); took >= cfg.StopGrace {
 		t.Fatalf("Stop took %s", took)
 	}
-	if !errors.Is(p.Err(), ErrStopped) {
+	if !errors.Is(p.Err(), runner.ErrStopped) {
 		t.Fatalf("Err %v", p.Err())
 	}
 }
@@ -130,8 +133,8 @@ func TestProcess_SDServerDiesOnSigterm(t *testing.T) {
 func TestProcess_GenerateImagesEngineDies(t *testing.T) {
 	t.Parallel()
 	p := startReady(t, sdServerConfig(t, "--test-crash-at-step", "2"))
-	_, err := p.GenerateImages(context.Background(), SDImageRequest{Prompt: "x", Width: 64, Height: 64, Steps: 4, Count: 1})
-	var ee *ExitError
+	_, err := GenerateImages(context.Background(), p, ImageRequest{Prompt: "x", Width: 64, Height: 64, Steps: 4, Count: 1})
+	var ee *runner.ExitError
 	if !errors.As(err, &ee) || ee.Code != 2 {
 		t.Fatalf("err %v, want the engine's exit", err)
 	}
@@ -141,8 +144,47 @@ func TestProcess_SDServerExitsOnItsOwn(t *testing.T) {
 	t.Parallel()
 	p := startReady(t, sdServerConfig(t, "--test-exit-after", "300ms"))
 	waitDone(t, p, 10*time.Second)
-	var ee *ExitError
+	var ee *runner.ExitError
 	if !errors.As(p.Err(), &ee) || ee.Code != 3 || ee.BeforeReady {
 		t.Fatalf("Err %v", p.Err())
+	}
+}
+
+// start starts cfg and registers a cleanup that stops it.
+func start(t *testing.T, cfg runner.Config) *runner.Process {
+	t.Helper()
+	p, err := runner.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := p.Stop(ctx); err != nil {
+			t.Errorf("cleanup Stop: %v", err)
+		}
+	})
+	return p
+}
+
+// startReady starts cfg and waits until it is ready.
+func startReady(t *testing.T, cfg runner.Config) *runner.Process {
+	t.Helper()
+	p := start(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.WaitReady(ctx); err != nil {
+		t.Fatalf("WaitReady: %v\n%s", err, strings.Join(p.Tail(), "\n"))
+	}
+	return p
+}
+
+// waitDone waits for p.Done.
+func waitDone(t *testing.T, p *runner.Process, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-p.Done():
+	case <-time.After(timeout):
+		t.Fatalf("engine not done after %s; tail:\n%s", timeout, strings.Join(p.Tail(), "\n"))
 	}
 }

@@ -1,4 +1,4 @@
-package runner
+package llamacpp
 
 import (
 	"context"
@@ -11,11 +11,14 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vramcram/vramcram/engine/enginetest"
+	"github.com/vramcram/vramcram/runner"
 )
 
 // realLlama returns a config for a real llama-server, from LLAMA_SERVER
 // (binary) and LLAMA_MODEL (a small GGUF), or skips.
-func realLlama(t *testing.T, opts LlamaOptions) Config {
+func realLlama(t *testing.T, opts Options) runner.Config {
 	t.Helper()
 	bin, model := os.Getenv("LLAMA_SERVER"), os.Getenv("LLAMA_MODEL")
 	if bin == "" || model == "" {
@@ -24,20 +27,21 @@ func realLlama(t *testing.T, opts LlamaOptions) Config {
 	if opts.ModelPath == "" {
 		opts.ModelPath = model
 	}
-	return Config{
+	return runner.Config{
 		Name:              "real",
 		Binary:            bin,
-		ArgsFunc:          LlamaServerArgs(opts),
+		ArgsFunc:          ServerArgs(opts),
+		PortTakenMarker:   portTakenMarker,
 		ReadyTimeout:      60 * time.Second,
 		HeartbeatInterval: 200 * time.Millisecond,
 		HeartbeatTimeout:  10 * time.Second,
 		StopGrace:         10 * time.Second,
-		Logger:            testLogger(t),
+		Logger:            enginetest.Logger(t),
 	}
 }
 
 func TestLlamaServer_Real(t *testing.T) {
-	opts := LlamaOptions{ContextSize: 2048, GPULayers: 0, Parallel: 2}
+	opts := Options{ContextSize: 2048, GPULayers: 0, Parallel: 2}
 
 	t.Run("CompleteAndStop", func(t *testing.T) {
 		begin := time.Now()
@@ -46,7 +50,7 @@ func TestLlamaServer_Real(t *testing.T) {
 		ctx := context.Background()
 		seed := int64(1)
 		req := CompletionRequest{Prompt: "hello world", MaxTokens: 8, Temperature: ptr(0.0), Seed: &seed}
-		res, err := p.Complete(ctx, req, nil)
+		res, err := Complete(ctx, p, req, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,7 +59,7 @@ func TestLlamaServer_Real(t *testing.T) {
 			t.Fatalf("non-stream result %+v", res)
 		}
 		var pieces []string
-		sres, err := p.Complete(ctx, req, func(s string) { pieces = append(pieces, s) })
+		sres, err := Complete(ctx, p, req, func(s string) { pieces = append(pieces, s) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,7 +75,7 @@ func TestLlamaServer_Real(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("idle stop took %s", time.Since(begin))
-		if !errors.Is(p.Err(), ErrStopped) {
+		if !errors.Is(p.Err(), runner.ErrStopped) {
 			t.Fatalf("Err = %v", p.Err())
 		}
 	})
@@ -81,7 +85,7 @@ func TestLlamaServer_Real(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		n := 0
-		_, err := p.Complete(ctx, CompletionRequest{Prompt: "once upon a time", MaxTokens: 1000}, func(string) {
+		_, err := Complete(ctx, p, CompletionRequest{Prompt: "once upon a time", MaxTokens: 1000}, func(string) {
 			if n++; n == 3 {
 				cancel()
 			}
@@ -89,25 +93,25 @@ func TestLlamaServer_Real(t *testing.T) {
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v", err)
 		}
-		res, err := p.Complete(context.Background(), CompletionRequest{Prompt: "x", MaxTokens: 2}, nil)
+		res, err := Complete(context.Background(), p, CompletionRequest{Prompt: "x", MaxTokens: 2}, nil)
 		if err != nil || res.TokensPredicted != 2 {
 			t.Fatalf("after cancel: %+v %v", res, err)
 		}
 	})
 
 	t.Run("MissingModel", func(t *testing.T) {
-		cfg := realLlama(t, LlamaOptions{ModelPath: "/nonexistent/model.gguf", GPULayers: 0})
+		cfg := realLlama(t, Options{ModelPath: "/nonexistent/model.gguf", GPULayers: 0})
 		begin := time.Now()
 		p := start(t, cfg)
 		err := p.WaitReady(context.Background())
 		t.Logf("missing model: %v after %s", err, time.Since(begin))
-		var ee *ExitError
+		var ee *runner.ExitError
 		// The reason may be missing from the output: llama-server's async
 		// logger loses its last lines (under load, all of them) at exit.
 		if !errors.As(err, &ee) || ee.Code != 1 || !ee.BeforeReady {
 			t.Fatalf("WaitReady = %v", err)
 		}
-		t.Logf("LoadFailed() = %v", ee.LoadFailed())
+		t.Logf("LoadFailed() = %v", LoadFailed(ee))
 	})
 
 	t.Run("PortTaken", func(t *testing.T) {
@@ -132,21 +136,21 @@ func TestLlamaServer_Real(t *testing.T) {
 		// The bind message itself may be missing: llama-server's async
 		// logger can lose everything on a fast exit.
 		t.Logf("spawns %d, tail has bind message: %v", calls.Load(),
-			strings.Contains(strings.Join(p.Tail(), "\n"), bindFailedMarker))
-		if calls.Load() != 2 || p.State() != StateReady {
+			strings.Contains(strings.Join(p.Tail(), "\n"), portTakenMarker))
+		if calls.Load() != 2 || p.State() != runner.StateReady {
 			t.Fatalf("calls %d, state %s", calls.Load(), p.State())
 		}
 	})
 
 	t.Run("StopInFlight", func(t *testing.T) {
-		cfg := realLlama(t, LlamaOptions{ContextSize: 2048, GPULayers: 0, Parallel: 1})
+		cfg := realLlama(t, Options{ContextSize: 2048, GPULayers: 0, Parallel: 1})
 		cfg.StopGrace = 500 * time.Millisecond
 		p := startReady(t, cfg)
 		first := make(chan struct{})
 		var once sync.Once
 		errCh := make(chan error, 1)
 		go func() {
-			_, err := p.Complete(context.Background(), CompletionRequest{Prompt: "once upon a time", MaxTokens: 2000}, func(string) {
+			_, err := Complete(context.Background(), p, CompletionRequest{Prompt: "once upon a time", MaxTokens: 2000}, func(string) {
 				once.Do(func() { close(first) })
 			})
 			errCh <- err
@@ -158,6 +162,6 @@ func TestLlamaServer_Real(t *testing.T) {
 		}
 		took := time.Since(begin)
 		err := <-errCh
-		t.Logf("stop with a request in flight took %s (grace %s); Complete: %v; tail: %s", took, cfg.StopGrace, err, tailSummary(p.Tail()))
+		t.Logf("stop with a request in flight took %s (grace %s); Complete: %v; tail: %s", took, cfg.StopGrace, err, strings.Join(p.Tail(), " | "))
 	})
 }

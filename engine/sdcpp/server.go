@@ -1,4 +1,4 @@
-package runner
+package sdcpp
 
 import (
 	"context"
@@ -10,18 +10,20 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/vramcram/vramcram/runner"
 )
 
-// SDServerReadyPath is sd-server's readiness (and heartbeat) probe. It has
+// ServerReadyPath is sd-server's readiness (and heartbeat) probe. It has
 // no /health; it loads the model before it listens, so any answer means
 // ready, and /v1/models answers without waiting for a running generation.
-const SDServerReadyPath = "/v1/models"
+const ServerReadyPath = "/v1/models"
 
-// SDServerOptions are the sd-server settings VramCram decides per model.
+// ServerOptions are the sd-server settings VramCram decides per model.
 // The generation defaults apply to requests that do not set a value; every
 // request VramCram sends sets them all, so they matter only to other clients.
-type SDServerOptions struct {
-	Files          SDFiles
+type ServerOptions struct {
+	Files          Files
 	Width, Height  int     // -W, -H; 0 leaves them out
 	Steps          int     // --steps; 0 leaves it out
 	CFGScale       float64 // --cfg-scale; 0 leaves it out
@@ -30,11 +32,11 @@ type SDServerOptions struct {
 	Extra          []string
 }
 
-// SDServerArgs returns an ArgsFunc for sd-server:
+// ServerArgs returns a runner ArgsFunc for sd-server:
 //
 //	MODEL FLAGS --listen-ip 127.0.0.1 --listen-port P [-W w -H h --steps s --cfg-scale c
 //	--sampling-method m --scheduler s] extra...
-func SDServerArgs(o SDServerOptions) func(port int) []string {
+func ServerArgs(o ServerOptions) func(port int) []string {
 	extra := append([]string(nil), o.Extra...)
 	return func(port int) []string {
 		args := o.Files.Args()
@@ -100,10 +102,10 @@ type imagesAnswer struct {
 	Message string `json:"message"`
 }
 
-// SDPrompt returns the prompt sent to sd-server's OpenAI route: the user's
+// ServerPrompt returns the prompt sent to sd-server's OpenAI route: the user's
 // text, with any tag of its own removed (it would override ours), then the
 // native parameters the route has no field for.
-func SDPrompt(req SDImageRequest) (string, error) {
+func ServerPrompt(req ImageRequest) (string, error) {
 	extra, err := json.Marshal(sdExtraArgs{
 		NegativePrompt: req.NegativePrompt,
 		Seed:           req.Seed,
@@ -119,43 +121,43 @@ func SDPrompt(req SDImageRequest) (string, error) {
 	return p + " <" + sdExtraArgsTag + ">" + string(extra) + "</" + sdExtraArgsTag + ">", nil
 }
 
-// GenerateImages asks an sd-server for req's images through its OpenAI
+// GenerateImages asks p, an sd-server, for req's images through its OpenAI
 // route (POST /v1/images/generations, b64_json) and returns the PNG bytes
 // of each. sd-server generates one request at a time and cannot stop one:
 // cancelling ctx abandons the answer, but the engine finishes the images.
 //
-// Errors: ctx's error when ctx ended; *HTTPError for a non-200 answer (4xx:
+// Errors: ctx's error when ctx ended; *runner.HTTPError for a non-200 answer (4xx:
 // the server refused the parameters); an error wrapping Err() when the
 // engine died during the request.
-func (p *Process) GenerateImages(ctx context.Context, req SDImageRequest) ([][]byte, error) {
-	prompt, err := SDPrompt(req)
+func GenerateImages(ctx context.Context, p *runner.Process, req ImageRequest) ([][]byte, error) {
+	prompt, err := ServerPrompt(req)
 	if err != nil {
-		return nil, fmt.Errorf("generate on engine %s: %w", p.cfg.Name, err)
+		return nil, fmt.Errorf("generate on engine %s: %w", p.Name(), err)
 	}
 	body, err := json.Marshal(imagesBody{
 		Prompt: prompt, N: max(req.Count, 1), Size: fmt.Sprintf("%dx%d", req.Width, req.Height),
 		OutputFormat: "png", ResponseFormat: "b64_json",
 	})
 	if err != nil {
-		return nil, fmt.Errorf("generate on engine %s: %w", p.cfg.Name, err)
+		return nil, fmt.Errorf("generate on engine %s: %w", p.Name(), err)
 	}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL()+"/v1/images/generations", strings.NewReader(string(body)))
 	if err != nil {
-		return nil, fmt.Errorf("generate on engine %s: %w", p.cfg.Name, err)
+		return nil, fmt.Errorf("generate on engine %s: %w", p.Name(), err)
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := p.client.Do(hreq)
+	resp, err := p.Client().Do(hreq)
 	if err != nil {
-		return nil, fmt.Errorf("generate on engine %s: %w", p.cfg.Name, p.requestError(ctx, err))
+		return nil, fmt.Errorf("generate on engine %s: %w", p.Name(), p.RequestError(ctx, err))
 	}
 	defer resp.Body.Close()
 	images, err := decodeImages(resp)
 	if err != nil {
-		var he *HTTPError
+		var he *runner.HTTPError
 		if !errors.As(err, &he) {
-			err = p.requestError(ctx, err)
+			err = p.RequestError(ctx, err)
 		}
-		return nil, fmt.Errorf("generate on engine %s: %w", p.cfg.Name, err)
+		return nil, fmt.Errorf("generate on engine %s: %w", p.Name(), err)
 	}
 	return images, nil
 }
@@ -172,7 +174,7 @@ func decodeImages(resp *http.Response) ([][]byte, error) {
 	}
 	jerr := json.Unmarshal(raw, &a)
 	if resp.StatusCode != http.StatusOK {
-		e := &HTTPError{StatusCode: resp.StatusCode, Message: strings.TrimSpace(string(raw))}
+		e := &runner.HTTPError{StatusCode: resp.StatusCode, Message: strings.TrimSpace(string(raw))}
 		if jerr == nil && a.Error != "" {
 			e.Message = a.Error
 			if a.Message != "" {

@@ -1,4 +1,4 @@
-package runner
+package sdcpp
 
 import (
 	"bytes"
@@ -7,7 +7,6 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -16,6 +15,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vramcram/vramcram/engine/enginetest"
+	"github.com/vramcram/vramcram/runner"
 )
 
 // sdModel creates a stand-in checkpoint file.
@@ -29,40 +31,40 @@ func sdModel(t *testing.T) string {
 }
 
 // cliRun returns a run of the stand-in as sd-cli writing to dir/out.png.
-func cliRun(t *testing.T, files SDFiles, req SDImageRequest, dir string, extra ...string) CLIRun {
+func cliRun(t *testing.T, files Files, req ImageRequest, dir string, extra ...string) CLIRun {
 	t.Helper()
 	return CLIRun{
 		Name:   "sd-a",
-		Binary: testEngine,
-		Args:   SDCLIArgs(files, req, filepath.Join(dir, "out.png"), append([]string{"--test-role", "sd-cli"}, extra...)),
-		Logger: testLogger(t),
+		Binary: testEngine(t),
+		Args:   CLIArgs(files, req, filepath.Join(dir, "out.png"), append([]string{"--test-role", "sd-cli"}, extra...)),
+		Logger: enginetest.Logger(t),
 	}
 }
 
-func smallRequest() SDImageRequest {
-	return SDImageRequest{Prompt: "a red fox", Width: 64, Height: 48, Steps: 3, CFGScale: 7, Seed: 42, Count: 1}
+func smallRequest() ImageRequest {
+	return ImageRequest{Prompt: "a red fox", Width: 64, Height: 48, Steps: 3, CFGScale: 7, Seed: 42, Count: 1}
 }
 
-func TestSDCLIArgs(t *testing.T) {
+func TestCLIArgs(t *testing.T) {
 	t.Parallel()
-	files := SDFiles{DiffusionModel: "/m/flux.gguf", VAE: "/m/ae.sft", ClipL: "/m/clip_l.sft", T5XXL: "/m/t5.gguf"}
-	req := SDImageRequest{Prompt: "-a cat", NegativePrompt: "blur", Width: 768, Height: 512, Steps: 4, CFGScale: 1.5,
+	files := Files{DiffusionModel: "/m/flux.gguf", VAE: "/m/ae.sft", ClipL: "/m/clip_l.sft", T5XXL: "/m/t5.gguf"}
+	req := ImageRequest{Prompt: "-a cat", NegativePrompt: "blur", Width: 768, Height: 512, Steps: 4, CFGScale: 1.5,
 		Seed: 7, Count: 2, SamplingMethod: "euler", Scheduler: "karras"}
-	got := SDCLIArgs(files, req, "/d/out.png", []string{"--diffusion-fa"})
+	got := CLIArgs(files, req, "/d/out.png", []string{"--diffusion-fa"})
 	want := strings.Fields("--diffusion-model /m/flux.gguf --vae /m/ae.sft --clip_l /m/clip_l.sft --t5xxl /m/t5.gguf -p -a_cat -n blur " +
 		"-o /d/out.png -W 768 -H 512 --steps 4 --cfg-scale 1.5 -s 7 -b 2 --sampling-method euler --scheduler karras --diffusion-fa")
 	want[9] = "-a cat"
 	if !slices.Equal(got, want) {
 		t.Fatalf("args\n got %q\nwant %q", got, want)
 	}
-	got = SDCLIArgs(SDFiles{Model: "/m/sd.safetensors"}, SDImageRequest{Prompt: "x", Width: 512, Height: 512, Steps: 20, CFGScale: 7}, "o.png", nil)
+	got = CLIArgs(Files{Model: "/m/sd.safetensors"}, ImageRequest{Prompt: "x", Width: 512, Height: 512, Steps: 20, CFGScale: 7}, "o.png", nil)
 	want = strings.Fields("-m /m/sd.safetensors -p x -o o.png -W 512 -H 512 --steps 20 --cfg-scale 7 -s 0 -b 1")
 	if !slices.Equal(got, want) {
 		t.Fatalf("args\n got %q\nwant %q", got, want)
 	}
 }
 
-func TestParseSDProgress(t *testing.T) {
+func TestParseProgress(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		line        string
@@ -78,27 +80,10 @@ func TestParseSDProgress(t *testing.T) {
 		{"", 0, 0, false},
 	}
 	for _, tt := range tests {
-		step, steps, ok := ParseSDProgress(tt.line)
+		step, steps, ok := ParseProgress(tt.line)
 		if step != tt.step || steps != tt.steps || ok != tt.ok {
-			t.Errorf("ParseSDProgress(%q) = %d %d %v, want %d %d %v", tt.line, step, steps, ok, tt.step, tt.steps, tt.ok)
+			t.Errorf("ParseProgress(%q) = %d %d %v, want %d %d %v", tt.line, step, steps, ok, tt.step, tt.steps, tt.ok)
 		}
-	}
-}
-
-func TestReadTermLines(t *testing.T) {
-	t.Parallel()
-	in := "a\n\r  |=>  | 1/2 - 1.00it/s\x1b[K\r  |==| 2/2 - 1.00it/s\x1b[K\nb\r\nlast"
-	var got []string
-	readTermLines(strings.NewReader(in), func(s string) { got = append(got, s) })
-	want := []string{"a", "  |=>  | 1/2 - 1.00it/s", "  |==| 2/2 - 1.00it/s", "b", "", "last"}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("lines %q, want %q", got, want)
-	}
-	long := strings.Repeat("x", 3*maxLineLen) + "\nnext\n"
-	got = nil
-	readTermLines(strings.NewReader(long), func(s string) { got = append(got, s) })
-	if len(got) != 2 || len(got[0]) != maxLineLen || got[1] != "next" {
-		t.Fatalf("long line: %d lines, first %d bytes", len(got), len(got[0]))
 	}
 }
 
@@ -107,7 +92,7 @@ func TestRunCLI_Success(t *testing.T) {
 	dir := t.TempDir()
 	req := smallRequest()
 	req.Count = 2
-	r := cliRun(t, SDFiles{Model: sdModel(t)}, req, dir)
+	r := cliRun(t, Files{Model: sdModel(t)}, req, dir)
 	var mu sync.Mutex
 	var progress []string
 	r.ProgressFunc = func(step, steps int) {
@@ -129,7 +114,7 @@ func TestRunCLI_Success(t *testing.T) {
 	default:
 		t.Fatal("exited not closed after RunCLI returned")
 	}
-	if pid <= 0 || !processGone(pid) {
+	if pid <= 0 || !enginetest.ProcessGone(pid) {
 		t.Fatalf("pid %d still running", pid)
 	}
 	for _, name := range []string{"out_0.png", "out_1.png"} {
@@ -150,9 +135,9 @@ func TestRunCLI_Success(t *testing.T) {
 func TestRunCLI_Deterministic(t *testing.T) {
 	t.Parallel()
 	model := sdModel(t)
-	read := func(req SDImageRequest) []byte {
+	read := func(req ImageRequest) []byte {
 		dir := t.TempDir()
-		if err := RunCLI(context.Background(), cliRun(t, SDFiles{Model: model}, req, dir)); err != nil {
+		if err := RunCLI(context.Background(), cliRun(t, Files{Model: model}, req, dir)); err != nil {
 			t.Fatal(err)
 		}
 		b, err := os.ReadFile(filepath.Join(dir, "out.png"))
@@ -174,16 +159,16 @@ func TestRunCLI_Failures(t *testing.T) {
 	model := sdModel(t)
 	tests := []struct {
 		name     string
-		files    SDFiles
+		files    Files
 		extra    []string
 		code     int
 		badInput bool
 		msg      string
 	}{
-		{"MissingModel", SDFiles{Model: "/nonexistent/x.safetensors"}, nil, 1, true, "file /nonexistent/x.safetensors not found"},
-		{"UnknownFormat", SDFiles{Model: model}, []string{"--test-fail-load"}, 1, true, "unknown format"},
-		{"UnknownArgument", SDFiles{Model: model}, []string{"--no-such-flag"}, 1, true, "error: unknown argument: --no-such-flag"},
-		{"Crash", SDFiles{Model: model}, []string{"--test-crash-at-step", "2"}, 2, false, "simulated crash"},
+		{"MissingModel", Files{Model: "/nonexistent/x.safetensors"}, nil, 1, true, "file /nonexistent/x.safetensors not found"},
+		{"UnknownFormat", Files{Model: model}, []string{"--test-fail-load"}, 1, true, "unknown format"},
+		{"UnknownArgument", Files{Model: model}, []string{"--no-such-flag"}, 1, true, "error: unknown argument: --no-such-flag"},
+		{"Crash", Files{Model: model}, []string{"--test-crash-at-step", "2"}, 2, false, "simulated crash"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -205,7 +190,7 @@ func TestRunCLI_Failures(t *testing.T) {
 
 func TestRunCLI_CancelKillsGroup(t *testing.T) {
 	t.Parallel()
-	r := cliRun(t, SDFiles{Model: sdModel(t)}, smallRequest(), t.TempDir(),
+	r := cliRun(t, Files{Model: sdModel(t)}, smallRequest(), t.TempDir(),
 		"--test-hang-at-step", "2", "--test-ignore-sigterm", "--test-fork-grandchild")
 	started := make(chan int, 1)
 	r.SpawnedFunc = func(pid int, _ <-chan struct{}) { started <- pid }
@@ -226,11 +211,11 @@ func TestRunCLI_CancelKillsGroup(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("RunCLI did not return after cancel")
 	}
-	if !processGone(pid) {
+	if !enginetest.ProcessGone(pid) {
 		t.Fatalf("sd-cli %d still running", pid)
 	}
 	// The grandchild was in the same group: nothing of it may be left.
-	waitFor(t, 5*time.Second, "process group gone", func() bool {
+	enginetest.WaitFor(t, 5*time.Second, "process group gone", func() bool {
 		return errors.Is(syscall.Kill(-pid, 0), syscall.ESRCH) || groupOnlyZombies(pid)
 	})
 }
@@ -248,7 +233,7 @@ func groupOnlyZombies(pgid int) bool {
 			continue
 		}
 		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(f) > 3 && f[3] == strconv.Itoa(pgid) && !processGone(pid) {
+		if len(f) > 3 && f[3] == strconv.Itoa(pgid) && !enginetest.ProcessGone(pid) {
 			return false
 		}
 	}
@@ -258,30 +243,39 @@ func groupOnlyZombies(pgid int) bool {
 func TestRunCLI_BinaryNotFound(t *testing.T) {
 	t.Parallel()
 	err := RunCLI(context.Background(), CLIRun{Name: "x", Binary: "/nonexistent/sd-cli"})
-	if !errors.Is(err, ErrBinaryNotFound) {
+	if !errors.Is(err, runner.ErrBinaryNotFound) {
 		t.Fatalf("err %v", err)
 	}
 }
 
 func TestCLIError_Summary(t *testing.T) {
 	t.Parallel()
-	e := &CLIError{Name: "m", Code: 1, Tail: []string{
+	e := &CLIError{ExitError: &runner.ExitError{Name: "m", Code: 1, Tail: []string{
 		"[INFO ] stable-diffusion.cpp:713  - loading model from '/x'",
 		"[WARN ] model_loader.cpp:254  - file /x not found",
 		"[ERROR] stable-diffusion.cpp:905  - get sd version from file failed: '/x'",
 		"[INFO ] main.cpp:910  - new_sd_ctx_t failed",
-	}}
+	}}}
 	want := "engine m exited with code 1: [WARN ] model_loader.cpp:254  - file /x not found | " +
 		"[ERROR] stable-diffusion.cpp:905  - get sd version from file failed: '/x' | [INFO ] main.cpp:910  - new_sd_ctx_t failed"
 	if e.Error() != want || !e.BadInput() {
 		t.Fatalf("got %q (bad input %v)", e.Error(), e.BadInput())
 	}
-	oom := &CLIError{Name: "m", Code: 1, Tail: []string{"ggml_cuda: out of memory", "[ERROR] main.cpp:952  - generate failed"}}
+	oom := &CLIError{ExitError: &runner.ExitError{Name: "m", Code: 1, Tail: []string{"ggml_cuda: out of memory", "[ERROR] main.cpp:952  - generate failed"}}}
 	if oom.BadInput() || !regexp.MustCompile(`generate failed$`).MatchString(oom.Error()) {
 		t.Fatalf("oom: %v bad input %v", oom, oom.BadInput())
 	}
-	sig := &CLIError{Name: "m", Code: -1, Signal: "killed", Tail: []string{"x"}}
+	sig := &CLIError{ExitError: &runner.ExitError{Name: "m", Code: -1, Signal: "killed", Tail: []string{"x"}}}
 	if sig.Error() != "engine m killed by signal killed: x" || sig.BadInput() {
 		t.Fatalf("signal: %v", sig)
 	}
+}
+
+// testEngine is the stand-in engine, run as sd-cli by --test-role.
+func testEngine(t testing.TB) string { return filepath.Join(enginetest.StandIn(t), "llama-server") }
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	enginetest.Cleanup()
+	os.Exit(code)
 }

@@ -1,12 +1,15 @@
-package runner
+package llamacpp
 
 import (
 	"strconv"
 	"strings"
 )
 
-// LlamaOptions are the llama-server settings VramCram decides per model.
-type LlamaOptions struct {
+// Options are the llama-server settings VramCram decides per model.
+type Options struct {
+	// Binary, when set, is this model's llama-server (config.binary),
+	// overriding Launcher.Binary.
+	Binary      string
 	ModelPath   string
 	ContextSize int // -c; 0 leaves the engine's default (the model's training context)
 	// GPULayers is -ngl; a negative value leaves it out (the engine's
@@ -25,14 +28,14 @@ type LlamaOptions struct {
 	Alias string
 }
 
-// LlamaServerArgs returns an ArgsFunc for llama-server:
+// ServerArgs returns a runner ArgsFunc for llama-server:
 //
 //	-m PATH --host 127.0.0.1 --port P [-c CTX] [-ngl N] [--parallel S] [--embeddings]
 //	  [--split-mode layer --tensor-split A,B] [--alias NAME] extra...
 //
 // Extra comes last so a per-model setting can override ours (llama-server
 // keeps the last value of a repeated flag).
-func LlamaServerArgs(o LlamaOptions) func(port int) []string {
+func ServerArgs(o Options) func(port int) []string {
 	extra := append([]string(nil), o.Extra...)
 	return func(port int) []string {
 		args := []string{"-m", o.ModelPath, "--host", "127.0.0.1", "--port", strconv.Itoa(port)}

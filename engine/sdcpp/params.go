@@ -1,17 +1,18 @@
-package scheduler
+package sdcpp
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"unicode/utf8"
+
+	"github.com/vramcram/vramcram/engine"
 )
 
-// DiffusionParams are the parameters of a diffusion job, as submitted. Nil
-// and empty values take the model's defaults (DiffusionDefaults).
-type DiffusionParams struct {
+// Params are the parameters of a diffusion job, as submitted. Nil
+// and empty values take the model's defaults (Defaults).
+type Params struct {
 	Width          *int     `json:"width,omitempty"`
 	Height         *int     `json:"height,omitempty"`
 	Steps          *int     `json:"steps,omitempty"`
@@ -36,41 +37,41 @@ const (
 	maxSamplerName    = 32
 )
 
-// ParseDiffusionParams decodes and validates raw (a JSON object, or empty).
-// Errors are *FieldError naming the field, e.g. "params.width".
-func ParseDiffusionParams(raw json.RawMessage) (DiffusionParams, error) {
-	var p DiffusionParams
-	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+// ParseParams decodes and validates raw (a JSON object, or empty).
+// Errors are *engine.FieldError naming the field, e.g. "params.width".
+func ParseParams(raw json.RawMessage) (Params, error) {
+	var p Params
+	if engine.EmptyParams(raw) {
 		return p, nil
 	}
-	if err := decodeStrict(raw, &p); err != nil {
+	if err := engine.DecodeParams(raw, &p); err != nil {
 		return p, err
 	}
 	return p, p.Validate()
 }
 
-// Validate checks every set value; the error is a *FieldError naming the
+// Validate checks every set value; the error is a *engine.FieldError naming the
 // first wrong field as "params.NAME".
-func (p DiffusionParams) Validate() error {
+func (p Params) Validate() error {
 	for _, side := range []struct {
 		name string
 		v    *int
 	}{{"params.width", p.Width}, {"params.height", p.Height}} {
 		if side.v != nil && (*side.v < MinImageSide || *side.v > MaxImageSide || *side.v%8 != 0) {
-			return &FieldError{side.name, fmt.Sprintf("must be a multiple of 8 between %d and %d", MinImageSide, MaxImageSide)}
+			return &engine.FieldError{Field: side.name, Msg: fmt.Sprintf("must be a multiple of 8 between %d and %d", MinImageSide, MaxImageSide)}
 		}
 	}
 	switch {
 	case p.Steps != nil && (*p.Steps < 1 || *p.Steps > MaxDiffusionSteps):
-		return &FieldError{"params.steps", fmt.Sprintf("must be between 1 and %d", MaxDiffusionSteps)}
+		return &engine.FieldError{Field: "params.steps", Msg: fmt.Sprintf("must be between 1 and %d", MaxDiffusionSteps)}
 	case p.CFGScale != nil && !(*p.CFGScale >= 0 && *p.CFGScale <= MaxCFGScale):
-		return &FieldError{"params.cfg_scale", fmt.Sprintf("must be between 0 and %d", MaxCFGScale)}
+		return &engine.FieldError{Field: "params.cfg_scale", Msg: fmt.Sprintf("must be between 0 and %d", MaxCFGScale)}
 	case p.Seed != nil && *p.Seed < -1:
-		return &FieldError{"params.seed", "must be -1 (random) or between 0 and 9223372036854775807"}
+		return &engine.FieldError{Field: "params.seed", Msg: "must be -1 (random) or between 0 and 9223372036854775807"}
 	case p.Count != nil && (*p.Count < 1 || *p.Count > MaxImageCount):
-		return &FieldError{"params.count", fmt.Sprintf("must be between 1 and %d", MaxImageCount)}
+		return &engine.FieldError{Field: "params.count", Msg: fmt.Sprintf("must be between 1 and %d", MaxImageCount)}
 	case utf8.RuneCountInString(p.NegativePrompt) > MaxNegativePrompt:
-		return &FieldError{"params.negative_prompt", fmt.Sprintf("at most %d characters", MaxNegativePrompt)}
+		return &engine.FieldError{Field: "params.negative_prompt", Msg: fmt.Sprintf("at most %d characters", MaxNegativePrompt)}
 	}
 	if err := checkSamplerName("params.sampling_method", p.SamplingMethod); err != nil {
 		return err
@@ -86,21 +87,21 @@ func checkSamplerName(field, s string) error {
 		return nil
 	}
 	if len(s) > maxSamplerName {
-		return &FieldError{field, fmt.Sprintf("at most %d characters", maxSamplerName)}
+		return &engine.FieldError{Field: field, Msg: fmt.Sprintf("at most %d characters", maxSamplerName)}
 	}
 	for _, c := range s {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '+' || c == '-' || c == '.') {
-			return &FieldError{field, "may hold only letters, digits and _ + - ."}
+			return &engine.FieldError{Field: field, Msg: "may hold only letters, digits and _ + - ."}
 		}
 	}
 	if s[0] == '-' {
-		return &FieldError{field, "must not start with '-'"}
+		return &engine.FieldError{Field: field, Msg: "must not start with '-'"}
 	}
 	return nil
 }
 
-// DiffusionDefaults are a model's values for parameters a job leaves out.
-type DiffusionDefaults struct {
+// Defaults are a model's values for parameters a job leaves out.
+type Defaults struct {
 	Width, Height  int
 	Steps          int
 	CFGScale       float64
@@ -108,8 +109,8 @@ type DiffusionDefaults struct {
 	Scheduler      string
 }
 
-// DiffusionRequest is a job's generation with every value decided.
-type DiffusionRequest struct {
+// Request is a job's generation with every value decided.
+type Request struct {
 	Prompt         string
 	NegativePrompt string
 	Width, Height  int
@@ -123,8 +124,8 @@ type DiffusionRequest struct {
 
 // Resolve fills what p leaves out from d and picks a seed when none (or -1)
 // was given, with seed, or a random one in [0, 2^31) when seed is nil.
-func (p DiffusionParams) Resolve(prompt string, d DiffusionDefaults, seed func() int64) DiffusionRequest {
-	r := DiffusionRequest{
+func (p Params) Resolve(prompt string, d Defaults, seed func() int64) Request {
+	r := Request{
 		Prompt: prompt, NegativePrompt: p.NegativePrompt,
 		Width: d.Width, Height: d.Height, Steps: d.Steps, CFGScale: d.CFGScale, Count: 1,
 		SamplingMethod: d.SamplingMethod, Scheduler: d.Scheduler,

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestLoadConfig_CommandModel(t *testing.T) {
+	t.Parallel()
+	cfg := mustLoad(t, `
+models:
+  llm:
+    - name: whisper
+      vram_mb: 600
+      config:
+        engine: command
+        cmd: [/opt/whisper/server, --host, "${HOST}", --port, "${PORT}", -m, "${MODEL_PATH}"]
+        env: {OMP_NUM_THREADS: "4", VISIBLE: "${GPUS}"}
+        health_path: /ready
+        routes: [/v1/audio/transcriptions]
+    - name: own
+      model_path: ./own.gguf
+      config: {binary: /opt/llama-cuda/bin/llama-server}
+  diffusion:
+    - name: imgsrv
+      vram_mb: 4000
+      config: {engine: command, cmd: [/opt/img/server, "--port=${PORT}"]}
+`, nil)
+	w, _ := cfg.LLMByName("whisper")
+	c := w.Config
+	if c.Engine != "command" || len(c.Cmd) != 7 || c.Cmd[4] != "${PORT}" || c.Env["OMP_NUM_THREADS"] != "4" ||
+		c.Env["VISIBLE"] != "${GPUS}" || c.HealthPath != "/ready" || !slices.Equal(c.Routes, []string{"/v1/audio/transcriptions"}) {
+		t.Fatalf("whisper config %+v", c)
+	}
+	if o, _ := cfg.LLMByName("own"); o.Config.Engine != "llama-server" || o.Config.Binary != "/opt/llama-cuda/bin/llama-server" {
+		t.Fatalf("own config %+v", o.Config)
+	}
+	// The wiring gives each model its engine.
+	reg, err := newRegistry(cfg, nil, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac := apiConfig(cfg, reg, discardLog())
+	if !slices.Equal(ac.Endpoints["whisper"], []string{"/v1/audio/transcriptions"}) ||
+		!slices.Equal(ac.Endpoints["imgsrv"], []string{"/v1/images/generations"}) ||
+		!slices.Equal(ac.Endpoints["own"], []string{"/v1/chat/completions", "/v1/completions"}) || ac.Embeddings["whisper"] {
+		t.Fatalf("endpoints %v embeddings %v", ac.Endpoints, ac.Embeddings)
+	}
+	for _, m := range schedulerConfig(cfg).Models {
+		want := map[string]string{"whisper": "command", "own": "llama-server", "imgsrv": "command"}[m.Name]
+		if m.Engine != want {
+			t.Errorf("%s: engine %q, want %q", m.Name, m.Engine, want)
+		}
+	}
+}
+
+func TestLoadConfig_CommandModelProblems(t *testing.T) {
+	t.Parallel()
+	problems := loadProblems(t, `
+models:
+  llm:
+    - name: a
+      model_path: ./a.gguf
+      config: {cmd: [x], env: {A: b}, routes: [/v1/x]}
+    - name: b
+      config: {engine: command, binary: /x}
+    - name: c
+      config:
+        engine: command
+        cmd: [/opt/s, --port, "${PORT}", "${MODEL_DIR}", "${HOST"]
+        env: {"1BAD": x, GOOD: "${NOPE}"}
+        health_path: health
+        routes: [v1/chat]
+    - name: d
+      config: {engine: command, cmd: [/opt/s, --listen]}
+  diffusion:
+    - name: e
+      config: {engine: comand}
+`, nil)
+	want := []string{
+		"models.llm[0].config.cmd: only with config.engine: command",
+		"models.llm[0].config.env: only with config.engine: command",
+		"models.llm[0].config.routes: only with config.engine: command",
+		"models.llm[1].config.binary: only for engine llama-server",
+		"models.llm[1].config.cmd: required with config.engine: command",
+		"models.llm[2].config.cmd[3]: ${MODEL_DIR}: unknown macro; known: ${PORT}, ${HOST}, ${MODEL_PATH}, ${MODEL_NAME}, ${GPUS}, ${CONTEXT_SIZE}",
+		"models.llm[2].config.cmd[4]: ${HOST: unterminated macro",
+		"models.llm[2].config.env.1BAD: not a valid environment variable name",
+		"models.llm[2].config.env.GOOD: ${NOPE}: unknown macro",
+		`models.llm[2].config.health_path: must start with '/', got "health"`,
+		`models.llm[2].config.routes[0]: must be a path starting with '/', got "v1/chat"`,
+		"models.llm[3].config.cmd: must use ${PORT} (in cmd or env)",
+		`models.diffusion[0].config.engine: must be one of sd-cli, sd-server, command, got "comand"`,
+		"models.diffusion[0].model_path: required",
+	}
+	requireProblems(t, problems, want...)
+	if len(problems) != len(want) {
+		t.Errorf("got %d problems, want %d:\n  %s", len(problems), len(want), strings.Join(problems, "\n  "))
+	}
+}

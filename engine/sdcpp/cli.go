@@ -1,0 +1,248 @@
+package sdcpp
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/vramcram/vramcram/runner"
+)
+
+// Files are the model files of a stable-diffusion.cpp model. Each non-empty
+// one becomes a flag; a full checkpoint needs only Model, split models
+// (Flux, SD3.5, Z-Image, …) name their parts.
+type Files struct {
+	Model          string // -m: a full checkpoint
+	DiffusionModel string // --diffusion-model: a standalone diffusion model
+	VAE            string // --vae
+	ClipL          string // --clip_l
+	ClipG          string // --clip_g
+	T5XXL          string // --t5xxl
+	LLM            string // --llm: an LLM text encoder
+}
+
+// File is one model file with its flag.
+type File struct {
+	Flag string
+	Path string
+}
+
+// List returns the configured files with their flags, in argv order.
+func (f Files) List() []File {
+	all := []File{
+		{"-m", f.Model}, {"--diffusion-model", f.DiffusionModel}, {"--vae", f.VAE},
+		{"--clip_l", f.ClipL}, {"--clip_g", f.ClipG}, {"--t5xxl", f.T5XXL}, {"--llm", f.LLM},
+	}
+	out := all[:0]
+	for _, x := range all {
+		if x.Path != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// Args returns the model flags.
+func (f Files) Args() []string {
+	var args []string
+	for _, x := range f.List() {
+		args = append(args, x.Flag, x.Path)
+	}
+	return args
+}
+
+// ImageRequest is one text-to-image generation with every value decided.
+// Empty SamplingMethod and Scheduler leave the engine's defaults.
+type ImageRequest struct {
+	Prompt         string
+	NegativePrompt string
+	Width, Height  int
+	Steps          int
+	CFGScale       float64
+	Seed           int64
+	Count          int // images (sd's batch count)
+	SamplingMethod string
+	Scheduler      string
+}
+
+// CLIArgs returns sd-cli's argv (after the binary) for one generation that
+// writes to output:
+//
+//	MODEL FLAGS -p PROMPT [-n NEG] -o OUTPUT -W w -H h --steps s --cfg-scale c -s SEED -b N
+//	[--sampling-method m] [--scheduler s] extra...
+//
+// Extra comes last so a per-model setting can override ours (sd-cli keeps
+// the last value of a repeated flag). --sampling-method and --scheduler are
+// left out when empty: older releases call the latter --schedule.
+func CLIArgs(files Files, req ImageRequest, output string, extra []string) []string {
+	args := files.Args()
+	args = append(args, "-p", req.Prompt)
+	if req.NegativePrompt != "" {
+		args = append(args, "-n", req.NegativePrompt)
+	}
+	args = append(args,
+		"-o", output,
+		"-W", strconv.Itoa(req.Width), "-H", strconv.Itoa(req.Height),
+		"--steps", strconv.Itoa(req.Steps),
+		"--cfg-scale", strconv.FormatFloat(req.CFGScale, 'f', -1, 64),
+		"-s", strconv.FormatInt(req.Seed, 10),
+		"-b", strconv.Itoa(max(req.Count, 1)),
+	)
+	if req.SamplingMethod != "" {
+		args = append(args, "--sampling-method", req.SamplingMethod)
+	}
+	if req.Scheduler != "" {
+		args = append(args, "--scheduler", req.Scheduler)
+	}
+	return append(args, extra...)
+}
+
+// CLIRun is one run of sd-cli. Binary and Args are required.
+type CLIRun struct {
+	// Runner is the template of the process (its Logger and LogLines
+	// count); the fields below override it.
+	Runner runner.Config
+	Name   string   // model name, for logs and errors
+	Binary string   // path, or a name looked up in PATH
+	Args   []string // argv after the binary
+	Env    []string // extra KEY=VALUE appended to os.Environ()
+	Logger *slog.Logger
+	// ProgressFunc, if set, gets every progress bar update the engine
+	// prints ("|=====>   | 3/20 - 1.52it/s"): sampling steps, but also VAE
+	// tiles and the like; the caller picks. Called from one goroutine.
+	ProgressFunc func(step, steps int)
+	// SpawnedFunc, if set, is called once the child runs; exited is closed
+	// once it has been reaped. Use it for pid records and to learn the PID.
+	// It must not block.
+	SpawnedFunc func(pid int, exited <-chan struct{})
+}
+
+// RunCLI runs sd-cli to its end through runner.Run (own process group,
+// group killed when ctx ends or the leader exits). Progress bars are read
+// off its output (a carriage return ends a line) and kept out of the error's
+// tail, as are blank lines.
+//
+// Returns nil on exit code 0; ctx's cause (wrapped) when ctx ended first;
+// *CLIError when it failed; an error wrapping runner.ErrBinaryNotFound when
+// the binary is missing.
+func RunCLI(ctx context.Context, r CLIRun) error {
+	cfg := r.Runner
+	cfg.Name, cfg.Binary = r.Name, r.Binary
+	args := r.Args
+	cfg.ArgsFunc = func(int) []string { return args }
+	cfg.Env = append(append([]string(nil), cfg.Env...), r.Env...)
+	if r.Logger != nil {
+		cfg.Logger = r.Logger
+	}
+	cfg.SpawnedFunc = r.SpawnedFunc
+	cfg.TermOutput = true
+	cfg.LineFunc = func(line string) bool {
+		if step, steps, ok := ParseProgress(line); ok {
+			if r.ProgressFunc != nil {
+				r.ProgressFunc(step, steps)
+			}
+			return false
+		}
+		return strings.TrimSpace(line) != ""
+	}
+	err := runner.Run(ctx, cfg)
+	var ee *runner.ExitError
+	if errors.As(err, &ee) {
+		return &CLIError{ExitError: ee}
+	}
+	return err
+}
+
+// CLIError reports an sd-cli run that exited with a failure: the runner's
+// ExitError (Tail holds the last output lines, progress bars left out),
+// summarised by the lines that say what went wrong.
+type CLIError struct {
+	*runner.ExitError
+}
+
+func (e *CLIError) Error() string {
+	short := *e.ExitError
+	short.Tail = e.errorLines()
+	return short.Error()
+}
+
+// Unwrap returns the runner's ExitError.
+func (e *CLIError) Unwrap() error { return e.ExitError }
+
+// errorLines prefers the lines that say what went wrong: sd-cli prints its
+// usage (tens of lines) after an argument error, and warnings such as
+// "file … not found" come before the final "new_sd_ctx_t failed".
+func (e *CLIError) errorLines() []string {
+	var keep []string
+	for _, l := range e.Tail {
+		if isSDErrorLine(l) {
+			keep = append(keep, l)
+		}
+	}
+	if len(keep) == 0 {
+		return e.Tail
+	}
+	return keep
+}
+
+// sdBadInputMarkers are sd-cli's lines for input that no retry can fix: a
+// missing or unreadable model file, an unknown argument or value.
+var sdBadInputMarkers = []string{
+	"not found",                          // "file X not found"
+	"unknown format",                     // "unknown format X": not a model file
+	"get sd version from file failed",    // a file that is no diffusion model
+	"init model loader from file failed", // unreadable model
+	"error: ",                            // argument errors: "error: invalid sample method x"
+}
+
+func isSDErrorLine(l string) bool {
+	if strings.Contains(l, "[ERROR]") || strings.Contains(l, "new_sd_ctx_t failed") {
+		return true
+	}
+	for _, m := range sdBadInputMarkers {
+		if strings.Contains(l, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// BadInput reports whether the output says the input was wrong (model file,
+// arguments) rather than the run failing (crash, out of memory): running the
+// same job again cannot help. Only exit code 1 counts, which is what sd-cli
+// returns for such input.
+func (e *CLIError) BadInput() bool {
+	if e.Code != 1 {
+		return false
+	}
+	for _, l := range e.Tail {
+		for _, m := range sdBadInputMarkers {
+			if strings.Contains(l, m) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sdProgress matches stable-diffusion.cpp's progress bar, printed as
+// "\r  |=====>    | 3/20 - 1.52it/s\033[K" (s/it when slower than one step
+// a second). Model loading prints a bar of '#' in MB/s, which does not match.
+var sdProgress = regexp.MustCompile(`\|[ =>]*\|\s*(\d+)/(\d+)\s*-\s*[0-9.]+(?:s/it|it/s)`)
+
+// ParseProgress extracts step and steps from one progress bar update.
+func ParseProgress(line string) (step, steps int, ok bool) {
+	m := sdProgress.FindStringSubmatch(line)
+	if m == nil {
+		return 0, 0, false
+	}
+	step, err1 := strconv.Atoi(m[1])
+	steps, err2 := strconv.Atoi(m[2])
+	if err1 != nil || err2 != nil || steps <= 0 || step < 0 || step > steps {
+		return 0, 0, false
+	}
+	return step, steps, true
+}
