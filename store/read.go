@@ -279,7 +279,11 @@ func ReadLearnedVRAM(path string, timeout time.Duration) (map[string]int, error)
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return map[string]int{}, nil
 	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: timeout})
+	var db *bbolt.DB
+	err := guard(path, "open", func() (err error) {
+		db, err = bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: timeout})
+		return err
+	})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("read learned vram: %w", ErrLocked)
 	}
@@ -288,16 +292,18 @@ func ReadLearnedVRAM(path string, timeout time.Duration) (map[string]int, error)
 	}
 	defer db.Close()
 	out := map[string]int{}
-	err = db.View(func(tx *bbolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if meta == nil || meta.Bucket(bucketLearnedVRAM) == nil {
-			return nil
-		}
-		return meta.Bucket(bucketLearnedVRAM).ForEach(func(k, v []byte) error {
-			if len(v) == 8 {
-				out[string(k)] = int(binary.BigEndian.Uint64(v))
+	err = guard(path, "read", func() error {
+		return db.View(func(tx *bbolt.Tx) error {
+			meta := tx.Bucket(bucketMeta)
+			if meta == nil || meta.Bucket(bucketLearnedVRAM) == nil {
+				return nil
 			}
-			return nil
+			return meta.Bucket(bucketLearnedVRAM).ForEach(func(k, v []byte) error {
+				if len(v) == 8 {
+					out[string(k)] = int(binary.BigEndian.Uint64(v))
+				}
+				return nil
+			})
 		})
 	})
 	if err != nil {
