@@ -49,26 +49,11 @@ func guard(path, op string, fn func() error) (err error) {
 // first: once it has passed, the check only visits pages known to be
 // readable.
 func deepCheck(path string, db *bbolt.DB) error {
+	if err := guard(path, "check", func() error { return walkAll(db) }); err != nil {
+		return err
+	}
 	return guard(path, "check", func() error {
 		return db.View(func(tx *bbolt.Tx) error {
-			var walk func(b *bbolt.Bucket) int
-			walk = func(b *bbolt.Bucket) int {
-				n := 0
-				_ = b.ForEach(func(k, v []byte) error {
-					n += len(k) + len(v)
-					if v == nil {
-						if child := b.Bucket(k); child != nil {
-							n += walk(child)
-						}
-					}
-					return nil
-				})
-				return n
-			}
-			_ = tx.ForEach(func(name []byte, b *bbolt.Bucket) error {
-				walk(b)
-				return nil
-			})
 			var errs []string
 			for err := range tx.Check() {
 				if len(errs) < 10 {
