@@ -97,10 +97,12 @@ func (s *Store) Heads() (map[string]Job, error) {
 	return out, nil
 }
 
-// Position returns the job's 0-based position in its model's queue in key
-// order (priority, then arrival; aging, which only matters to jobs that
-// waited long, is left out). It walks the queue, so it costs O(position). Returns
-// ErrStateConflict if the job is not queued, ErrNotFound.
+// Position returns the job's 0-based position in its model's queue: how
+// many jobs Claim would take before it if claims happened now. Without
+// aging that is key order (priority, then arrival), walked in O(position);
+// with Options.Aging it is the order head picks, effective priorities taken
+// at now (see agedPosition). Returns ErrStateConflict if the job is not
+// queued, ErrNotFound.
 func (s *Store) Position(id string) (int, error) {
 	pos := 0
 	err := s.view(func(t *txn) error {
@@ -115,17 +117,19 @@ func (s *Store) Position(id string) (int, error) {
 			return fmt.Errorf("%w: job is %s", ErrStateConflict, j.State)
 		}
 		key := queueKey(j.Priority, j.Seq)
-		if qb := t.queues.Bucket([]byte(j.Model)); qb != nil {
-			c := qb.Cursor()
-			k, _ := c.First()
-			for ; k != nil && bytes.Compare(k, key) < 0; k, _ = c.Next() {
-				pos++
-			}
-			if bytes.Equal(k, key) {
-				return nil
-			}
+		qb := t.queues.Bucket([]byte(j.Model))
+		if qb == nil || !bytes.Equal(qb.Get(key), []byte(j.ID)) {
+			return fmt.Errorf("%w: queued job %s missing from queue %s", ErrCorrupt, j.ID, j.Model)
 		}
-		return fmt.Errorf("%w: queued job %s missing from queue %s", ErrCorrupt, j.ID, j.Model)
+		if s.aging > 0 {
+			pos, err = s.agedPosition(t, qb, j)
+			return err
+		}
+		c := qb.Cursor()
+		for k, _ := c.First(); k != nil && bytes.Compare(k, key) < 0; k, _ = c.Next() {
+			pos++
+		}
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("position %s: %w", id, err)

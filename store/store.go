@@ -67,7 +67,7 @@ type Options struct {
 	// NowFunc is the clock; default time.Now. Times are stored in UTC.
 	NowFunc func() time.Time
 	// Aging raises a queued job's priority by one for every Aging it has
-	// waited, for the choice of the next job (Claim, Heads), so that a
+	// waited, for the choice of the next job (Claim, Heads, Position), so that a
 	// stream of high-priority jobs cannot starve low ones. 0 disables it.
 	Aging time.Duration
 	// NoSync skips fsync. Tests and benchmarks only: a power loss can then
