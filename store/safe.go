@@ -22,9 +22,32 @@ import (
 const repairAdvice = `stop vramcram, then run "vramcram store check -config FILE" to see the damage ` +
 	`and "vramcram store recover -config FILE" to copy every readable job into a fresh file (the damaged one is kept)`
 
-// corruptError wraps ErrCorrupt with the file and what to do.
+// DamageError is a damaged store file: what was found, in which file, and
+// (in Error) what to do. It matches ErrCorrupt with errors.Is.
+type DamageError struct {
+	Path string
+	What string
+}
+
+func (e *DamageError) Error() string {
+	return fmt.Sprintf("%v: store file %s is damaged: %s; %s", ErrCorrupt, e.Path, e.What, repairAdvice)
+}
+
+// Is makes errors.Is(err, ErrCorrupt) hold.
+func (e *DamageError) Is(target error) bool { return target == ErrCorrupt }
+
+// corruptError returns a *DamageError.
 func corruptError(path, what string) error {
-	return fmt.Errorf("%w: store file %s is damaged: %s; %s", ErrCorrupt, path, what, repairAdvice)
+	return &DamageError{Path: path, What: what}
+}
+
+// damage returns what a damage error found, or err's text.
+func damage(err error) string {
+	var de *DamageError
+	if errors.As(err, &de) {
+		return de.What
+	}
+	return err.Error()
 }
 
 // guard runs fn, turning a panic or a memory fault inside it (bbolt reading

@@ -44,19 +44,24 @@ func CheckFile(path string, timeout time.Duration) (CheckReport, error) {
 		return rep, fmt.Errorf("check %s: %w", path, err)
 	}
 	defer lock.Close()
+	// bbolt's check runs in a goroutine of its own, where a fault on a page
+	// past the end of the file (or a wild page address) would crash this
+	// process: it runs only when the length is right and a guarded walk of
+	// every page went through.
+	safe := true
 	if err := preflight(path); err != nil {
-		rep.add("%v", errors.Unwrap(err))
+		rep.add("%s", damage(err))
+		safe = false
 	}
 	db, err := openReadOnly(path, timeout)
 	if err != nil {
-		rep.add("bbolt cannot open the file: %v", err)
+		rep.add("bbolt cannot open the file: %s", damage(err))
 		return rep, nil
 	}
 	defer db.Close()
-	walked := true
 	if err := guard(path, "read", func() error { return walkAll(db) }); err != nil {
-		rep.add("reading every page: %v", errors.Unwrap(err))
-		walked = false
+		rep.add("reading every page: %s", damage(err))
+		safe = false
 	}
 	r := readReadable(path, db)
 	for _, p := range r.problems {
@@ -66,9 +71,7 @@ func CheckFile(path string, timeout time.Duration) (CheckReport, error) {
 		rep.Jobs[j.State]++
 	}
 	rep.Schema = r.schema
-	if !walked {
-		// bbolt's check runs in a goroutine of its own, where a fault on a
-		// wild page address would crash this process: only after a clean walk.
+	if !safe {
 		return rep, nil
 	}
 	_ = guard(path, "check", func() error {
@@ -175,7 +178,7 @@ func readReadable(path string, db *bbolt.DB) readable {
 	read := func(what string, fn func(tx *bbolt.Tx) error) bool {
 		err := guard(path, "read "+what, func() error { return db.View(fn) })
 		if err != nil {
-			r.problems = append(r.problems, fmt.Sprintf("reading %s: %v", what, err))
+			r.problems = append(r.problems, fmt.Sprintf("reading %s: %s", what, damage(err)))
 		}
 		return err == nil
 	}

@@ -427,3 +427,39 @@ func TestStore_DamageWhileOpen(t *testing.T) {
 		t.Errorf("get from a damaged store: %v, want ErrCorrupt", err)
 	}
 }
+
+// TestCheckFile_Damaged: check reports truncation and damaged pages (and
+// never crashes on them); salvage of a truncated file keeps what it can.
+func TestCheckFile_Damaged(t *testing.T) {
+	f := newDamageFixture(t, 120)
+	ps := pageSizeOf(t, f.path)
+	meta, _, _, _ := readMetas(f.path)
+	for _, size := range []int64{int64(meta.pgid) * int64(ps) / 2, int64(meta.pgid-1) * int64(ps)} {
+		path := filepath.Join(t.TempDir(), "vramcram.db")
+		copyFile(t, f.path, path)
+		if err := os.Truncate(path, size); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := CheckFile(path, time.Second)
+		if err != nil || len(rep.Problems) == 0 || !strings.Contains(rep.Problems[0], "truncated") {
+			t.Fatalf("check a file truncated to %d: %+v, %v", size, rep, err)
+		}
+		srep, err := Salvage(path, time.Now(), time.Second)
+		if err != nil {
+			t.Fatalf("salvage a file truncated to %d: %v", size, err)
+		}
+		s := openTest(t, path, Options{NoSync: true})
+		if got := srep.Jobs[JobStateQueued] + srep.Jobs[JobStateRunning] + srep.Jobs[JobStateCompleted] + srep.Jobs[JobStateFailed]; got == 0 {
+			t.Errorf("salvaged nothing from a file truncated to %d: %+v", size, srep)
+		}
+		_ = s
+	}
+	for id := uint64(2); id < meta.pgid; id++ {
+		path := filepath.Join(t.TempDir(), "vramcram.db")
+		copyFile(t, f.path, path)
+		overwritePage(t, path, id, ps, func(b []byte) { clear(b) })
+		if _, err := CheckFile(path, time.Second); err != nil {
+			t.Fatalf("check with page %d zeroed: %v", id, err)
+		}
+	}
+}
