@@ -30,7 +30,7 @@ type DamageError struct {
 }
 
 func (e *DamageError) Error() string {
-	return fmt.Sprintf("%v: store file %s is damaged: %s; %s", ErrCorrupt, e.Path, e.What, repairAdvice)
+	return fmt.Sprintf("store file %s is damaged: %s; %s", e.Path, e.What, repairAdvice)
 }
 
 // Is makes errors.Is(err, ErrCorrupt) hold.
