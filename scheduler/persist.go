@@ -73,6 +73,7 @@ type persister struct {
 	failure   atomic.Pointer[string] // last store error while something is held
 	claimErr  atomic.Pointer[claimFailure]
 	overCap   atomic.Bool
+	pauses    atomic.Int64 // slots that waited claimPause (tests watch it)
 	started   atomic.Bool
 }
 
@@ -272,6 +273,7 @@ func (p *persister) degraded() (reason string, held int) {
 
 // pause waits claimPause (or until the scheduler stops).
 func (p *persister) pause() {
+	p.pauses.Add(1)
 	t := time.NewTimer(claimPause)
 	defer t.Stop()
 	select {

@@ -142,8 +142,9 @@ func TestPersist_CapStopsClaims(t *testing.T) {
 	fs.full.Store(true)
 	ids := []string{b.submit("a", "x", 0), b.submit("a", "y", 0), b.submit("a", "z", 0)}
 	b.until("one outcome held", func(s Snapshot) bool { return s.HeldWrites == 1 })
-	// Give the slot time to (not) claim: it pauses claimPause at a time.
-	time.Sleep(2 * claimPause)
+	// The slot comes back twice and claims nothing.
+	paused := b.sched.persist.pauses.Load()
+	b.until("two paused rounds of the slot", func(Snapshot) bool { return b.sched.persist.pauses.Load() >= paused+2 })
 	queued := 0
 	for _, id := range ids {
 		if j, _ := b.st.Get(id); j.State == store.JobStateQueued {
