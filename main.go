@@ -50,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serveCmd(args, stderr)
 	case "check":
 		return checkCmd(args, stdout, stderr)
+	case "store":
+		return storeCmd(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "vramcram", version)
 		return 0
@@ -69,6 +71,7 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   vramcram [serve] [-config FILE]   run the server (default command)
   vramcram check [-config FILE]     validate the config; show each model's VRAM and fit
+  vramcram store check|recover [-config FILE]  check or salvage the store file (daemon stopped)
   vramcram version                  print the version
 
 The config path may also come from VRAMCRAM_CONFIG; VRAMCRAM_* variables
@@ -155,6 +158,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}()
 	if n := st.Recovered(); n > 0 {
 		log.Warn("requeued jobs left running by a previous run", "jobs", n)
+	}
+	if m := st.Migrated(); m != nil {
+		log.Info("store schema migrated", "from", m.From, "to", m.To, "backup", m.Backup)
 	}
 	records, err := runner.OpenRecords(filepath.Join(dataDir, "engines"))
 	if err != nil {

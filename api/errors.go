@@ -5,6 +5,8 @@ import (
 	"net/http"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/vramcram/vramcram/store"
 )
 
 // Stable error codes.
@@ -24,6 +26,7 @@ const (
 	CodeShuttingDown   = "shutting_down"
 	CodeInternal       = "internal"
 	CodeUnsupportedMed = "unsupported_media_type"
+	CodeStorageFull    = "storage_full" // the disk holding the job store is full
 )
 
 // Error is an API error: an HTTP status, a stable code and a message.
@@ -64,6 +67,10 @@ func (s *Server) handleError(err error, c echo.Context) {
 	case errors.As(err, &ae):
 	case errors.As(err, &he):
 		ae = fromEchoError(he)
+	case errors.Is(err, store.ErrNoSpace):
+		s.log.Error("request failed: disk full", "method", c.Request().Method, "path", c.Path(), "err", err)
+		ae = apiErr(http.StatusInsufficientStorage, CodeStorageFull,
+			"no space left on the disk holding the job store: free space in the server's storage.data_dir, then retry")
 	default:
 		s.log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
 		ae = apiErr(http.StatusInternalServerError, CodeInternal, "internal error; see the server log")

@@ -31,6 +31,7 @@ type healthView struct {
 	QueueDepth    int      `json:"queue_depth"`
 	Running       int      `json:"running"`
 	Policy        string   `json:"policy"`
+	HeldWrites    int      `json:"held_writes"` // finished jobs whose outcome the store has not taken yet
 	// Devices are the GPUs, each with its own ledger (the figures above
 	// are their sums).
 	Devices []scheduler.DeviceStatus `json:"devices"`
@@ -54,6 +55,9 @@ func (s *Server) health(c echo.Context) error {
 	v.VRAMReserved, v.VRAMFreeMB, v.VRAMNotOurs = snap.ReservedMB, snap.FreeMB, snap.NotOursMB
 	v.LoadedModels, v.QueueDepth, v.Running, v.Policy = snap.Loaded(), snap.QueueDepth, snap.Running, snap.Policy
 	v.Devices = snap.Devices
+	if v.HeldWrites = snap.HeldWrites; snap.StoreDegraded != "" {
+		v.Status, v.Reason = "degraded", snap.StoreDegraded
+	}
 	for _, d := range snap.Devices {
 		if d.Lost != "" {
 			v.Status, v.Reason = "degraded", "GPU "+d.ID+" lost: "+d.Lost

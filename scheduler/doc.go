@@ -36,7 +36,9 @@
 // queued work the loop reserves the slot and starts a goroutine that claims the
 // model's next job from the store (self-assignment: the store decides which job
 // by priority and arrival), runs it on the engine and records the outcome. The
-// loop never blocks on the store's writes.
+// loop never blocks on the store's writes. An outcome the store refuses (a
+// full disk) goes to the persister (persist.go), which holds it in memory and
+// retries it until it lands; meanwhile Snapshot reports the store degraded.
 //
 // # Policies
 //

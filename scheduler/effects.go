@@ -94,11 +94,22 @@ func (fx liveEffects) persistLearned(model, key string, mb int) {
 
 // runSlot claims the next job of i's model, runs it and records the outcome.
 func (s *Scheduler) runSlot(ctx context.Context, i *instance) {
-	job, err := s.store.Claim(i.model.Name)
-	if err != nil {
-		s.emit(slotDone{inst: i, empty: errors.Is(err, store.ErrEmpty), err: err})
+	if s.persist.overCap.Load() {
+		s.persist.pause() // held results over the cap: start nothing new
+		s.emit(slotDone{inst: i, empty: true})
 		return
 	}
+	job, err := s.store.Claim(i.model.Name)
+	if err != nil {
+		empty := errors.Is(err, store.ErrEmpty)
+		if !empty && retryable(err) {
+			s.persist.claimFailed(err)
+			s.persist.pause() // do not let the loop hammer a failing store
+		}
+		s.emit(slotDone{inst: i, empty: empty, err: err})
+		return
+	}
+	s.persist.claimOK()
 	if engineGone(i) {
 		// The engine died between dispatch and claim: the job never ran, so
 		// it goes back without counting an attempt.

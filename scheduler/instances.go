@@ -320,6 +320,9 @@ func (s *Scheduler) finish(ctx context.Context, i *instance, job store.Job, resu
 			if errors.Is(err, store.ErrStateConflict) {
 				return store.JobStateCancelled, nil
 			}
+			if s.persist.hold(pendingWrite{kind: writeComplete, id: job.ID, model: job.Model, result: result}, err) {
+				return store.JobStateCompleted, errWriteHeld
+			}
 			log.Error("complete job", "err", err)
 			return store.JobStateRunning, err
 		}
@@ -336,6 +339,9 @@ func (s *Scheduler) finish(ctx context.Context, i *instance, job store.Job, resu
 	if errors.Is(runErr, ErrRejected) {
 		// The engine (or the params) refused this job: retrying cannot help.
 		if err := s.store.Fail(job.ID, runErr.Error()); err != nil {
+			if s.persist.hold(pendingWrite{kind: writeFail, id: job.ID, model: job.Model, reason: runErr.Error()}, err) {
+				return store.JobStateFailed, errWriteHeld
+			}
 			log.Error("fail job", "err", err)
 			return store.JobStateRunning, err
 		}
@@ -355,6 +361,9 @@ func (s *Scheduler) finish(ctx context.Context, i *instance, job store.Job, resu
 	}
 	state, err := s.store.Requeue(job.ID, reason)
 	if err != nil {
+		if s.persist.hold(pendingWrite{kind: writeRequeue, id: job.ID, model: job.Model, reason: reason}, err) {
+			return store.JobStateRunning, errWriteHeld
+		}
 		log.Error("requeue job", "err", err)
 		return store.JobStateRunning, err
 	}
@@ -409,6 +418,7 @@ func (s *Scheduler) snapshot() Snapshot {
 	now := s.now()
 	snap := Snapshot{Policy: string(s.cfg.Policy), VRAMSource: string(st.devs[0].reading.Source),
 		Running: len(st.runs) + len(st.leases)}
+	snap.StoreDegraded, snap.HeldWrites = s.persist.degraded()
 	for d, dv := range st.devs {
 		reserved, _, notOurs := s.ledgerOn(d)
 		ds := DeviceStatus{Index: d, ID: dv.ID, Name: dv.Name, Source: string(dv.reading.Source), TotalMB: dv.reading.TotalMB,

@@ -50,6 +50,8 @@ func (s *Scheduler) emit(ev any) {
 
 func (s *Scheduler) run(ctx context.Context) {
 	defer close(s.done)
+	s.persist.start()
+	defer s.persist.stop() // before done closes: Stop waits for the last try
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	st := s.st
@@ -195,6 +197,9 @@ func (s *Scheduler) handleEvent(ev any) {
 		}
 		if ev.outcome == store.JobStateCompleted && !ev.run.started.IsZero() {
 			i.model.avgRun = ewma(i.model.avgRun, now.Sub(ev.run.started).Seconds())
+		}
+		if errors.Is(ev.err, errWriteHeld) {
+			return // the persister publishes the outcome once it is stored
 		}
 		e := Event{Type: EvJobFinished, Model: i.model.Name, JobID: ev.run.id, State: string(ev.outcome)}
 		if ev.err != nil {

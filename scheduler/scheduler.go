@@ -140,6 +140,8 @@ type Scheduler struct {
 	// st is owned by the loop goroutine.
 	st *state
 	fx effects
+	// persist holds and retries job outcomes the store refused (persist.go).
+	persist *persister
 }
 
 // New validates cfg and returns a Scheduler; call Start to run it.
@@ -200,6 +202,7 @@ func New(cfg Config, st JobStore, l Launcher, m Meter, log *slog.Logger) (*Sched
 	}
 	s.st = newState(cfg)
 	s.fx = liveEffects{s}
+	s.persist = newPersister(s)
 	return s, nil
 }
 

@@ -207,6 +207,11 @@ type Snapshot struct {
 	QueueDepth int            `json:"queue_depth"`
 	Running    int            `json:"running"`
 	Models     []ModelStatus  `json:"models"`
+	// StoreDegraded says why store writes are failing ("" when they are
+	// not); HeldWrites counts finished jobs whose outcome is held in memory
+	// until the store takes it (they are no longer running, nor stored).
+	StoreDegraded string `json:"store_degraded,omitempty"`
+	HeldWrites    int    `json:"held_writes,omitempty"`
 }
 
 // ModelStatus is one model in a Snapshot.

@@ -11,7 +11,7 @@
 //	results   id → result bytes of a completed job
 //	order     8-byte big-endian Seq → id, every job (List, newest first)
 //	running   id → model, one entry per running job (recovery, Running)
-//	meta      "version" → format version (1), "queued" → number of queued
+//	meta      "version" → schema version (SchemaVersion), "queued" → number of queued
 //	          jobs (for Options.MaxQueued), nested "learned_vram": model →
 //	          8-byte big-endian MB
 //
@@ -73,6 +73,26 @@
 // Close stops taking requests, lets the committer finish the ones it took,
 // and closes the file; operations after that return ErrClosed. Reads use
 // their own bbolt read transactions and do not wait for the committer.
+//
+// # Schema versions
+//
+// The meta "version" key is the layout's version; a file without it is
+// version 1. Open refuses a file newer than SchemaVersion (ErrNewerSchema,
+// naming both versions), and upgrades an older one: it copies the file to
+// PATH.bak-vN first, then runs the steps of the migrations table from N up
+// and stamps the new version, all in one transaction, so a failed step
+// leaves the file as it was. testdata/v1.db is a file of version 1 that
+// every later version must open (TestMigrate_V1File).
+//
+// # Damaged files
+//
+// Open refuses a damaged file with ErrCorrupt and a message naming it and the
+// way out (vramcram store check, vramcram store recover), instead of letting
+// bbolt panic: it checks the file is as long as its meta page says, opens it
+// and reads every page under a guard that turns bbolt's panics and memory
+// faults into errors, then runs bbolt's consistency check. Reads later on run
+// under the same guard. CheckFile reports the damage of a file; Salvage
+// copies every readable job and result into a fresh file.
 //
 // # Recovery
 //

@@ -78,7 +78,7 @@ func (s *Store) Enqueue(ctx context.Context, j *Job) error {
 		}, nil
 	})
 	if err != nil {
-		return fmt.Errorf("enqueue %s: %w", rec.ID, err)
+		return fmt.Errorf("enqueue %s: %w", rec.ID, classify(err))
 	}
 	*j = stored
 	return nil
@@ -116,7 +116,7 @@ func (s *Store) Claim(model string) (Job, error) {
 		}, nil
 	})
 	if err != nil {
-		return Job{}, fmt.Errorf("claim %s: %w", model, err)
+		return Job{}, fmt.Errorf("claim %s: %w", model, classify(err))
 	}
 	return claimed, nil
 }
@@ -146,7 +146,7 @@ func (s *Store) cas(id string, from []JobState, apply func(t *txn, j *Job) error
 			return t.transition(&j, prev)
 		}, nil
 	})
-	return prev, err
+	return prev, classify(err)
 }
 
 // Complete moves a running job to completed, stores result (read with Result)

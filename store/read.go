@@ -97,10 +97,12 @@ func (s *Store) Heads() (map[string]Job, error) {
 	return out, nil
 }
 
-// Position returns the job's 0-based position in its model's queue in key
-// order (priority, then arrival; aging, which only matters to jobs that
-// waited long, is left out). It walks the queue, so it costs O(position). Returns
-// ErrStateConflict if the job is not queued, ErrNotFound.
+// Position returns the job's 0-based position in its model's queue: how
+// many jobs Claim would take before it if claims happened now. Without
+// aging that is key order (priority, then arrival), walked in O(position);
+// with Options.Aging it is the order head picks, effective priorities taken
+// at now (see agedPosition). Returns ErrStateConflict if the job is not
+// queued, ErrNotFound.
 func (s *Store) Position(id string) (int, error) {
 	pos := 0
 	err := s.view(func(t *txn) error {
@@ -115,17 +117,19 @@ func (s *Store) Position(id string) (int, error) {
 			return fmt.Errorf("%w: job is %s", ErrStateConflict, j.State)
 		}
 		key := queueKey(j.Priority, j.Seq)
-		if qb := t.queues.Bucket([]byte(j.Model)); qb != nil {
-			c := qb.Cursor()
-			k, _ := c.First()
-			for ; k != nil && bytes.Compare(k, key) < 0; k, _ = c.Next() {
-				pos++
-			}
-			if bytes.Equal(k, key) {
-				return nil
-			}
+		qb := t.queues.Bucket([]byte(j.Model))
+		if qb == nil || !bytes.Equal(qb.Get(key), []byte(j.ID)) {
+			return fmt.Errorf("%w: queued job %s missing from queue %s", ErrCorrupt, j.ID, j.Model)
 		}
-		return fmt.Errorf("%w: queued job %s missing from queue %s", ErrCorrupt, j.ID, j.Model)
+		if s.aging > 0 {
+			pos, err = s.agedPosition(t, qb, j)
+			return err
+		}
+		c := qb.Cursor()
+		for k, _ := c.First(); k != nil && bytes.Compare(k, key) < 0; k, _ = c.Next() {
+			pos++
+		}
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("position %s: %w", id, err)
@@ -279,7 +283,11 @@ func ReadLearnedVRAM(path string, timeout time.Duration) (map[string]int, error)
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return map[string]int{}, nil
 	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: timeout})
+	var db *bbolt.DB
+	err := guard(path, "open", func() (err error) {
+		db, err = bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: timeout})
+		return err
+	})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("read learned vram: %w", ErrLocked)
 	}
@@ -288,16 +296,18 @@ func ReadLearnedVRAM(path string, timeout time.Duration) (map[string]int, error)
 	}
 	defer db.Close()
 	out := map[string]int{}
-	err = db.View(func(tx *bbolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if meta == nil || meta.Bucket(bucketLearnedVRAM) == nil {
-			return nil
-		}
-		return meta.Bucket(bucketLearnedVRAM).ForEach(func(k, v []byte) error {
-			if len(v) == 8 {
-				out[string(k)] = int(binary.BigEndian.Uint64(v))
+	err = guard(path, "read", func() error {
+		return db.View(func(tx *bbolt.Tx) error {
+			meta := tx.Bucket(bucketMeta)
+			if meta == nil || meta.Bucket(bucketLearnedVRAM) == nil {
+				return nil
 			}
-			return nil
+			return meta.Bucket(bucketLearnedVRAM).ForEach(func(k, v []byte) error {
+				if len(v) == 8 {
+					out[string(k)] = int(binary.BigEndian.Uint64(v))
+				}
+				return nil
+			})
 		})
 	})
 	if err != nil {

@@ -36,6 +36,9 @@ var (
 	ErrCorrupt = errors.New("corrupt store record")
 	// ErrLocked: another process holds the file (Options.Timeout passed).
 	ErrLocked = errors.New("store file locked by another process")
+	// ErrNoSpace: a write failed because the disk (or quota) holding the
+	// file is full; it succeeds again once there is room.
+	ErrNoSpace = errors.New("no space left for the store file")
 )
 
 // Bucket and key names: the on-disk layout (see the package doc).
@@ -48,11 +51,9 @@ var (
 	bucketRunning     = []byte("running")      // id → model, running jobs
 	bucketLearnedVRAM = []byte("learned_vram") // in meta: model → 8-byte big-endian MB
 
-	keyVersion = []byte("version") // 8-byte big-endian format version
+	keyVersion = []byte("version") // 8-byte big-endian schema version (schema.go)
 	keyQueued  = []byte("queued")  // 8-byte big-endian number of queued jobs
 )
-
-const formatVersion = 1
 
 // Options configures Open. The zero value is usable.
 type Options struct {
@@ -66,7 +67,7 @@ type Options struct {
 	// NowFunc is the clock; default time.Now. Times are stored in UTC.
 	NowFunc func() time.Time
 	// Aging raises a queued job's priority by one for every Aging it has
-	// waited, for the choice of the next job (Claim, Heads), so that a
+	// waited, for the choice of the next job (Claim, Heads, Position), so that a
 	// stream of high-priority jobs cannot starve low ones. 0 disables it.
 	Aging time.Duration
 	// NoSync skips fsync. Tests and benchmarks only: a power loss can then
@@ -93,18 +94,22 @@ type Store struct {
 
 	recovered       int // written by Open only
 	recoveredFailed int
+	migrated        *MigrationReport
 
 	commits atomic.Uint64 // bbolt commits by the committer (tests, benchmarks)
 }
 
-// Open opens or creates the store file at path (and its directory), creates
-// the buckets, and recovers from a crash: every job left running goes back to
-// queued at its original position, keeping the attempt Claim counted, or
-// becomes failed ("interrupted: daemon restarted after N attempts") when
-// Attempts >= MaxAttempts.
+// Open opens or creates the store file at path (and its directory), checks
+// it, brings an older schema up to SchemaVersion (after a backup copy, see
+// migrate), creates the buckets, and recovers from a crash: every job left
+// running goes back to queued at its original position, keeping the attempt
+// Claim counted, or becomes failed ("interrupted: daemon restarted after N
+// attempts") when Attempts >= MaxAttempts.
 //
-// Returns ErrLocked if another process holds the file for Options.Timeout, and
-// ErrCorrupt if recovery meets a record it cannot decode.
+// Returns ErrLocked if another process holds the file for Options.Timeout,
+// ErrNewerSchema for a file written by a newer vramcram, and ErrCorrupt for
+// a damaged file (truncated, bad pages: the error names the file and the
+// store check and recover commands) or a record recovery cannot decode.
 func Open(path string, opts Options) (*Store, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = time.Second
@@ -118,10 +123,7 @@ func Open(path string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("open %s: %w (waited %s)", path, ErrLocked, opts.Timeout)
-	}
+	db, err := openChecked(path, &bbolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -135,12 +137,47 @@ func Open(path string, opts Options) (*Store, error) {
 		closingCh: make(chan struct{}),
 		doneCh:    make(chan struct{}),
 	}
-	if err := db.Update(s.recover); err != nil {
+	err = guard(path, "open", func() error {
+		m, err := migrate(db, path, s.now())
+		if err != nil {
+			return err
+		}
+		s.migrated = m
+		return db.Update(s.recover)
+	})
+	if err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, fmt.Errorf("open %s: %w", path, classify(err))
 	}
 	go s.loop()
 	return s, nil
+}
+
+// openChecked opens the bbolt file and checks every page of it, turning
+// bbolt's panics on a damaged file into ErrCorrupt.
+func openChecked(path string, bo *bbolt.Options) (*bbolt.DB, error) {
+	if err := preflight(path); err != nil {
+		return nil, err
+	}
+	var db *bbolt.DB
+	err := guard(path, "open", func() (err error) {
+		db, err = bbolt.Open(path, 0o600, bo)
+		return err
+	})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("%w (waited %s)", ErrLocked, bo.Timeout)
+	}
+	if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrVersionMismatch) {
+		return nil, corruptError(path, err.Error())
+	}
+	if err != nil {
+		return nil, classify(err)
+	}
+	if err := deepCheck(path, db); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return db, nil
 }
 
 // recover creates the layout and requeues (or fails) jobs left running.
@@ -153,14 +190,6 @@ func (s *Store) recover(tx *bbolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
 	if _, err := meta.CreateBucketIfNotExists(bucketLearnedVRAM); err != nil {
 		return fmt.Errorf("create bucket %s: %w", bucketLearnedVRAM, err)
-	}
-	switch v := meta.Get(keyVersion); {
-	case v == nil:
-		if err := meta.Put(keyVersion, u64(formatVersion)); err != nil {
-			return fmt.Errorf("write format version: %w", err)
-		}
-	case len(v) != 8 || binary.BigEndian.Uint64(v) != formatVersion:
-		return fmt.Errorf("%w: unsupported format version %x (want %d)", ErrCorrupt, v, formatVersion)
 	}
 
 	t, err := newTxn(tx)
@@ -220,6 +249,9 @@ func (s *Store) Recovered() int { return s.recovered }
 // used up their attempts.
 func (s *Store) RecoveredFailed() int { return s.recoveredFailed }
 
+// Migrated reports the schema migration Open ran on an older file, or nil.
+func (s *Store) Migrated() *MigrationReport { return s.migrated }
+
 // Path returns the file the store was opened on.
 func (s *Store) Path() string { return s.path }
 
@@ -253,12 +285,14 @@ func (s *Store) view(fn func(t *txn) error) error {
 	if s.closed() {
 		return ErrClosed
 	}
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		t, err := newTxn(tx)
-		if err != nil {
-			return err
-		}
-		return fn(t)
+	err := guard(s.path, "read", func() error {
+		return s.db.View(func(tx *bbolt.Tx) error {
+			t, err := newTxn(tx)
+			if err != nil {
+				return err
+			}
+			return fn(t)
+		})
 	})
 	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return ErrClosed
