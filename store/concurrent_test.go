@@ -113,7 +113,7 @@ func TestStore_Concurrent(t *testing.T) {
 	go func() { work.Wait(); readers.Wait(); close(finished) }()
 	select {
 	case <-finished:
-	case <-time.After(30 * time.Second):
+	case <-time.After(3 * time.Minute):
 		close(stop)
 		<-finished
 		t.Fatalf("only %d of %d jobs completed", done.Load(), total)
