@@ -64,6 +64,8 @@ type Config struct {
 	// Endpoints lists, per model, the OpenAI paths its engine serves: those
 	// a durable endpoint/body job may name.
 	Endpoints map[string][]string
+	// Batches, if set, serves the OpenAI Files and Batch routes.
+	Batches Batches
 }
 
 // Server is the HTTP API.
@@ -142,6 +144,7 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	e.POST("/v1/chat/completions", s.openAIRoute(kindChat))
 	e.POST("/v1/completions", s.openAIRoute(kindCompletion))
 	e.POST("/v1/embeddings", s.openAIRoute(kindEmbedding))
+	s.routeBatches(e) // /v1/files, /v1/batches
 	s.echo = e
 	return s
 }
