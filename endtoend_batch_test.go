@@ -80,10 +80,10 @@ func (d *daemon) upload(content []byte, purpose string) (int, map[string]any) {
 }
 
 type e2eBatch struct {
-	ID            string `json:"id"`
-	Status        string `json:"status"`
-	OutputFileID  string `json:"output_file_id"`
-	ErrorFileID   string `json:"error_file_id"`
+	ID            string                                 `json:"id"`
+	Status        string                                 `json:"status"`
+	OutputFileID  string                                 `json:"output_file_id"`
+	ErrorFileID   string                                 `json:"error_file_id"`
 	RequestCounts struct{ Total, Completed, Failed int } `json:"request_counts"`
 	Errors        *struct {
 		Data []struct {
@@ -283,4 +283,3 @@ func TestE2E_BatchNodeClient(t *testing.T) {
 		t.Fatalf("openai client: %v", err)
 	}
 }
-
