@@ -283,3 +283,50 @@ func TestE2E_BatchNodeClient(t *testing.T) {
 		t.Fatalf("openai client: %v", err)
 	}
 }
+
+// TestE2E_BatchCLI runs vramcram batch submit --wait, status, ls and output
+// against the daemon.
+func TestE2E_BatchCLI(t *testing.T) {
+	bin, engine := buildBinaries(t)
+	s := writeBatchConfig(t, engine, "--test-token-delay", "5ms")
+	d := startOAIDaemon(t, bin, s)
+	in := filepath.Join(s.dir, "in.jsonl")
+	if err := os.WriteFile(in, batchInput(40), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(s.dir, "out.jsonl")
+	code, stdout, stderr := d.run("batch", "submit", in, "--endpoint", "/v1/chat/completions", "--wait", "--poll", "100ms", "-o", out)
+	if code != 0 {
+		t.Fatalf("batch submit: %d\n%s\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stderr, "40/40 done, 0 failed") || !strings.Contains(stderr, "lines/s, ETA") {
+		t.Fatalf("no progress on stderr:\n%s", stderr)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []e2eOutLine
+	for _, l := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+		var ol e2eOutLine
+		if err := json.Unmarshal(l, &ol); err != nil {
+			t.Fatalf("output line %q: %v", l, err)
+		}
+		lines = append(lines, ol)
+	}
+	checkOutput(t, lines, nil, 40)
+	code, stdout, _ = d.run("batch", "ls")
+	if code != 0 || !strings.Contains(stdout, "completed") {
+		t.Fatalf("batch ls: %d %s", code, stdout)
+	}
+	id := strings.Fields(strings.Split(stdout, "\n")[1])[0]
+	if code, stdout, _ = d.run("batch", "status", id); code != 0 || !strings.Contains(stdout, "40/40 done") {
+		t.Fatalf("batch status: %d %s", code, stdout)
+	}
+	if code, stdout, _ = d.run("batch", "output", id); code != 0 || strings.Count(stdout, "\n") != 40 {
+		t.Fatalf("batch output: %d %d lines", code, strings.Count(stdout, "\n"))
+	}
+	if code, _, stderr = d.run("batch", "cancel", id); code != 1 || !strings.Contains(stderr, "can no longer be cancelled") {
+		t.Fatalf("cancel a completed batch: %d %s", code, stderr)
+	}
+}
