@@ -28,6 +28,9 @@ func startBatches(ctx context.Context, cfg *Config, st *store.Store, sched *sche
 		Kinds:        kinds,
 		Logger:       log.With("component", "batch"),
 	}, st, sched)
+	if ac.Metrics != nil {
+		ac.Metrics.RegisterBatches(m)
+	}
 	go m.Run(ctx)
 	return m
 }

@@ -363,3 +363,24 @@ func TestManager_UploadLimit(t *testing.T) {
 		t.Fatalf("left behind: %v", ents)
 	}
 }
+
+func TestManager_PublishesStatusChanges(t *testing.T) {
+	b := setup(t, 0)
+	sub := b.sched.bus.Subscribe(64)
+	defer sub.Close()
+	bt := b.create(b.upload([]string{chatLine("req-0", "alpha")}))
+	b.pass()
+	b.work("alpha", 1, nil)
+	b.pass()
+	var got []string
+	for len(sub.C) > 0 {
+		ev := <-sub.C
+		if ev.Type != scheduler.EvBatchStatus || ev.Batch != bt.ID {
+			t.Fatalf("event %+v", ev)
+		}
+		got = append(got, ev.State)
+	}
+	if want := "validating in_progress finalizing completed"; strings.Join(got, " ") != want {
+		t.Fatalf("events %v, want %s", got, want)
+	}
+}
