@@ -84,7 +84,7 @@ models:
 		id := benchCreate(b, base, fileID)
 		for {
 			var bt struct {
-				Status        string `json:"status"`
+				Status        string                          `json:"status"`
 				RequestCounts struct{ Completed, Failed int } `json:"request_counts"`
 			}
 			benchGet(b, base+"/v1/batches/"+id, &bt)
