@@ -151,3 +151,16 @@ func TestBatchRoutes_Batches(t *testing.T) {
 		t.Fatalf("dashboard list: %d %s", rec.Code, rec.Body)
 	}
 }
+
+func TestBatchRoutes_Metrics(t *testing.T) {
+	b := setupBatches(t, 100)
+	m := withMetrics(t, b)
+	m.RegisterBatches(b.cfg.Batches)
+	out := scrape(t, m)
+	for _, series := range []string{`vramcram_batches{status="in_progress"} 0`, `vramcram_batches{status="expired"} 0`,
+		`vramcram_batch_lines{state="pending"} 0`, `vramcram_batch_lines{state="running"} 0`} {
+		if !strings.Contains(out, series+"\n") {
+			t.Fatalf("no %s in\n%s", series, out)
+		}
+	}
+}

@@ -110,7 +110,10 @@ type Manager struct {
 	log    *slog.Logger
 	kickCh chan struct{} // buffered 1: something changed, make a pass
 	stats  atomic.Pointer[Stats]
-	states map[string]map[store.JobState]int // batch → its lines by job state, as last counted; loop only
+	// Owned by the loop (Run):
+	states   map[string]map[store.JobState]int // batch → its lines by job state, as last counted
+	active   map[string]bool                   // unfinished batches, as of the last full pass
+	finished map[store.BatchStatus]int         // finished batches by status
 }
 
 // Stats summarises the batches for metrics and the dashboard: batches by
@@ -141,7 +144,7 @@ func New(cfg Config, st Store, sched Scheduler) *Manager {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	m := &Manager{cfg: cfg, st: st, sched: sched, log: cfg.Logger, kickCh: make(chan struct{}, 1),
-		states: map[string]map[store.JobState]int{}}
+		states: map[string]map[store.JobState]int{}, active: map[string]bool{}, finished: map[store.BatchStatus]int{}}
 	m.stats.Store(&Stats{Batches: map[store.BatchStatus]int{}, Lines: map[store.JobState]int{}})
 	return m
 }

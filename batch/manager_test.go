@@ -176,6 +176,9 @@ func TestManager_CompletesAMixedModelBatchOncePerLine(t *testing.T) {
 	if b.sched.notified["alpha"] != 10 {
 		t.Fatalf("notified: %v", b.sched.notified)
 	}
+	if st := b.m.Stats(); st.Batches[store.BatchInProgress] != 1 || st.Lines[store.JobStateQueued] != 30 {
+		t.Fatalf("stats in progress: %+v", st)
+	}
 	j, _ := b.st.Get(store.BatchJobID(bt.ID, 0))
 	if j.Priority != -10 || j.Endpoint != "/v1/chat/completions" {
 		t.Fatalf("job: %+v", j)
@@ -191,6 +194,9 @@ func TestManager_CompletesAMixedModelBatchOncePerLine(t *testing.T) {
 	}
 	if bt.CompletedAt.IsZero() || bt.FinalizingAt.IsZero() || bt.InProgressAt.IsZero() {
 		t.Fatalf("timestamps: %+v", bt)
+	}
+	if st := b.m.Stats(); st.Batches[store.BatchCompleted] != 1 || st.Batches[store.BatchInProgress] != 0 || len(st.Lines) != 0 {
+		t.Fatalf("stats at the end: %+v", st)
 	}
 	out, errs := b.readLines(bt.OutputFileID), b.readLines(bt.ErrorFileID)
 	if len(out) != 29 || len(errs) != 1 || errs[0].CustomID != "req-4" || errs[0].Error.Code != "request_failed" {

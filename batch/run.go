@@ -32,7 +32,7 @@ func (m *Manager) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-m.kickCh:
-			m.pass(ctx, dirty, false)
+			m.pass(ctx, dirty, true)
 		case <-t.C:
 			ticks++
 			m.pass(ctx, dirty, ticks%fullPassEvery == 0)
@@ -62,33 +62,61 @@ func batchOfJob(jobID string) (string, bool) {
 }
 
 // pass advances every unfinished batch that may have something to do, and
-// refreshes Stats.
-func (m *Manager) pass(ctx context.Context, dirty map[string]bool, all bool) {
-	batches, err := m.st.ListBatches("", 0)
-	if err != nil {
-		m.log.Error("list batches", "err", err)
-		return
+// refreshes Stats. A full pass reads every batch record (new ones
+// included) and recounts every unfinished batch; the others read only the
+// batches known to be unfinished, and recount those that are not waiting
+// on their jobs or whose jobs finished (dirty).
+func (m *Manager) pass(ctx context.Context, dirty map[string]bool, full bool) {
+	var batches []store.Batch
+	if full {
+		all, err := m.st.ListBatches("", 0)
+		if err != nil {
+			m.log.Error("list batches", "err", err)
+			return
+		}
+		clear(m.finished)
+		clear(m.active)
+		for _, b := range all {
+			if b.Status.Final() {
+				m.finished[b.Status]++
+				continue
+			}
+			m.active[b.ID] = true
+			batches = append(batches, b)
+		}
+	} else {
+		for id := range m.active {
+			b, err := m.st.GetBatch(id)
+			if err != nil {
+				m.log.Error("read batch", "batch_id", id, "err", err)
+				continue
+			}
+			batches = append(batches, b)
+		}
 	}
 	stats := &Stats{Batches: map[store.BatchStatus]int{}, Lines: map[store.JobState]int{}}
 	for _, b := range batches {
-		if !b.Status.Final() && ctx.Err() == nil {
-			busy := b.Status == store.BatchInProgress && b.Enqueued == b.Counts.Total && !b.Expire &&
-				!m.now().After(b.ExpiresAt)
-			if !busy || all || dirty[b.ID] {
-				nb, err := m.advance(ctx, b)
-				if err != nil {
-					m.log.Error("advance batch", "batch_id", b.ID, "status", b.Status, "err", err)
-				} else {
-					b = nb
-				}
+		waiting := b.Status == store.BatchInProgress && b.Enqueued == b.Counts.Total && !b.Expire &&
+			!m.now().After(b.ExpiresAt)
+		if ctx.Err() == nil && (!waiting || full || dirty[b.ID]) {
+			nb, err := m.advance(ctx, b)
+			if err != nil {
+				m.log.Error("advance batch", "batch_id", b.ID, "status", b.Status, "err", err)
+			} else {
+				b = nb
 			}
 		}
-		stats.Batches[b.Status]++
 		if b.Status.Final() {
+			delete(m.active, b.ID)
 			delete(m.states, b.ID)
-		} else {
-			m.addLines(stats, b)
+			m.finished[b.Status]++
+			continue
 		}
+		stats.Batches[b.Status]++
+		m.addLines(stats, b)
+	}
+	for st, n := range m.finished {
+		stats.Batches[st] += n
 	}
 	clear(dirty)
 	m.stats.Store(stats)
