@@ -36,8 +36,8 @@ type batchOpts struct {
 func batchCommand() *clientCommand {
 	o := &batchOpts{}
 	return &clientCommand{
-		usage: "submit FILE.jsonl [--endpoint PATH] [--wait] | status ID | output ID [-o FILE] | cancel ID | ls",
-		help:  "OpenAI batches: upload a JSONL file of requests, follow it, fetch its output",
+		usage: "submit|status|output|cancel|ls …",
+		help:  "OpenAI batches: submit FILE.jsonl [--wait], status|output|cancel BATCH_ID, ls",
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&o.endpoint, "endpoint", "/v1/chat/completions", "submit: the OpenAI path of every line")
 			fs.BoolVar(&o.wait, "wait", false, "submit: show progress until the batch ends, then write its output")
