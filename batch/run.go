@@ -307,12 +307,18 @@ func (m *Manager) expire(b store.Batch) (store.Batch, error) {
 func (m *Manager) progress(ctx context.Context, b store.Batch) (store.Batch, error) {
 	stopping := b.Status == store.BatchCancelling || b.Expire
 	if stopping {
+		cancelled := 0
 		for from := 0; from < b.Enqueued; from += 1024 {
 			models, err := m.st.CancelBatchLines(b.ID, from, 1024)
 			if err != nil {
 				return b, err
 			}
-			_ = models // the scheduler finds the queues shorter at its next claim
+			for _, n := range models {
+				cancelled += n
+			}
+		}
+		if cancelled > 0 { // the scheduler finds the queues shorter at its next claim
+			m.log.Info("batch: queued lines cancelled", "batch_id", b.ID, "lines", cancelled, "expired", b.Expire)
 		}
 	}
 	states, err := m.st.BatchJobStates(b.ID)
