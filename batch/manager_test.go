@@ -390,3 +390,22 @@ func TestManager_PublishesStatusChanges(t *testing.T) {
 		t.Fatalf("events %v, want %s", got, want)
 	}
 }
+
+func TestManager_InputDeletedMidwayCancels(t *testing.T) {
+	b := setup(t, 2)
+	f := b.upload([]string{chatLine("req-0", "alpha"), chatLine("req-1", "alpha"), chatLine("req-2", "alpha")})
+	bt := b.create(f)
+	b.pass()
+	if _, err := b.m.DeleteFile(f.ID); err != nil {
+		t.Fatal(err)
+	}
+	b.work("alpha", 2, nil)
+	b.pass()
+	bt = b.get(bt.ID)
+	if bt.Status != store.BatchCancelled || len(bt.Errors) != 1 || bt.Errors[0].Code != "input_file_missing" || bt.Counts.Completed != 2 {
+		t.Fatalf("batch: %+v", bt)
+	}
+	if out := b.readLines(bt.OutputFileID); len(out) != 2 {
+		t.Fatalf("output: %d lines", len(out))
+	}
+}

@@ -3,6 +3,7 @@ package batch
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -205,6 +206,11 @@ func (m *Manager) writeUnqueued(b store.Batch, w *outputWriter, stopped lineErro
 		return nil
 	}
 	f, err := os.Open(m.path(b.InputFileID))
+	if errors.Is(err, os.ErrNotExist) {
+		m.log.Warn("batch input file deleted: its unqueued lines are left out of the error file",
+			"batch_id", b.ID, "lines", b.Counts.Total-b.Enqueued)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("open input: %w", err)
 	}

@@ -167,7 +167,7 @@ func (m *Manager) step(ctx context.Context, b store.Batch) (store.Batch, error) 
 		}
 		if !b.Expire && b.Enqueued < b.Counts.Total {
 			var err error
-			if b, err = m.enqueue(ctx, b); err != nil {
+			if b, err = m.enqueue(ctx, b); err != nil || b.Status != store.BatchInProgress {
 				return b, err
 			}
 		}
@@ -248,6 +248,14 @@ func (m *Manager) validate(ctx context.Context, b store.Batch) (store.Batch, err
 // are queued or the queue is full (the next pass goes on).
 func (m *Manager) enqueue(ctx context.Context, b store.Batch) (store.Batch, error) {
 	f, err := os.Open(m.path(b.InputFileID))
+	if errors.Is(err, os.ErrNotExist) {
+		// The input was deleted mid-way: stop as a cancel does, saying why.
+		m.log.Warn("batch input file deleted: cancelling the batch", "batch_id", b.ID, "input_file_id", b.InputFileID)
+		return m.setStatus(b, store.BatchCancelling, func(s *store.Batch) {
+			s.Errors = append(s.Errors, store.BatchError{Code: "input_file_missing", Param: "input_file_id",
+				Message: fmt.Sprintf("input file %s was deleted before every line was queued", b.InputFileID)})
+		})
+	}
 	if err != nil {
 		return b, fmt.Errorf("open input: %w", err)
 	}
