@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -26,6 +27,7 @@ func (m *Manager) Run(ctx context.Context) {
 	defer t.Stop()
 	dirty := map[string]bool{}
 	ticks := 0
+	m.removeTemps()
 	m.pass(ctx, dirty, true)
 	for {
 		select {
@@ -43,6 +45,21 @@ func (m *Manager) Run(ctx context.Context) {
 			if ev.Type == scheduler.EvJobFinished {
 				if id, ok := batchOfJob(ev.JobID); ok {
 					dirty[id] = true
+				}
+			}
+		}
+	}
+}
+
+// removeTemps deletes the partial uploads and outputs a crash left behind
+// (older than an hour, so that an upload already under way is spared).
+func (m *Manager) removeTemps() {
+	for _, pattern := range []string{".upload-*", ".output-*"} {
+		paths, _ := filepath.Glob(filepath.Join(m.cfg.Dir, pattern))
+		for _, p := range paths {
+			if fi, err := os.Stat(p); err == nil && time.Since(fi.ModTime()) > time.Hour {
+				if err := os.Remove(p); err == nil {
+					m.log.Info("removed a partial file left by a crash", "path", p)
 				}
 			}
 		}
