@@ -409,3 +409,27 @@ func TestManager_InputDeletedMidwayCancels(t *testing.T) {
 		t.Fatalf("output: %d lines", len(out))
 	}
 }
+
+func TestManager_RemovesOldPartialFiles(t *testing.T) {
+	b := setup(t, 0)
+	if err := os.MkdirAll(b.m.cfg.Dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	old, fresh := filepath.Join(b.m.cfg.Dir, ".upload-1"), filepath.Join(b.m.cfg.Dir, ".output-2")
+	for _, p := range []string{old, fresh} {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(old, past, past); err != nil {
+		t.Fatal(err)
+	}
+	b.m.removeTemps()
+	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("old partial upload kept: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Fatalf("fresh partial output removed: %v", err)
+	}
+}
