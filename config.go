@@ -64,6 +64,7 @@ type ServerConfig struct {
 type StorageConfig struct {
 	DataDir        string `koanf:"data_dir"`        // default ./data
 	RetentionHours int    `koanf:"retention_hours"` // default 168; 0 keeps forever
+	MaxFileMB      int    `koanf:"max_file_mb"`     // default 200: largest /v1/files upload
 }
 
 // VRAMConfig is the VRAM ledger's budget and the NVML polling period.
@@ -112,6 +113,9 @@ type SchedulingConfig struct {
 	// InteractivePriority is the queue priority of each request to the
 	// OpenAI-compatible routes (-100..100, higher first); default 10.
 	InteractivePriority int `koanf:"interactive_priority"`
+	// BatchPriority is the queue priority of each line of an OpenAI batch;
+	// default -10, so interactive requests and ordinary jobs go first.
+	BatchPriority int `koanf:"batch_priority"`
 }
 
 // LoggingConfig configures slog.
@@ -219,6 +223,7 @@ func DefaultConfig() Config {
 		Storage: StorageConfig{
 			DataDir:        "./data",
 			RetentionHours: 168,
+			MaxFileMB:      200,
 		},
 		VRAM: VRAMConfig{
 			TotalMB:                   24576,
@@ -246,6 +251,7 @@ func DefaultConfig() Config {
 			MaxAttempts:    3,
 
 			InteractivePriority: 10,
+			BatchPriority:       -10,
 		},
 		Logging: LoggingConfig{
 			Level:  "info",
@@ -808,6 +814,7 @@ func (c *Config) Validate() []string {
 	if c.Storage.RetentionHours < 0 {
 		p.addf("storage.retention_hours: must be 0 (keep forever) or more, got %d", c.Storage.RetentionHours)
 	}
+	p.between("storage.max_file_mb", c.Storage.MaxFileMB, 1, 1<<20)
 
 	v := c.VRAM
 	if v.TotalMB <= 0 {
@@ -866,6 +873,7 @@ func (c *Config) Validate() []string {
 	p.atLeast("scheduling.max_queue", sc.MaxQueue, 1)
 	p.between("scheduling.max_attempts", sc.MaxAttempts, 1, 100)
 	p.between("scheduling.interactive_priority", sc.InteractivePriority, -100, 100)
+	p.between("scheduling.batch_priority", sc.BatchPriority, -100, 100)
 
 	p.oneOf("logging.level", c.Logging.Level, "debug", "info", "warn", "error")
 	p.oneOf("logging.format", c.Logging.Format, "auto", "text", "json")

@@ -212,6 +212,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 
 	ac := apiConfig(cfg, reg, log)
 	ac.Metrics = met
+	ac.Batches = startBatches(ctx, cfg, st, sched, &ac, log)
 	apiSrv := api.New(ac, sched, st)
 	srv := &http.Server{
 		Handler:           apiSrv.Handler(),

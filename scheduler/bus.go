@@ -21,6 +21,7 @@ const (
 	EvDeviceLost       = "device_lost"
 	EvVRAMReading      = "vram_reading" // a GPU's figures changed
 	EvDeviceBack       = "device_back"
+	EvBatchStatus      = "batch_status" // an OpenAI batch changed status (Batch, State)
 )
 
 // Event is one thing that happened, as published on the bus and served as SSE.
@@ -31,6 +32,7 @@ type Event struct {
 	Model   string    `json:"model,omitempty"`
 	Device  string    `json:"device,omitempty"`
 	JobID   string    `json:"job_id,omitempty"`
+	Batch   string    `json:"batch_id,omitempty"`
 	State   string    `json:"state,omitempty"`
 	Reason  string    `json:"reason,omitempty"`
 	Error   string    `json:"error,omitempty"`

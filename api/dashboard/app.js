@@ -17,6 +17,7 @@ const st = {
   health: null, // last GET /health body, null while unreachable
   models: [], // last GET /models "models"
   jobs: [], // last GET /jobs "jobs"
+  batches: null, // last GET /batches "batches"; null when the server has no batch routes
   current: null, // the job submitted from this page: {id, model, text, done, busy}
   finished: new Map(), // job_id → job_finished event, for jobs that end before POST /jobs answers
   stream: null, // AbortController of the open /events request
@@ -155,11 +156,13 @@ async function refresh() {
 }
 
 async function loadAll() {
-  const [health, models, jobs] = await Promise.allSettled([
+  const [health, models, jobs, batches] = await Promise.allSettled([
     fetchHealth(),
     api('GET', '/models'),
     api('GET', `/jobs?limit=${JOBS_SHOWN}`),
+    api('GET', '/batches'),
   ]);
+  if (batches.status === 'fulfilled') st.batches = batches.value.batches || [];
   st.health = health.value || null;
   if (models.status === 'fulfilled') st.models = models.value.models || [];
   if (jobs.status === 'fulfilled') st.jobs = jobs.value.jobs || [];
@@ -188,6 +191,24 @@ function renderAll() {
   renderModels();
   renderModelSelect();
   renderJobs();
+  renderBatches();
+}
+
+// renderBatches lists the latest OpenAI batches with their progress.
+function renderBatches() {
+  ui.batchesSection.hidden = !st.batches || st.batches.length === 0;
+  const rows = (st.batches || []).map((b) => {
+    const c = b.request_counts;
+    return el('tr', { 'data-batch': b.id, 'data-status': b.status },
+      el('td', { title: b.id, text: b.id.slice(0, 14) }),
+      el('td', {}, el('span', { class: 'state', 'data-state': b.status, text: b.status })),
+      el('td', { text: b.endpoint }),
+      el('td', { text: fmtTime(new Date(b.created_at * 1000)) }),
+      el('td', {}, el('progress', { max: String(c.total || 1), value: String(c.completed + c.failed) })),
+      el('td', { class: 'num', text: `${c.completed} / ${c.failed} / ${c.total}` }),
+    );
+  });
+  ui.batchesBody.replaceChildren(...rows);
 }
 
 function renderHealth() {
@@ -606,6 +627,8 @@ function init() {
   })) ui[name] = document.getElementById(id);
   ui.modelsBody = document.querySelector('#models tbody');
   ui.jobsBody = document.querySelector('#jobs tbody');
+  ui.batchesBody = document.querySelector('#batches tbody');
+  ui.batchesSection = document.getElementById('batches-section');
   st.key = localStorage.getItem(KEY_STORAGE) || '';
   ui.key.value = st.key;
   ui.keyForm.addEventListener('submit', saveKey);

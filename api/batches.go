@@ -1,0 +1,237 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/vramcram/vramcram/batch"
+	"github.com/vramcram/vramcram/store"
+)
+
+// Batches is the back end of the OpenAI Files and Batch routes
+// (batch.Manager).
+type Batches interface {
+	SaveFile(ctx context.Context, filename string, r io.Reader) (store.File, error)
+	GetFile(id string) (store.File, error)
+	ListFiles(purpose, after string, limit int) ([]store.File, error)
+	OpenFile(id string) (store.File, *os.File, error)
+	DeleteFile(id string) (store.File, error)
+	Create(ctx context.Context, req batch.CreateRequest) (store.Batch, error)
+	Get(id string) (store.Batch, error)
+	List(after string, limit int) ([]store.Batch, error)
+	Cancel(id string) (store.Batch, error)
+	Stats() *batch.Stats
+}
+
+// routeBatches registers /v1/files and /v1/batches when a back end is set.
+func (s *Server) routeBatches(e *echo.Echo) {
+	if s.cfg.Batches == nil {
+		return
+	}
+	e.POST("/v1/files", s.uploadFile)
+	e.GET("/v1/files", s.listFiles)
+	e.GET("/v1/files/:id", s.getFile)
+	e.GET("/v1/files/:id/content", s.fileContent)
+	e.DELETE("/v1/files/:id", s.deleteFile)
+	e.POST("/v1/batches", s.createBatch)
+	e.GET("/v1/batches", s.listBatches)
+	e.GET("/v1/batches/:id", s.getBatch)
+	e.POST("/v1/batches/:id/cancel", s.cancelBatch)
+	e.GET("/batches", s.dashboardBatches)
+}
+
+// batchError maps the manager's errors onto API errors.
+func batchError(err error) error {
+	var be *batch.Error
+	if !errors.As(err, &be) {
+		return err
+	}
+	ae := &Error{Status: http.StatusBadRequest, Code: CodeInvalid, Message: be.Message, Param: be.Param}
+	switch be.Kind {
+	case batch.KindNotFound:
+		ae.Status, ae.Code = http.StatusNotFound, CodeNotFound
+	case batch.KindTooLarge:
+		ae.Status, ae.Code = http.StatusRequestEntityTooLarge, CodeBodyTooLarge
+	case batch.KindConflict:
+		ae.Status, ae.Code = http.StatusConflict, CodeFinished
+	}
+	return ae
+}
+
+// unix is a time as OpenAI's integer seconds, nil when unset.
+func unix(t time.Time) *int64 {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.Unix()
+	return &u
+}
+
+// batchView is a batch in OpenAI's shape.
+type batchView struct {
+	ID               string            `json:"id"`
+	Object           string            `json:"object"`
+	Endpoint         string            `json:"endpoint"`
+	Errors           *batchErrorsView  `json:"errors"`
+	InputFileID      string            `json:"input_file_id"`
+	CompletionWindow string            `json:"completion_window"`
+	Status           store.BatchStatus `json:"status"`
+	OutputFileID     *string           `json:"output_file_id"`
+	ErrorFileID      *string           `json:"error_file_id"`
+	CreatedAt        int64             `json:"created_at"`
+	InProgressAt     *int64            `json:"in_progress_at"`
+	ExpiresAt        *int64            `json:"expires_at"`
+	FinalizingAt     *int64            `json:"finalizing_at"`
+	CompletedAt      *int64            `json:"completed_at"`
+	FailedAt         *int64            `json:"failed_at"`
+	ExpiredAt        *int64            `json:"expired_at"`
+	CancellingAt     *int64            `json:"cancelling_at"`
+	CancelledAt      *int64            `json:"cancelled_at"`
+	RequestCounts    store.BatchCounts `json:"request_counts"`
+	Metadata         map[string]string `json:"metadata"`
+}
+
+type batchErrorsView struct {
+	Object string             `json:"object"`
+	Data   []store.BatchError `json:"data"`
+}
+
+func optString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func viewBatch(b store.Batch) batchView {
+	v := batchView{
+		ID: b.ID, Object: "batch", Endpoint: b.Endpoint, InputFileID: b.InputFileID, CompletionWindow: b.CompletionWindow,
+		Status: b.Status, OutputFileID: optString(b.OutputFileID), ErrorFileID: optString(b.ErrorFileID),
+		CreatedAt: b.CreatedAt.Unix(), InProgressAt: unix(b.InProgressAt), ExpiresAt: unix(b.ExpiresAt),
+		FinalizingAt: unix(b.FinalizingAt), CompletedAt: unix(b.CompletedAt), FailedAt: unix(b.FailedAt),
+		ExpiredAt: unix(b.ExpiredAt), CancellingAt: unix(b.CancellingAt), CancelledAt: unix(b.CancelledAt),
+		RequestCounts: b.Counts, Metadata: b.Metadata,
+	}
+	if len(b.Errors) > 0 {
+		v.Errors = &batchErrorsView{Object: "list", Data: b.Errors}
+	}
+	if v.Metadata == nil {
+		v.Metadata = map[string]string{}
+	}
+	return v
+}
+
+// listLimit reads ?limit= (1..100, default 20).
+func listLimit(c echo.Context) (int, error) {
+	l := c.QueryParam("limit")
+	if l == "" {
+		return 20, nil
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 1 || n > 100 {
+		return 0, fieldErr("limit", "must be an integer between 1 and 100")
+	}
+	return n, nil
+}
+
+// page is an OpenAI list answer.
+type page[T any] struct {
+	Object  string  `json:"object"`
+	Data    []T     `json:"data"`
+	FirstID *string `json:"first_id"`
+	LastID  *string `json:"last_id"`
+	HasMore bool    `json:"has_more"`
+}
+
+func newPage[T any](items []T, limit int, id func(T) string) page[T] {
+	p := page[T]{Object: "list", Data: items}
+	if len(items) > limit {
+		p.Data, p.HasMore = items[:limit], true
+	}
+	if len(p.Data) > 0 {
+		p.FirstID, p.LastID = optString(id(p.Data[0])), optString(id(p.Data[len(p.Data)-1]))
+	}
+	if p.Data == nil {
+		p.Data = []T{}
+	}
+	return p
+}
+
+// createBatch handles POST /v1/batches.
+func (s *Server) createBatch(c echo.Context) error {
+	var req batch.CreateRequest
+	if err := s.readJSON(c, &req); err != nil {
+		return err
+	}
+	b, err := s.cfg.Batches.Create(c.Request().Context(), req)
+	if err != nil {
+		return batchError(err)
+	}
+	return c.JSON(http.StatusOK, viewBatch(b))
+}
+
+// getBatch handles GET /v1/batches/{id}.
+func (s *Server) getBatch(c echo.Context) error {
+	b, err := s.cfg.Batches.Get(c.Param("id"))
+	if err != nil {
+		return batchError(err)
+	}
+	return c.JSON(http.StatusOK, viewBatch(b))
+}
+
+// listBatches handles GET /v1/batches?limit=&after=: newest first.
+func (s *Server) listBatches(c echo.Context) error {
+	limit, err := listLimit(c)
+	if err != nil {
+		return err
+	}
+	bs, err := s.cfg.Batches.List(c.QueryParam("after"), limit+1)
+	if err != nil {
+		return fmt.Errorf("list batches: %w", err)
+	}
+	views := make([]batchView, len(bs))
+	for k, b := range bs {
+		views[k] = viewBatch(b)
+	}
+	return c.JSON(http.StatusOK, newPage(views, limit, func(v batchView) string { return v.ID }))
+}
+
+// cancelBatch handles POST /v1/batches/{id}/cancel.
+func (s *Server) cancelBatch(c echo.Context) error {
+	b, err := s.cfg.Batches.Cancel(c.Param("id"))
+	if err != nil {
+		return batchError(err)
+	}
+	return c.JSON(http.StatusOK, viewBatch(b))
+}
+
+// batchProgress is one batch as the dashboard lists it.
+type batchProgress struct {
+	ID            string            `json:"id"`
+	Status        store.BatchStatus `json:"status"`
+	Endpoint      string            `json:"endpoint"`
+	CreatedAt     int64             `json:"created_at"`
+	RequestCounts store.BatchCounts `json:"request_counts"`
+}
+
+// dashboardBatches handles GET /batches: the latest batches with their
+// progress, and the lines of unfinished batches by state.
+func (s *Server) dashboardBatches(c echo.Context) error {
+	bs, err := s.cfg.Batches.List("", 20)
+	if err != nil {
+		return fmt.Errorf("list batches: %w", err)
+	}
+	out := make([]batchProgress, len(bs))
+	for k, b := range bs {
+		out[k] = batchProgress{ID: b.ID, Status: b.Status, Endpoint: b.Endpoint, CreatedAt: b.CreatedAt.Unix(), RequestCounts: b.Counts}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"batches": out, "lines": s.cfg.Batches.Stats().Lines})
+}
