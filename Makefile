@@ -35,9 +35,10 @@ test-dashboard: ## only the dashboard's headless-Chromium test, verbose (prints 
 test-short: ## unit tests only
 	$(GO) test -race -count=1 -short -timeout 5m ./...
 
-bench: ## benchmarks: durable enqueue, claim→complete, scheduler decisions, proxy overhead, a 10,000-line batch
+bench: ## benchmarks: durable enqueue, claim→complete, scheduler decisions, HTTP submit throughput, proxy overhead, a 10,000-line batch
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./store/ ./scheduler/
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./api/
+	$(GO) test -run '^$$' -bench Submit -benchtime 3s -count $(BENCHCOUNT) .
 	$(GO) test -run '^$$' -bench ProxyOverhead -benchtime 5000x -count $(BENCHCOUNT) .
 	$(GO) test -run '^$$' -bench Batch10k -benchtime 1x -count $(BENCHCOUNT) .
 

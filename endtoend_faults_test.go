@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -124,23 +126,26 @@ func TestE2E_EngineFaults(t *testing.T) {
 		if js := d.waitJob(d.submit("forker", "x"), 30*time.Second); js.Status != "completed" {
 			t.Fatalf("job: %+v", js)
 		}
+		// The engine and its grandchild: a child of the engine's pid, in the
+		// engine's process group (the grandchild has no -m of its own).
+		group := forkerGroup(t, engine)
 		if code := d.do("POST", "/models/forker/unload", nil, nil); code >= 300 {
 			t.Fatalf("unload: %d", code)
 		}
 		d.waitModel("forker", "unloaded", 20*time.Second)
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			left := 0
-			for _, m := range engineProcs(engine) {
-				if m == "forker.gguf" {
-					left++
+			var left []int
+			for _, pid := range group {
+				if procAlive(pid) {
+					left = append(left, pid)
 				}
 			}
-			if left == 0 {
+			if len(left) == 0 {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%d processes of the forking engine left (its process group was not killed)", left)
+				t.Fatalf("processes %v of the forking engine's group %v left (its process group was not killed)", left, group)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -167,4 +172,54 @@ func TestE2E_EngineFaults(t *testing.T) {
 	if procs := engineProcs(engine); len(procs) != 0 {
 		t.Fatalf("engines left after SIGTERM: %v", procs)
 	}
+}
+
+// forkerGroup finds the forker engine (by its -m) and the grandchild it
+// started (a child of its pid in its process group), waiting until both
+// show in /proc.
+func forkerGroup(t *testing.T, engine string) []int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for pid, m := range engineProcs(engine) {
+			if m != "forker.gguf" {
+				continue
+			}
+			for child := range engineProcs(engine) {
+				if ppid, pgid, ok := procParent(child); ok && ppid == pid && pgid == pid {
+					return []int{pid, child}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no forker engine with a grandchild in its process group: %v", engineProcs(engine))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// procParent reads a process's parent pid and process group from /proc.
+func procParent(pid int) (ppid, pgid int, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, false
+	}
+	// Fields after "(comm)": state, ppid, pgrp, …
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 3 {
+		return 0, 0, false
+	}
+	ppid, err1 := strconv.Atoi(f[1])
+	pgid, err2 := strconv.Atoi(f[2])
+	return ppid, pgid, err1 == nil && err2 == nil
+}
+
+// procAlive says whether pid is a live process (a zombie holds nothing).
+func procAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(f) > 0 && f[0] != "Z"
 }

@@ -26,6 +26,10 @@ const estimateMarginMB = 512
 func estimateModels(cfg *Config, models []scheduler.Model, log *slog.Logger) {
 	for k := range models {
 		m := &models[k]
+		if d, ok := cfg.DiffusionByName(m.Name); ok {
+			estimateDiffusion(d, m, log)
+			continue
+		}
 		llm, ok := cfg.LLMByName(m.Name)
 		if !ok {
 			continue

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
+	"time"
 
 	"go.etcd.io/bbolt"
 )
@@ -57,33 +58,90 @@ func (s *Store) write(ctx context.Context, op txOp) error {
 // one transaction, so a lone caller waits for one commit and concurrent
 // callers share commits. It exits once Close is called; requests it already
 // took are committed and answered first.
+//
+// Concurrent callers would otherwise split in two groups that take turns:
+// those answered by a commit come back while the next one, holding the
+// callers that queued meanwhile, syncs. So the loop remembers how many
+// callers the last round showed (its batch and those that queued during
+// its commit) and, when a round starts with fewer, waits for the rest up to
+// the last commit's duration: a round that waits w for n callers costs
+// commit+w instead of two commits. A lone caller never waits.
 func (s *Store) loop() {
 	defer close(s.doneCh)
 	batch := make([]*writeReq, 0, maxBatch)
+	var g groupWindow
 	for {
 		select {
 		case <-s.closingCh:
 			return
 		default:
 		}
+		queued := false // did a caller queue during the last commit?
 		select {
 		case r := <-s.reqCh:
-			batch = append(batch[:0], r)
-		case <-s.closingCh:
-			return
-		}
-	drain:
-		for len(batch) < maxBatch {
+			batch, queued = append(batch[:0], r), true
+		default:
 			select {
 			case r := <-s.reqCh:
-				batch = append(batch, r)
-			default:
-				break drain
+				batch = append(batch[:0], r)
+			case <-s.closingCh:
+				return
 			}
 		}
+		batch = s.drain(batch)
+		if queued {
+			g.expect = min(maxBatch, g.last+len(batch))
+		}
+		batch = s.gather(batch, g)
+		start := time.Now()
 		s.commit(batch)
+		g.took, g.last, g.expect = time.Since(start), len(batch), len(batch)
 		clear(batch) // let the requests be collected
 	}
+}
+
+// groupWindow is what the committer knows of its callers: how many the
+// last round showed (expect), the last batch's size and its commit time.
+type groupWindow struct {
+	expect, last int
+	took         time.Duration
+}
+
+// maxGather caps the wait for callers, whatever a commit took.
+const maxGather = 10 * time.Millisecond
+
+// drain adds the requests already waiting, without blocking.
+func (s *Store) drain(batch []*writeReq) []*writeReq {
+	for len(batch) < maxBatch {
+		select {
+		case r := <-s.reqCh:
+			batch = append(batch, r)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// gather waits for callers until the batch holds as many as the last round
+// showed, for at most the last commit's duration, or until Close.
+func (s *Store) gather(batch []*writeReq, g groupWindow) []*writeReq {
+	if len(batch) >= g.expect || g.took <= 0 {
+		return batch
+	}
+	timer := time.NewTimer(min(g.took, maxGather))
+	defer timer.Stop()
+	for len(batch) < g.expect {
+		select {
+		case r := <-s.reqCh:
+			batch = append(batch, r)
+		case <-timer.C:
+			return batch
+		case <-s.closingCh:
+			return batch
+		}
+	}
+	return batch
 }
 
 // commit runs batch in one bbolt transaction and answers every request.
@@ -154,3 +212,7 @@ func runOp(op txOp, t *txn) (logical, fatal error) {
 	}
 	return nil, nil
 }
+
+// Commits is the number of bbolt transactions the committer has committed
+// (each one syncs the file): jobs per commit is the group commit's yield.
+func (s *Store) Commits() uint64 { return s.commits.Load() }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"go.etcd.io/bbolt"
 )
@@ -202,4 +203,42 @@ func TestStore_CloseWaitsForAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestStore_GroupCommitMerges: 64 callers that each write again as soon as
+// they are answered share every commit, instead of splitting into two
+// groups that take turns (one commits while the other queues). Each
+// operation takes 100µs of the synctest clock, so a commit takes time.
+func TestStore_GroupCommitMerges(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "merge.db")
+	synctest.Test(t, func(t *testing.T) {
+		s, err := Open(path, Options{NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		const callers, rounds = 64, 20
+		op := func(*txn) (func() error, error) {
+			time.Sleep(100 * time.Microsecond)
+			return nil, nil
+		}
+		before := s.commits.Load()
+		var wg sync.WaitGroup
+		for range callers {
+			wg.Go(func() {
+				for range rounds {
+					if err := s.write(context.Background(), op); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		commits := s.commits.Load() - before
+		t.Logf("%d writes in %d commits: %.1f per commit", callers*rounds, commits, float64(callers*rounds)/float64(commits))
+		if commits > rounds+3 { // the first rounds may start before every caller came
+			t.Errorf("%d commits for %d callers writing %d times each, want at most %d", commits, callers, rounds, rounds+3)
+		}
+	})
 }
