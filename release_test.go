@@ -415,4 +415,3 @@ func checkELF(t *testing.T, path string, machine elf.Machine) {
 	}
 	t.Logf("%s: %v, needs %v", filepath.Base(filepath.Dir(path)), f.Machine, libs)
 }
-
