@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -75,7 +76,10 @@ func TestE2E_FirstRun(t *testing.T) {
 			t.Skip("/etc/vramcram/config.yaml exists on this machine")
 		}
 		dir, home := t.TempDir(), t.TempDir()
-		cmd := exec.Command(bin)
+		// A daemon that started anyway would run until killed.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin)
 		cmd.Dir, cmd.Env = dir, firstRunEnv(home)
 		code, out, errb := exitCode(t, cmd)
 		if code != 2 || out != "" {
