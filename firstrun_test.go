@@ -95,6 +95,12 @@ func TestRun_HelpListsEveryCommand(t *testing.T) {
 			}
 		}
 	}
+	for _, args := range [][]string{{"serve", "-h"}, {"check", "--help"}} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 0 || !strings.Contains(errb.String(), "-config") {
+			t.Errorf("%q: exit %d, stderr %q", args, code, errb.String())
+		}
+	}
 	var out, errb bytes.Buffer
 	if code := run([]string{"help", "submit"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "usage: vramcram submit") {
 		t.Errorf("help submit: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())

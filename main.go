@@ -107,6 +107,9 @@ func loadConfigFlags(cmd string, args []string, stderr io.Writer) (*Config, stri
 	fs.SetOutput(stderr)
 	path := fs.String("config", os.Getenv("VRAMCRAM_CONFIG"), "config file (YAML); default $VRAMCRAM_CONFIG, else the first of\n"+strings.Join(configSearchPath(os.Getenv), ", "))
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, "", 0
+		}
 		return nil, "", 2
 	}
 	if *path == "" {
