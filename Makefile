@@ -86,10 +86,10 @@ gpu-check: ## GPU machine only: NVML tests + VRAM checks with GPU-holding stand-
 clean: ## remove build outputs
 	rm -rf bin cover.out .gpu-bin vramcram $(DIST)
 
-release: ## release archives: make release VERSION=vX.Y.Z writes $(DIST)/ (linux amd64+arm64, SHA256SUMS; needs gcc-aarch64-linux-gnu)
+release: ## make release VERSION=vX.Y.Z: reproducible linux amd64+arm64 archives and SHA256SUMS in dist/ (DIST; needs gcc-aarch64-linux-gnu)
 	GO=$(GO) DIST=$(DIST) VERSION=$(VERSION) scripts/release.sh
 
-demo: build testengine ## try it without a GPU: a daemon on 127.0.0.1:$(DEMO_PORT) with stand-in engines (deploy/demo.yaml)
+demo: build testengine ## try it without a GPU: a daemon on 127.0.0.1:8000 (DEMO_PORT) with stand-in engines (deploy/demo.yaml)
 	@mkdir -p $(DEMO_DIR)/engines $(DEMO_DIR)/models
 	@for e in llama-server sd-cli sd-server; do ln -sfn $(CURDIR)/bin/testengine $(DEMO_DIR)/engines/$$e; done
 	@for m in chat.gguf embed.gguf image.safetensors; do \
