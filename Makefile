@@ -4,13 +4,17 @@ export GOTOOLCHAIN := go1.27.3
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -s -w -X main.version=$(VERSION)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+DIST     ?= dist
+DEMO_PORT ?= 8000
+DEMO_DIR ?= bin/demo
 CONFIG   ?= config.example.yaml
 FUZZTIME ?= 30s
 BENCHCOUNT ?= 1
 SEEDS    ?= 2000
 
-.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean gpu-bin gpu-check sim stress loadtest metrics-check systemd-check smoke vulncheck
+.PHONY: help build testengine run test test-short bench fuzz lint deps tidy cover clean gpu-bin gpu-check sim stress loadtest metrics-check systemd-check smoke vulncheck release demo
 
 help: ## list targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z][a-z-]*:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,7 +30,7 @@ run: build ## run with $(CONFIG)
 
 test: ## all tests with -race (end-to-end included)
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 10m ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
 
 .PHONY: test-dashboard
 test-dashboard: ## only the dashboard's headless-Chromium test, verbose (prints the screenshot's path)
@@ -90,7 +94,22 @@ gpu-check: ## GPU machine only: NVML tests + VRAM checks with GPU-holding stand-
 	scripts/gpu-check.sh
 
 clean: ## remove build outputs
-	rm -rf bin cover.out .gpu-bin vramcram
+	rm -rf bin cover.out .gpu-bin vramcram $(DIST)
+
+release: ## make release VERSION=vX.Y.Z: reproducible linux amd64+arm64 archives and SHA256SUMS in dist/ (DIST; needs gcc-aarch64-linux-gnu)
+	GO=$(GO) DIST=$(DIST) VERSION=$(VERSION) scripts/release.sh
+
+demo: build testengine ## try it without a GPU: a daemon on 127.0.0.1:8000 (DEMO_PORT) with stand-in engines (deploy/demo.yaml)
+	@mkdir -p $(DEMO_DIR)/engines $(DEMO_DIR)/models
+	@for e in llama-server sd-cli sd-server; do ln -sfn $(CURDIR)/bin/testengine $(DEMO_DIR)/engines/$$e; done
+	@for m in chat.gguf embed.gguf image.safetensors; do \
+	  test -f $(DEMO_DIR)/models/$$m || echo "placeholder: the stand-in engine does not read it" >$(DEMO_DIR)/models/$$m; done
+	@echo "VramCram demo on http://127.0.0.1:$(DEMO_PORT)/ (dashboard). Models: demo-chat, demo-embed, demo-image."
+	@echo "In another terminal:"
+	@echo "  ./bin/vramcram --url http://127.0.0.1:$(DEMO_PORT) submit -m demo-chat --wait 'Explain VRAM in one sentence.'"
+	@echo "  ./bin/vramcram --url http://127.0.0.1:$(DEMO_PORT) ps"
+	@echo "Stop with Ctrl-C. Jobs are kept in $(DEMO_DIR)/data."
+	cd $(DEMO_DIR) && VRAMCRAM_SERVER__PORT=$(DEMO_PORT) exec $(CURDIR)/bin/vramcram -config $(CURDIR)/deploy/demo.yaml
 
 metrics-check: ## workload on a daemon, then promtool check metrics on the scrape (needs promtool)
 	@command -v promtool >/dev/null || { echo "promtool missing: apt-get install --no-install-recommends prometheus"; exit 1; }

@@ -69,7 +69,7 @@ models:
 		_ = cmd.Wait()
 	}()
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	waitHealthy(b, base)
+	benchWaitHealthy(b, base)
 
 	var in bytes.Buffer
 	models := []string{"alpha", "beta", "gamma"}
@@ -106,7 +106,7 @@ models:
 	b.ReportMetric(float64(peakRSSKB(b, cmd.Process.Pid))/1024, "peak-RSS-MB")
 }
 
-func waitHealthy(b *testing.B, base string) {
+func benchWaitHealthy(b *testing.B, base string) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if resp, err := http.Get(base + "/health"); err == nil {

@@ -5,7 +5,9 @@
 // Usage:
 //
 //	vramcram [serve] [-config FILE]   run the server (the default command)
+//	vramcram check [-config FILE]     validate the config
 //	vramcram version                  print the version
+//	vramcram help                     list every command
 package main
 
 import (
@@ -21,6 +23,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -32,19 +35,13 @@ import (
 	"github.com/vramcram/vramcram/store"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // run dispatches the subcommand and returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	cmd := "serve"
-	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
-	}
+	cmd, args := splitCommand(args)
 	switch cmd {
 	case "serve":
 		return serveCmd(args, stderr)
@@ -53,9 +50,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "store":
 		return storeCmd(args, stdout, stderr)
 	case "version":
-		fmt.Fprintln(stdout, "vramcram", version)
+		printVersion(stdout)
 		return 0
-	case "help", "-h", "--help":
+	case "help":
+		if len(args) > 0 && clientCommands[args[0]] != nil {
+			return clientMain(args[0], []string{"-h"}, clientIO{stdin: os.Stdin, stdout: stdout, stderr: stdout, getenv: os.Getenv})
+		}
 		usage(stdout)
 		return 0
 	}
@@ -68,44 +68,76 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, `usage:
+	fmt.Fprint(w, `usage: vramcram [global flags] [command] [flags] [arguments]
+
+Server commands:
   vramcram [serve] [-config FILE]   run the server (default command)
   vramcram check [-config FILE]     validate the config; show each model's VRAM and fit
   vramcram store check|recover [-config FILE]  check or salvage the store file (daemon stopped)
-  vramcram version                  print the version
+  vramcram version                  print version, commit, Go version, NVML support
+  vramcram help [COMMAND]           this text, or a command's flags
 
-The config path may also come from VRAMCRAM_CONFIG; VRAMCRAM_* variables
-override keys (VRAMCRAM_SERVER__PORT=9000 sets server.port).
+Without -config (or VRAMCRAM_CONFIG) the first file found of ./vramcram.yaml,
+$XDG_CONFIG_HOME/vramcram/config.yaml (default ~/.config/vramcram/config.yaml)
+and /etc/vramcram/config.yaml is used. VRAMCRAM_* variables override keys
+(VRAMCRAM_SERVER__PORT=9000 sets server.port). To try VramCram without a GPU
+or model files, run "make demo" in the source tree.
 
 Client commands (they talk to a running server: --url or VRAMCRAM_URL,
 default http://127.0.0.1:8000; API key from VRAMCRAM_API_KEY):
 `)
 	clientUsage(w)
+	fmt.Fprint(w, `
+Global flags may come before or after the command: vramcram --url URL ps.
+  -h, --help      this text          -v, --version   print the version
+`)
 }
 
 // configFromFlags parses cmd's -config flag and loads the config; on
-// failure it has printed why and returns the exit code (2 usage, 1 config).
+// failure it has printed why and returns the exit code (2 usage or no config
+// file, 1 config).
 func configFromFlags(cmd string, args []string, stderr io.Writer) (*Config, int) {
+	cfg, _, code := loadConfigFlags(cmd, args, stderr)
+	return cfg, code
+}
+
+// loadConfigFlags is configFromFlags that also returns the file's path. With
+// neither -config nor VRAMCRAM_CONFIG it uses the first file of
+// configSearchPath that exists; with none it prints how to start and
+// returns 2.
+func loadConfigFlags(cmd string, args []string, stderr io.Writer) (*Config, string, int) {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", os.Getenv("VRAMCRAM_CONFIG"), "config file (YAML); default $VRAMCRAM_CONFIG")
+	path := fs.String("config", os.Getenv("VRAMCRAM_CONFIG"), "config file (YAML); default $VRAMCRAM_CONFIG, else the first of\n"+strings.Join(configSearchPath(os.Getenv), ", "))
 	if err := fs.Parse(args); err != nil {
-		return nil, 2
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, "", 0
+		}
+		return nil, "", 2
+	}
+	if *path == "" {
+		found, ok := findConfig(configSearchPath(os.Getenv), fileExists)
+		if !ok {
+			noConfigHelp(stderr, configSearchPath(os.Getenv))
+			return nil, "", 2
+		}
+		*path = found
 	}
 	cfg, err := LoadConfig(*path, os.Environ())
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return nil, 1
+		return nil, "", 1
 	}
-	return cfg, 0
+	return cfg, *path, 0
 }
 
 func serveCmd(args []string, stderr io.Writer) int {
-	cfg, code := configFromFlags("serve", args, stderr)
+	cfg, path, code := loadConfigFlags("serve", args, stderr)
 	if cfg == nil {
 		return code
 	}
 	log := newLogger(cfg.Logging, stderr)
+	log.Info("config", "path", path)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := serve(ctx, cfg, log); err != nil {
@@ -115,10 +147,9 @@ func serveCmd(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// newLogger returns tint on a terminal and JSON otherwise (logging.format auto).
+// newLogger returns tint on a terminal and JSON otherwise (logging.format
+// auto). tint leaves colours out when NO_COLOR is set (https://no-color.org).
 func newLogger(c LoggingConfig, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level))
 	format := c.Format
 	if format == "auto" || format == "" {
 		format = "json"
@@ -128,9 +159,17 @@ func newLogger(c LoggingConfig, w io.Writer) *slog.Logger {
 			}
 		}
 	}
+	return buildLogger(format, c.Level, os.Getenv("NO_COLOR") != "", w)
+}
+
+// buildLogger returns the slog logger of a resolved format: tint, text or
+// json (anything else).
+func buildLogger(format, levelName string, noColor bool, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(levelName))
 	switch format {
 	case "tint":
-		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly}))
+		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: noColor}))
 	case "text":
 		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 	}
