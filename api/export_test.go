@@ -19,3 +19,6 @@ func SetAcquireFunc(s *Server, f func(ctx context.Context, model string, priorit
 func SetWaitNotes(s *Server, after, every time.Duration) {
 	s.waitNoteAfter, s.waitNoteEvery = after, every
 }
+
+// SetEventWriteTimeout sets how long one event's write may stall.
+func SetEventWriteTimeout(s *Server, d time.Duration) { s.eventWriteTimeout = d }

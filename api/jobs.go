@@ -58,18 +58,19 @@ func (s *Server) readJSON(c echo.Context, v any) error {
 	return decodeBody(body, v)
 }
 
-// readBody reads a body of at most MaxBodyBytes, appending it to buf.
+// readBody reads a JSON body of at most MaxBodyBytes, appending it to buf.
+// The buffer grows with the bytes that arrive, never from the declared
+// Content-Length: a client that declares 1 MiB and sends one byte costs
+// one byte, until the body's idle timeout closes it.
 func (s *Server) readBody(c echo.Context, buf []byte) ([]byte, error) {
-	r := http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxBodyBytes)
-	if n := c.Request().ContentLength; n > 0 && n <= s.cfg.MaxBodyBytes {
-		buf = slices.Grow(buf, int(n)+1) // +1: room for the EOF read
+	if err := requireJSON(c.Request()); err != nil {
+		return nil, err
 	}
+	r := http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxBodyBytes)
 	body, err := readAll(r, buf)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, apiErr(http.StatusRequestEntityTooLarge, CodeBodyTooLarge,
-				fmt.Sprintf("request body exceeds %d bytes (server.max_body_bytes)", s.cfg.MaxBodyBytes))
+		if ae, ok := s.bodyReadError(c.Response(), err); ok {
+			return nil, ae
 		}
 		return nil, apiErr(http.StatusBadRequest, CodeInvalidJSON, "cannot read request body")
 	}
@@ -170,6 +171,9 @@ func (s *Server) validateSubmit(req submitRequest) (*store.Job, error) {
 		p, err := scheduler.ParseDiffusionParams(req.Params)
 		if err != nil {
 			return nil, apiErr(http.StatusBadRequest, CodeInvalid, err.Error())
+		}
+		if err := s.checkDiffusionText(req.Model, *req.Prompt, p.NegativePrompt); err != nil {
+			return nil, err
 		}
 		params, _ = json.Marshal(p) // normalised, as for LLMs
 		if string(params) == "{}" {

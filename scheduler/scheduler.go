@@ -72,6 +72,10 @@ type Config struct {
 	Policy         Policy
 	MaxWait        time.Duration
 	MaxAttempts    int
+	// MaxQueue bounds the interactive requests waiting for a slot together
+	// with the queued jobs (scheduling.max_queue); Acquire returns
+	// store.ErrQueueFull beyond it. 0: unbounded.
+	MaxQueue int
 	// Aging raises a waiting job's priority by one per Aging waited when
 	// the loop picks what to load next (the store does the same within a
 	// model's queue). 0 disables it.
