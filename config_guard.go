@@ -43,6 +43,10 @@ func originProblem(o string) string {
 
 // hostProblem says what is wrong with an allowed Host value, or "".
 func hostProblem(h string) string {
+	const usage = "must be a host name or IP, optionally with :port (e.g. gpu-box.lan or gpu-box.lan:8000)"
+	if strings.ContainsAny(h, "/ @?#*") {
+		return usage
+	}
 	host := h
 	if hh, port, err := net.SplitHostPort(h); err == nil {
 		if port == "" {
@@ -50,8 +54,8 @@ func hostProblem(h string) string {
 		}
 		host = hh
 	}
-	if host == "" || strings.ContainsAny(host, "/ @?#*") {
-		return "must be a host name or IP, optionally with :port (e.g. gpu-box.lan or gpu-box.lan:8000)"
+	if host == "" {
+		return usage
 	}
 	return ""
 }

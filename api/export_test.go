@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"net/http"
 	"time"
 )
 
@@ -22,3 +23,9 @@ func SetWaitNotes(s *Server, after, every time.Duration) {
 
 // SetEventWriteTimeout sets how long one event's write may stall.
 func SetEventWriteTimeout(s *Server, d time.Duration) { s.eventWriteTimeout = d }
+
+// EventClients is the number of /events streams open.
+func EventClients(s *Server) int64 { return s.eventClients.Load() }
+
+// SetEngineTransport makes s reach the engines through rt.
+func SetEngineTransport(s *Server, rt http.RoundTripper) { s.engines.Transport = rt }

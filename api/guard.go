@@ -46,7 +46,11 @@ func newHostGuard(listenHost string, allowed []string) *hostGuard {
 	}
 	g := &hostGuard{}
 	for _, h := range append([]string{listenHost}, allowed...) {
-		if h = strings.ToLower(strings.TrimSpace(h)); h != "" {
+		h = strings.ToLower(strings.TrimSpace(h))
+		if _, _, err := net.SplitHostPort(h); err != nil {
+			h = strings.TrimSuffix(strings.Trim(h, "[]"), ".") // a name without port, as allows compares it
+		}
+		if h != "" {
 			g.names = append(g.names, h)
 		}
 	}
