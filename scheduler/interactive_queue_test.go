@@ -3,7 +3,9 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/vramcram/vramcram/store"
 )
@@ -14,6 +16,9 @@ import (
 func TestAcquire_WaitersCountAgainstMaxQueue(t *testing.T) {
 	sizes := map[string]int{"a": 4000, "b": 4000}
 	release := make(chan struct{})
+	var once sync.Once
+	finish := func() { once.Do(func() { close(release) }) }
+	defer finish() // on a failure too: the running job must end for the scheduler to stop
 	b := setup(t, Config{Models: models(sizes, 1), MaxQueue: 3}, sizes, func(l *fakeLauncher) {
 		l.runFunc = func(ctx context.Context, e *fakeEngine, job store.Job) ([]byte, error) {
 			<-release
@@ -37,7 +42,15 @@ func TestAcquire_WaitersCountAgainstMaxQueue(t *testing.T) {
 	}
 	b.until("one job and two requests waiting", func(s Snapshot) bool { return queuedOf(s, "a") == 3 })
 	for _, m := range []string{"a", "b"} { // the line is shared by every model
-		if _, err := b.sched.Acquire(context.Background(), m, 0); !errors.Is(err, store.ErrQueueFull) {
+		// The answer comes at once; the timeout only keeps a regression
+		// (waiting in line) from hanging the test.
+		fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		l, err := b.sched.Acquire(fctx, m, 0)
+		fcancel()
+		if l != nil {
+			l.Release()
+		}
+		if !errors.Is(err, store.ErrQueueFull) {
 			t.Fatalf("fourth in line for %s: %v, want ErrQueueFull", m, err)
 		}
 	}
@@ -57,7 +70,7 @@ func TestAcquire_WaitersCountAgainstMaxQueue(t *testing.T) {
 		got <- err
 	}()
 	b.until("a request waits again", func(s Snapshot) bool { return queuedOf(s, "a") == 2 })
-	close(release)
+	finish()
 	if err := <-got; err != nil {
 		t.Fatalf("request with room in line: %v", err)
 	}
