@@ -253,6 +253,8 @@ func admitError(err error) error {
 		return apiErr(http.StatusUnprocessableEntity, CodeTooLarge, err.Error())
 	case errors.Is(err, scheduler.ErrStopped):
 		return apiErr(http.StatusServiceUnavailable, CodeShuttingDown, "the server is shutting down")
+	case errors.Is(err, store.ErrQueueFull): // jobs and interactive requests waiting
+		return apiErr(http.StatusTooManyRequests, CodeQueueFull, "the queue is full (scheduling.max_queue); retry later")
 	}
 	return err
 }

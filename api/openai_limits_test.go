@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -57,6 +58,26 @@ func TestOpenAI_FullLineIs429(t *testing.T) {
 	wantOAIError(t, http.StatusTooManyRequests, rec.Body.Bytes(), rec.Code, "rate_limit_error", api.CodeQueueFull, "")
 	if rec.Header().Get("Retry-After") == "" || !strings.Contains(rec.Body.String(), "scheduling.max_queue") {
 		t.Fatalf("Retry-After %q, body %s", rec.Header().Get("Retry-After"), rec.Body)
+	}
+}
+
+// The job doors answer the same when the scheduler's line (queued jobs and
+// waiting requests) is full.
+func TestSubmit_FullLineIs429(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.sched.AdmitFunc = func(context.Context, string) error {
+		return fmt.Errorf("%w: 3 jobs and requests waiting (max 3)", store.ErrQueueFull)
+	}
+	rec := b.do(t, http.MethodPost, "/jobs", `{"model":"llama","prompt":"hi"}`)
+	wantError(t, rec, http.StatusTooManyRequests, api.CodeQueueFull, "scheduling.max_queue")
+	if rec.Header().Get("Retry-After") == "" {
+		t.Fatal("no Retry-After on POST /jobs")
+	}
+	rec = b.do(t, http.MethodPost, "/v1/images/generations", `{"model":"sd","prompt":"x"}`)
+	wantOAIError(t, http.StatusTooManyRequests, rec.Body.Bytes(), rec.Code, "rate_limit_error", api.CodeQueueFull, "")
+	if rec.Header().Get("Retry-After") == "" {
+		t.Fatal("no Retry-After on /v1/images/generations")
 	}
 }
 

@@ -152,6 +152,15 @@ func (s *Scheduler) enqueueWaiter(w *waiter) error {
 	return nil
 }
 
+// admitJob is Admit's answer: admit, and room in the line shared with
+// waiting requests.
+func (s *Scheduler) admitJob(model string) error {
+	if err := s.admit(model); err != nil {
+		return err
+	}
+	return s.lineFull()
+}
+
 // lineFull returns store.ErrQueueFull when Config.MaxQueue jobs and
 // requests already wait, over all models: a waiting request holds memory
 // and a connection as a queued job holds disk, so both count.

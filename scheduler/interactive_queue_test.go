@@ -54,6 +54,10 @@ func TestAcquire_WaitersCountAgainstMaxQueue(t *testing.T) {
 			t.Fatalf("fourth in line for %s: %v, want ErrQueueFull", m, err)
 		}
 	}
+	// Jobs see the same line.
+	if err := b.sched.Admit(context.Background(), "b"); !errors.Is(err, store.ErrQueueFull) {
+		t.Fatalf("a job with the line full: %v, want ErrQueueFull", err)
+	}
 	cancel() // the two waiters leave: there is room again
 	for range 2 {
 		if err := <-errs; !errors.Is(err, context.Canceled) {
@@ -61,6 +65,9 @@ func TestAcquire_WaitersCountAgainstMaxQueue(t *testing.T) {
 		}
 	}
 	b.until("waiters gone", func(s Snapshot) bool { return queuedOf(s, "a") == 1 })
+	if err := b.sched.Admit(context.Background(), "b"); err != nil {
+		t.Fatalf("a job with room in line: %v", err)
+	}
 	got := make(chan error, 1)
 	go func() {
 		l, err := b.sched.Acquire(context.Background(), "a", 0)

@@ -294,7 +294,8 @@ func ask[T any](ctx context.Context, s *Scheduler, build func(chan T) any) (T, e
 }
 
 // Admit says whether a job for model may be queued: nil, or an error wrapping
-// ErrUnknownModel, ErrUnavailable (with the reason) or ErrTooLarge.
+// ErrUnknownModel, ErrUnavailable (with the reason), ErrTooLarge or
+// store.ErrQueueFull (Config.MaxQueue jobs and interactive requests wait).
 func (s *Scheduler) Admit(ctx context.Context, model string) error {
 	err, aerr := ask(ctx, s, func(r chan error) any { return admitReq{model: model, reply: r} })
 	if aerr != nil {
