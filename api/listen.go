@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -91,6 +92,20 @@ func (c *jsonErrorConn) Write(p []byte) (int, error) {
 	}
 	return c.Conn.Write(p)
 }
+
+// CloseWrite half-closes, as net/http does before it drops a connection
+// whose request it did not read, so that the client gets the answer
+// rather than a reset.
+func (c *jsonErrorConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// ReadFrom keeps the TCP connection's sendfile path for bodies copied from
+// files (images); only net/http's own error writes go through Write.
+func (c *jsonErrorConn) ReadFrom(r io.Reader) (int64, error) { return io.Copy(c.Conn, r) }
 
 func (c *jsonErrorConn) Close() error {
 	err := c.Conn.Close()
