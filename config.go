@@ -58,6 +58,16 @@ type ServerConfig struct {
 	AllowInsecureRemote bool     `koanf:"allow_insecure_remote"` // must be true to listen on a non-loopback host without api_keys
 	MaxBodyBytes        int64    `koanf:"max_body_bytes"`        // default 1 MiB
 	MaxPromptChars      int      `koanf:"max_prompt_chars"`      // default 100000
+	// Browser guards: origins whose pages may call the API (CORS, and
+	// state-changing requests), and Host values answered besides loopback
+	// names.
+	CORSOrigins  []string `koanf:"cors_origins"`  // default none
+	AllowedHosts []string `koanf:"allowed_hosts"` // default none
+	// Connection and body limits.
+	BodyIdleTimeoutSeconds int `koanf:"body_idle_timeout_seconds"` // default 30
+	MaxConnections         int `koanf:"max_connections"`           // default 1024
+	MaxInflightBodyMB      int `koanf:"max_inflight_body_mb"`      // default 256
+	MaxEventClients        int `koanf:"max_event_clients"`         // default 256
 }
 
 // StorageConfig is where the bbolt file, results and pid records live.
@@ -219,6 +229,11 @@ func DefaultConfig() Config {
 			MetricsPort:    9090,
 			MaxBodyBytes:   1 << 20,
 			MaxPromptChars: 100000,
+
+			BodyIdleTimeoutSeconds: 30,
+			MaxConnections:         1024,
+			MaxInflightBodyMB:      256,
+			MaxEventClients:        256,
 		},
 		Storage: StorageConfig{
 			DataDir:        "./data",
@@ -807,6 +822,7 @@ func (c *Config) Validate() []string {
 	if s.MaxPromptChars < 1 {
 		p.addf("server.max_prompt_chars: must be at least 1, got %d", s.MaxPromptChars)
 	}
+	validateGuards(&p, s)
 
 	if c.Storage.DataDir == "" {
 		p.addf("storage.data_dir: must not be empty")

@@ -224,6 +224,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 
 	sc := schedulerConfig(cfg)
+	sc.MaxQueue = cfg.Scheduling.MaxQueue // requests waiting for a slot count too
 	estimateModels(cfg, sc.Models, log)
 	learned, err := st.LearnedVRAM()
 	if err != nil {
@@ -252,15 +253,11 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	ac := apiConfig(cfg, reg, log)
 	ac.Metrics = met
 	ac.Batches = startBatches(ctx, cfg, st, sched, &ac, log)
+	guardAPIConfig(&ac, cfg)
 	apiSrv := api.New(ac, sched, st)
-	srv := &http.Server{
-		Handler:           apiSrv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-	}
+	srv := newAPIServer(apiSrv.Handler())
 	addr := net.JoinHostPort(cfg.Server.Host, strconv.Itoa(cfg.Server.Port))
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listenAPI(addr, cfg)
 	if err != nil {
 		_ = sched.Stop(context.Background())
 		return fmt.Errorf("listen on %s: %w", addr, err)

@@ -4,45 +4,92 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/vramcram/vramcram/scheduler"
+)
+
+// Limits of the event stream.
+const (
+	defaultMaxEventClients = 256
+	// defaultEventWriteTimeout bounds one event's write: a client whose
+	// socket stays full that long is dropped.
+	defaultEventWriteTimeout = 10 * time.Second
+	// eventBuffer is each subscriber's queue of events not yet written.
+	eventBuffer = 256
+	// CodeTooManyClients answers /events beyond server.max_event_clients.
+	CodeTooManyClients = "too_many_clients"
 )
 
 // events handles GET /events: the bus as server-sent events. A client that
-// reads too slowly loses events rather than slowing the scheduler.
+// cannot keep up is dropped rather than buffered without bound: the stream
+// ends when its subscription overflowed (it lost events; EventSource
+// clients reconnect) or one write stalls for eventWriteTimeout. At most
+// MaxEventClients streams are open at once.
 func (s *Server) events(c echo.Context) error {
-	sub := s.sched.Bus().Subscribe(256)
+	if n := s.eventClients.Add(1); n > int64(s.cfg.MaxEventClients) {
+		s.eventClients.Add(-1)
+		c.Response().Header().Set("Retry-After", "5")
+		return apiErr(http.StatusTooManyRequests, CodeTooManyClients,
+			"too many event streams open ("+strconv.Itoa(s.cfg.MaxEventClients)+", server.max_event_clients); retry later")
+	}
+	defer s.eventClients.Add(-1)
+	sub := s.sched.Bus().Subscribe(eventBuffer)
 	defer sub.Close()
 	w := c.Response()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	_, _ = fmt.Fprint(w, ": connected\n\n")
-	w.Flush()
+	out := &eventWriter{w: w, rc: http.NewResponseController(w.Writer), timeout: s.eventWriteTimeout}
+	defer func() { _ = out.rc.SetWriteDeadline(time.Time{}) }() // a kept-alive connection must not keep it
+	if !out.send(": connected\n\n") {
+		return nil
+	}
 	keep := time.NewTicker(15 * time.Second)
 	defer keep.Stop()
 	ctx := c.Request().Context()
 	for {
+		var msg string
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-s.closing:
 			return nil
 		case <-keep.C:
-			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
-				return nil
-			}
+			msg = ": keep-alive\n\n"
 		case ev, ok := <-sub.C:
 			if !ok {
 				return nil
 			}
-			b, _ := json.Marshal(ev)
-			if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", ev.Seq, ev.Type, b); err != nil {
-				return nil
-			}
+			msg = eventMessage(ev)
 		}
-		w.Flush()
+		if !out.send(msg) || sub.Dropped() > 0 {
+			return nil // too slow: the connection closes
+		}
 	}
+}
+
+func eventMessage(ev scheduler.Event) string {
+	b, _ := json.Marshal(ev)
+	return fmt.Sprintf("id: %d\nevent: %s\ndata: %s\n\n", ev.Seq, ev.Type, b)
+}
+
+// eventWriter writes and flushes one message at a time under a deadline.
+type eventWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+// send reports whether msg reached the connection in time.
+func (e *eventWriter) send(msg string) bool {
+	_ = e.rc.SetWriteDeadline(time.Now().Add(e.timeout))
+	if _, err := fmt.Fprint(e.w, msg); err != nil {
+		return false
+	}
+	return e.rc.Flush() == nil
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"net/http"
 	"time"
 )
 
@@ -30,3 +31,12 @@ func SetKeepAliveFunc(s *Server, f func(model string, d time.Duration)) {
 		return sl, err
 	}
 }
+
+// SetEventWriteTimeout sets how long one event's write may stall.
+func SetEventWriteTimeout(s *Server, d time.Duration) { s.eventWriteTimeout = d }
+
+// EventClients is the number of /events streams open.
+func EventClients(s *Server) int64 { return s.eventClients.Load() }
+
+// SetEngineTransport makes s reach the engines through rt.
+func SetEngineTransport(s *Server, rt http.RoundTripper) { s.engines.Transport = rt }

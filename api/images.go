@@ -151,12 +151,26 @@ func (s *Server) getImage(c echo.Context) error {
 	if !ok {
 		return apiErr(http.StatusNotFound, CodeNotFound, fmt.Sprintf("job %s is not a diffusion job; it has no images", j.ID))
 	}
-	n, err := strconv.Atoi(c.Param("n"))
-	if err != nil || n < 0 || n >= len(d.Images) {
+	n, ok := imageIndex(c.Param("n"))
+	if !ok {
+		return apiErr(http.StatusBadRequest, CodeInvalid,
+			fmt.Sprintf("image number %q: must be a plain decimal number from 0 (no sign, no leading zeros)", c.Param("n")))
+	}
+	if n >= len(d.Images) {
 		return apiErr(http.StatusNotFound, CodeNotFound,
 			fmt.Sprintf("no image %q: job %s has %d image(s), numbered from 0", c.Param("n"), j.ID, len(d.Images)))
 	}
 	return s.sendImage(c, j.ID, n, d.Images[n])
+}
+
+// imageIndex parses an image number in its one canonical form ("0", "12";
+// not "00", "+1" or "-0"), so that one image has one URL.
+func imageIndex(s string) (int, bool) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || strconv.Itoa(n) != s {
+		return 0, false
+	}
+	return n, true
 }
 
 // imagesRequest is the body of POST /v1/images/generations: OpenAI's

@@ -160,8 +160,10 @@ func TestGetImage(t *testing.T) {
 		t.Fatalf("Content-Disposition %q", cd)
 	}
 	wantError(t, b.do(t, http.MethodGet, "/jobs/"+id+"/images/2", ""), 404, api.CodeNotFound, "has 2 image(s)")
-	wantError(t, b.do(t, http.MethodGet, "/jobs/"+id+"/images/-1", ""), 404, api.CodeNotFound)
-	wantError(t, b.do(t, http.MethodGet, "/jobs/"+id+"/images/x", ""), 404, api.CodeNotFound)
+	for _, n := range []string{"-1", "x", "00", "01", "+1", "-0", "1.0", "%201"} {
+		// One image, one URL: only the canonical decimal form is an index.
+		wantError(t, b.do(t, http.MethodGet, "/jobs/"+id+"/images/"+n, ""), 400, api.CodeInvalid, "image number")
+	}
 	wantError(t, b.do(t, http.MethodGet, "/jobs/"+queued+"/images/0", ""), 409, api.CodeNotCompleted, "queued")
 	wantError(t, b.do(t, http.MethodGet, "/jobs/nosuchjob/images/0", ""), 404, api.CodeNotFound)
 

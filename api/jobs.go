@@ -63,25 +63,32 @@ type jobView struct {
 
 // readJSON reads a body of at most MaxBodyBytes and decodes it strictly into v.
 func (s *Server) readJSON(c echo.Context, v any) error {
-	body, err := s.readBody(c, nil)
+	body, err := s.readJSONBody(c, nil)
 	if err != nil {
 		return err
 	}
 	return decodeBody(body, v)
 }
 
-// readBody reads a body of at most MaxBodyBytes, appending it to buf.
+// readJSONBody reads a JSON body (requireJSON) of at most MaxBodyBytes, appending it to buf.
+// The buffer grows with the bytes that arrive, never from the declared
+// Content-Length: a client that declares 1 MiB and sends one byte costs
+// one byte, until the body's idle timeout closes it.
+func (s *Server) readJSONBody(c echo.Context, buf []byte) ([]byte, error) {
+	if err := requireJSON(c.Request()); err != nil {
+		return nil, err
+	}
+	return s.readBody(c, buf)
+}
+
+// readBody reads a body of any type (multipart forms, /upstream) under the
+// body limits.
 func (s *Server) readBody(c echo.Context, buf []byte) ([]byte, error) {
 	r := http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxBodyBytes)
-	if n := c.Request().ContentLength; n > 0 && n <= s.cfg.MaxBodyBytes {
-		buf = slices.Grow(buf, int(n)+1) // +1: room for the EOF read
-	}
 	body, err := readAll(r, buf)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, apiErr(http.StatusRequestEntityTooLarge, CodeBodyTooLarge,
-				fmt.Sprintf("request body exceeds %d bytes (server.max_body_bytes)", s.cfg.MaxBodyBytes))
+		if ae, ok := s.bodyReadError(c.Response(), err); ok {
+			return nil, ae
 		}
 		return nil, apiErr(http.StatusBadRequest, CodeInvalidJSON, "cannot read request body")
 	}
@@ -184,6 +191,9 @@ func (s *Server) validateSubmit(req submitRequest) (*store.Job, error) {
 		p, err := sdcpp.ParseParams(req.Params)
 		if err != nil {
 			return nil, apiErr(http.StatusBadRequest, CodeInvalid, err.Error())
+		}
+		if err := s.checkDiffusionText(req.Model, *req.Prompt, p.NegativePrompt); err != nil {
+			return nil, err
 		}
 		params, _ = json.Marshal(p) // normalised, as for LLMs
 		if string(params) == "{}" {
@@ -312,6 +322,8 @@ func admitError(err error) error {
 		return apiErr(http.StatusUnprocessableEntity, CodeTooLarge, err.Error())
 	case errors.Is(err, scheduler.ErrStopped):
 		return apiErr(http.StatusServiceUnavailable, CodeShuttingDown, "the server is shutting down")
+	case errors.Is(err, store.ErrQueueFull): // jobs and interactive requests waiting
+		return apiErr(http.StatusTooManyRequests, CodeQueueFull, "the queue is full (scheduling.max_queue); retry later")
 	}
 	return err
 }

@@ -172,7 +172,7 @@ func (s *Server) ollamaShow(c echo.Context) error {
 		Name    string `json:"name"`
 		Verbose bool   `json:"verbose"`
 	}
-	body, err := s.readBody(c, nil)
+	body, err := s.readJSONBody(c, nil)
 	if err != nil {
 		return err
 	}

@@ -92,7 +92,7 @@ type ollamaCall struct {
 // resolves the model and the keep-alive.
 func (s *Server) ollamaStart(c echo.Context, req any, cr *ollamaCommon) (ollamaCall, error) {
 	x := ollamaCall{start: s.now()}
-	body, err := s.readBody(c, nil)
+	body, err := s.readJSONBody(c, nil)
 	if err != nil {
 		return x, err
 	}

@@ -26,6 +26,10 @@ type Leaser interface {
 var errNoLeaser = &Error{Status: http.StatusNotImplemented, Code: CodeNotAvailable,
 	Message: "interactive requests are not available in this build"}
 
+// errAbandonedSlot is the outcome of a slot whose request ended without
+// an answer from forward (a panic).
+var errAbandonedSlot = errors.New("request ended before the engine answered")
+
 // slot is a slot of a loaded engine held by one interactive request.
 type slot struct {
 	url string          // the engine's base URL
@@ -116,7 +120,7 @@ func (s *Server) openAIModel(c echo.Context) error {
 // engine's route of the same name.
 func (s *Server) openAIRoute(k openAIKind) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		body, err := s.readBody(c, nil)
+		body, err := s.readJSONBody(c, nil)
 		if err != nil {
 			return err
 		}
@@ -158,12 +162,19 @@ func (s *Server) serveLeased(c echo.Context, call engineCall) error {
 		if !errors.As(err, &ae) {
 			ae = asError(acquireError(call.model, err))
 		}
+		if ae.Code == CodeQueueFull {
+			c.Response().Header().Set("Retry-After", "5")
+		}
 		if started {
 			writeStreamError(c, ae) // the stream is open: the error is its last event
 			return nil
 		}
 		return ae
 	}
+	// The slot goes back on every way out, a panic included (then as
+	// failed).
+	outcome := errAbandonedSlot
+	defer func() { sl.finish(outcome) }()
 	// The engine call ends with the client's request or with the slot
 	// (its engine died, the scheduler stopped), whichever ends first.
 	ectx, cancel := context.WithCancel(ctx)
@@ -171,11 +182,10 @@ func (s *Server) serveLeased(c echo.Context, call engineCall) error {
 	if sl.ctx != nil {
 		defer context.AfterFunc(sl.ctx, cancel)()
 	}
-	outcome, err := s.forward(c, ectx, sl.url, call)
+	outcome, err = s.forward(c, ectx, sl.url, call)
 	if outcome != nil && ctx.Err() == nil && sl.ctx != nil && sl.ctx.Err() != nil {
 		outcome = fmt.Errorf("engine stopped: %v", context.Cause(sl.ctx))
 	}
-	sl.finish(outcome)
 	var ae *Error
 	if err != nil && started && errors.As(err, &ae) {
 		writeStreamError(c, ae) // the stream was opened while waiting

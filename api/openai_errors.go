@@ -9,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/vramcram/vramcram/scheduler"
+	"github.com/vramcram/vramcram/store"
 )
 
 // Error codes of the OpenAI-compatible routes, besides the stable codes of
@@ -80,6 +81,12 @@ func acquireError(model string, err error) error {
 	if errors.Is(err, scheduler.ErrLoadFailed) {
 		return &Error{Status: http.StatusServiceUnavailable, Code: CodeLoadFailed,
 			Message: fmt.Sprintf("model %q failed to load: %v", model, err), Param: "model"}
+	}
+	if errors.Is(err, store.ErrQueueFull) {
+		// Requests waiting for a slot count against scheduling.max_queue
+		// together with queued jobs.
+		return &Error{Status: http.StatusTooManyRequests, Code: CodeQueueFull,
+			Message: "too many jobs and requests waiting (scheduling.max_queue); retry later"}
 	}
 	if ae, ok := admitError(err).(*Error); ok {
 		if ae.Code != CodeShuttingDown {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"unicode/utf8"
 )
 
 // openAIKind is one of the proxied OpenAI routes.
@@ -80,7 +81,69 @@ func (s *Server) parseOpenAIRequest(k openAIKind, body []byte) (string, openAIRe
 	if err := checkSampling(req); err != nil {
 		return "", req, err
 	}
+	if err := s.checkPromptChars(k, req); err != nil {
+		return "", req, err
+	}
 	return model, req, nil
+}
+
+// checkPromptChars applies server.max_prompt_chars, as POST /jobs does, to
+// the text of a request: the messages' text content (strings and text
+// parts), or the prompt or input strings. Token-ID arrays and image parts
+// are not characters; the body limit bounds them.
+func (s *Server) checkPromptChars(k openAIKind, req openAIRequest) error {
+	field, n := "messages", 0
+	switch k {
+	case kindChat:
+		for _, m := range req.Messages {
+			n += contentChars(m.Content)
+		}
+	case kindCompletion:
+		field, n = "prompt", textChars(req.Prompt)
+	case kindEmbedding:
+		field, n = "input", textChars(req.Input)
+	}
+	if n > s.cfg.MaxPromptChars {
+		return fieldErr(field, fmt.Sprintf("%d characters exceeds the limit of %d (server.max_prompt_chars)", n, s.cfg.MaxPromptChars))
+	}
+	return nil
+}
+
+// contentChars counts the characters of a message content: a string, or
+// the "text" of each part of an array.
+func contentChars(raw json.RawMessage) int {
+	var str string
+	if json.Unmarshal(raw, &str) == nil {
+		return utf8.RuneCountInString(str)
+	}
+	var parts []struct {
+		Text string `json:"text"`
+	}
+	_ = json.Unmarshal(raw, &parts) // a part of another shape counts nothing; the others still count
+	n := 0
+	for _, p := range parts {
+		n += utf8.RuneCountInString(p.Text)
+	}
+	return n
+}
+
+// textChars counts the characters of a prompt or input: a string, or the
+// strings of an array (token-ID arrays count nothing).
+func textChars(raw json.RawMessage) int {
+	var str string
+	if json.Unmarshal(raw, &str) == nil {
+		return utf8.RuneCountInString(str)
+	}
+	var items []json.RawMessage
+	n := 0
+	if json.Unmarshal(raw, &items) == nil {
+		for _, it := range items {
+			if json.Unmarshal(it, &str) == nil {
+				n += utf8.RuneCountInString(str)
+			}
+		}
+	}
+	return n
 }
 
 // checkModel requires a configured LLM (by name or alias), with embeddings

@@ -158,6 +158,7 @@ func setupOpenAI(t testing.TB, opts ...func(*api.Config)) *oaBundle {
 			c.InteractivePriority = 7
 			c.Embeddings = map[string]bool{"qwen": true}
 			c.MaxBodyBytes = 4096
+			c.MaxPromptChars = 1000 // the common bundle's 10 is shorter than these tests' messages
 			for _, o := range opts {
 				o(c)
 			}

@@ -85,7 +85,11 @@ func (s *Server) passthrough(r passRoute) echo.HandlerFunc {
 				call.path += "?" + q
 			}
 		} else {
-			body, err := s.readBody(c, nil)
+			read := s.readJSONBody
+			if r.multipart {
+				read = s.readBody
+			}
+			body, err := read(c, nil)
 			if err != nil {
 				return err
 			}

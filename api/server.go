@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -74,6 +75,29 @@ type Config struct {
 	Endpoints map[string][]string
 	// Batches, if set, serves the OpenAI Files and Batch routes.
 	Batches Batches
+
+	// ListenHost is server.host. On a loopback host only loopback Host
+	// names and AllowedHosts are answered (DNS rebinding; guard.go).
+	ListenHost string
+	// AllowedHosts (server.allowed_hosts) are Host values answered besides
+	// loopback names: "name" (any port) or "name:port". Set on any host, they
+	// turn the Host check on.
+	AllowedHosts []string
+	// CORSOrigins (server.cors_origins) are the browser origins
+	// (scheme://host[:port]) allowed to call the API from their pages.
+	CORSOrigins []string
+	// BodyIdleTimeout closes a request whose body sends nothing for that
+	// long (server.body_idle_timeout_seconds); default 30s.
+	BodyIdleTimeout time.Duration
+	// MaxInflightBodyBytes bounds the body bytes held for all requests at
+	// once (server.max_inflight_body_mb); default 256 MiB.
+	MaxInflightBodyBytes int64
+	// MaxEventClients bounds the /events subscribers
+	// (server.max_event_clients); default 256.
+	MaxEventClients int
+	// ArgvPromptModels names the diffusion models whose prompts travel as
+	// one argv element each (sd-cli): MaxArgvPromptBytes applies.
+	ArgvPromptModels map[string]bool
 }
 
 // Server is the HTTP API.
@@ -93,6 +117,11 @@ type Server struct {
 	// Comments to a streaming request waiting for a slot: first after, then every.
 	waitNoteAfter, waitNoteEvery time.Duration
 	oaiModels                    []openAIModel // GET /v1/models
+
+	hosts             *hostGuard    // nil: every Host is answered
+	bodies            *byteBudget   // body bytes held by requests in flight
+	eventClients      atomic.Int64  // /events streams open
+	eventWriteTimeout time.Duration // one event's write to a client
 }
 
 // Close ends long-lived responses (the event stream) so that the HTTP
@@ -120,14 +149,18 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	if cfg.NowFunc == nil {
 		cfg.NowFunc = time.Now
 	}
+	setLimitDefaults(&cfg)
 	s := &Server{cfg: cfg, sched: sched, store: st, log: cfg.Logger, now: cfg.NowFunc, closing: make(chan struct{}),
-		waitNoteAfter: defaultWaitNoteAfter, waitNoteEvery: defaultWaitNoteEvery}
+		waitNoteAfter: defaultWaitNoteAfter, waitNoteEvery: defaultWaitNoteEvery,
+		hosts: newHostGuard(cfg.ListenHost, cfg.AllowedHosts), bodies: &byteBudget{max: cfg.MaxInflightBodyBytes},
+		eventWriteTimeout: defaultEventWriteTimeout}
 	s.started = s.now()
 	s.engines = newEngineClient()
 	s.oaiModels = s.openAIModelList()
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
+	e.Pre(retryAfter, s.guard)
 	if cfg.Metrics != nil {
 		e.Use(cfg.Metrics.Middleware)
 	}
@@ -161,7 +194,8 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 }
 
 // Handler returns the http.Handler to serve.
-func (s *Server) Handler() http.Handler { return s.echo }
+// Request bodies are read under the limits of limits.go.
+func (s *Server) Handler() http.Handler { return s.limitBodies(s.echo) }
 
 // auth requires a key (Bearer, or x-api-key as Anthropic's clients send
 // it) on every route but /health and the dashboard page (publicPath) when

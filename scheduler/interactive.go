@@ -93,7 +93,8 @@ type (
 // evicting others under the same VRAM rules, priorities and policy as queued
 // jobs — and returns a lease on it. priority ranks like a job's (higher
 // first). Errors wrap ErrUnknownModel, ErrUnavailable, ErrTooLarge,
-// ErrStopped, ErrLoadFailed, or are ctx.Err() when ctx ends first.
+// ErrStopped, ErrLoadFailed, store.ErrQueueFull (Config.MaxQueue jobs and
+// requests wait already), or are ctx.Err() when ctx ends first.
 func (s *Scheduler) Acquire(ctx context.Context, model string, priority int) (*Lease, error) {
 	w := &waiter{model: model, priority: priority, reply: make(chan acquireResult, 1)}
 	admitted := make(chan error, 1)
@@ -144,6 +145,9 @@ func (s *Scheduler) enqueueWaiter(w *waiter) error {
 	if err := s.admit(w.model); err != nil {
 		return err
 	}
+	if err := s.lineFull(); err != nil {
+		return err
+	}
 	st := s.st
 	m := st.models[w.model]
 	st.waiterSeq++
@@ -155,6 +159,32 @@ func (s *Scheduler) enqueueWaiter(w *waiter) error {
 	m.waiters = append(m.waiters, nil)
 	copy(m.waiters[k+1:], m.waiters[k:])
 	m.waiters[k] = w
+	return nil
+}
+
+// admitJob is Admit's answer: admit, and room in the line shared with
+// waiting requests.
+func (s *Scheduler) admitJob(model string) error {
+	if err := s.admit(model); err != nil {
+		return err
+	}
+	return s.lineFull()
+}
+
+// lineFull returns store.ErrQueueFull when Config.MaxQueue jobs and
+// requests already wait, over all models: a waiting request holds memory
+// and a connection as a queued job holds disk, so both count.
+func (s *Scheduler) lineFull() error {
+	if s.cfg.MaxQueue <= 0 {
+		return nil
+	}
+	n := 0
+	for _, m := range s.st.models {
+		n += m.waiting()
+	}
+	if n >= s.cfg.MaxQueue {
+		return fmt.Errorf("%w: %d jobs and requests waiting (max %d)", store.ErrQueueFull, n, s.cfg.MaxQueue)
+	}
 	return nil
 }
 

@@ -112,7 +112,7 @@ func (s *Scheduler) handleReq(r any) {
 	st := s.st
 	switch r := r.(type) {
 	case admitReq:
-		r.reply <- s.admit(r.model)
+		r.reply <- s.admitJob(r.model)
 	case queuedReq:
 		if m := st.models[r.model]; m != nil {
 			m.queued++

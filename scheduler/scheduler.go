@@ -75,6 +75,10 @@ type Config struct {
 	Policy         Policy
 	MaxWait        time.Duration
 	MaxAttempts    int
+	// MaxQueue bounds the interactive requests waiting for a slot together
+	// with the queued jobs (scheduling.max_queue); Acquire returns
+	// store.ErrQueueFull beyond it. 0: unbounded.
+	MaxQueue int
 	// Aging raises a waiting job's priority by one per Aging waited when
 	// the loop picks what to load next (the store does the same within a
 	// model's queue). 0 disables it.
@@ -272,7 +276,8 @@ func ask[T any](ctx context.Context, s *Scheduler, build func(chan T) any) (T, e
 }
 
 // Admit says whether a job for model may be queued: nil, or an error wrapping
-// ErrUnknownModel, ErrUnavailable (with the reason) or ErrTooLarge.
+// ErrUnknownModel, ErrUnavailable (with the reason), ErrTooLarge or
+// store.ErrQueueFull (Config.MaxQueue jobs and interactive requests wait).
 func (s *Scheduler) Admit(ctx context.Context, model string) error {
 	err, aerr := ask(ctx, s, func(r chan error) any { return admitReq{model: model, reply: r} })
 	if aerr != nil {
