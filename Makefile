@@ -35,10 +35,11 @@ test-dashboard: ## only the dashboard's headless-Chromium test, verbose (prints 
 test-short: ## unit tests only
 	$(GO) test -race -count=1 -short -timeout 5m ./...
 
-bench: ## benchmarks: durable enqueue, claim→complete, scheduler decisions, proxy overhead
+bench: ## benchmarks: durable enqueue (bbolt, and Redis at 64 clients), claim→complete and Redis claim latency, scheduler decisions, proxy overhead
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./store/ ./scheduler/
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./api/
 	$(GO) test -run '^$$' -bench ProxyOverhead -benchtime 5000x -count $(BENCHCOUNT) .
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./store/redisstore/
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@set -e; for pkg in $$($(GO) list ./...); do \

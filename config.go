@@ -64,6 +64,18 @@ type ServerConfig struct {
 type StorageConfig struct {
 	DataDir        string `koanf:"data_dir"`        // default ./data
 	RetentionHours int    `koanf:"retention_hours"` // default 168; 0 keeps forever
+	// Backend holds the queue: bbolt (one machine, the default) or redis
+	// (a fleet sharing one queue; docs/fleet.md).
+	Backend string      `koanf:"backend"`
+	Redis   RedisConfig `koanf:"redis"`
+}
+
+// RedisConfig is the shared queue of a fleet (storage.backend: redis).
+type RedisConfig struct {
+	URL          string `koanf:"url"`           // redis://host:port/db
+	LeaseSeconds int    `koanf:"lease_seconds"` // a dead node's jobs requeue after this; default 30
+	Node         string `koanf:"node"`          // this node's name in the fleet; default the host name
+	Prefix       string `koanf:"prefix"`        // key prefix; default "vramcram:"
 }
 
 // VRAMConfig is the VRAM ledger's budget and the NVML polling period.
@@ -219,6 +231,8 @@ func DefaultConfig() Config {
 		Storage: StorageConfig{
 			DataDir:        "./data",
 			RetentionHours: 168,
+			Backend:        "bbolt",
+			Redis:          RedisConfig{URL: "redis://127.0.0.1:6379/0", LeaseSeconds: 30},
 		},
 		VRAM: VRAMConfig{
 			TotalMB:                   24576,
@@ -808,6 +822,7 @@ func (c *Config) Validate() []string {
 	if c.Storage.RetentionHours < 0 {
 		p.addf("storage.retention_hours: must be 0 (keep forever) or more, got %d", c.Storage.RetentionHours)
 	}
+	validateBackend(c.Storage, &p)
 
 	v := c.VRAM
 	if v.TotalMB <= 0 {

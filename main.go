@@ -29,7 +29,6 @@ import (
 	"github.com/vramcram/vramcram/api"
 	"github.com/vramcram/vramcram/runner"
 	"github.com/vramcram/vramcram/scheduler"
-	"github.com/vramcram/vramcram/store"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -144,9 +143,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	st, err := store.Open(filepath.Join(dataDir, storeFile), store.Options{MaxQueued: cfg.Scheduling.MaxQueue, Aging: seconds(cfg.Scheduling.AgingSeconds)})
+	st, fleet, err := openQueue(ctx, cfg, log)
 	if err != nil {
-		return fmt.Errorf("open store: %w", err)
+		return err
 	}
 	defer func() {
 		if err := st.Close(); err != nil {
@@ -190,6 +189,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if fleet != nil {
+		sc.Fleet = fleet
+	}
 	sched, err := scheduler.New(sc, st, reg, nil, log.With("component", "scheduler"))
 	if err != nil {
 		return err
@@ -197,6 +199,11 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	met := api.NewMetrics(metricsConfig(cfg, log), sched, st)
 	defer met.Close()
 	sched.Start(ctx)
+	if fleet != nil {
+		fctx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopFleet() // after the scheduler has stopped: its last events reach the fleet
+		fleet.start(fctx, sched)
+	}
 	stopMetrics, err := serveMetrics(cfg, met, log)
 	if err != nil {
 		_ = sched.Stop(context.Background())
@@ -206,6 +213,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 
 	ac := apiConfig(cfg, reg, log)
 	ac.Metrics = met
+	if fleet != nil {
+		ac.Node, ac.FleetFunc = fleet.name, fleet.fleetView
+	}
 	apiSrv := api.New(ac, sched, st)
 	srv := &http.Server{
 		Handler:           apiSrv.Handler(),
@@ -265,7 +275,7 @@ func shutdown(srv *http.Server, sched *scheduler.Scheduler, cfg *Config, log *sl
 
 // retention deletes finished jobs older than the retention period, hourly,
 // and the image directories no job needs any more.
-func retention(ctx context.Context, st *store.Store, hours int, images string, log *slog.Logger) {
+func retention(ctx context.Context, st jobQueue, hours int, images string, log *slog.Logger) {
 	if hours <= 0 {
 		return
 	}

@@ -5,6 +5,8 @@ import (
 	"net/http"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/vramcram/vramcram/store"
 )
 
 // Stable error codes.
@@ -24,6 +26,7 @@ const (
 	CodeShuttingDown   = "shutting_down"
 	CodeInternal       = "internal"
 	CodeUnsupportedMed = "unsupported_media_type"
+	CodeStoreDown      = "store_unavailable" // the shared queue (Redis) cannot be reached; retry later
 )
 
 // Error is an API error: an HTTP status, a stable code and a message.
@@ -64,6 +67,10 @@ func (s *Server) handleError(err error, c echo.Context) {
 	case errors.As(err, &ae):
 	case errors.As(err, &he):
 		ae = fromEchoError(he)
+	case errors.Is(err, store.ErrUnavailable):
+		s.log.Warn("store unavailable", "method", c.Request().Method, "path", c.Path(), "err", err)
+		c.Response().Header().Set("Retry-After", "5")
+		ae = apiErr(http.StatusServiceUnavailable, CodeStoreDown, "the job store (storage.backend redis) cannot be reached; retry later (a submit answered so was not queued)")
 	default:
 		s.log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
 		ae = apiErr(http.StatusInternalServerError, CodeInternal, "internal error; see the server log")

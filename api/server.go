@@ -72,6 +72,10 @@ type Config struct {
 	// Endpoints lists, per model, the OpenAI paths its engine serves: those
 	// a durable endpoint/body job may name.
 	Endpoints map[string][]string
+	// Node names this node and FleetFunc describes every live node sharing
+	// the queue, for /health (storage.backend redis); nil on one machine.
+	Node      string
+	FleetFunc func(ctx context.Context) any
 }
 
 // Server is the HTTP API.

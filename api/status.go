@@ -34,6 +34,9 @@ type healthView struct {
 	// Devices are the GPUs, each with its own ledger (the figures above
 	// are their sums).
 	Devices []scheduler.DeviceStatus `json:"devices"`
+	// Node and Fleet: the nodes sharing the queue (storage.backend redis).
+	Node  string `json:"node,omitempty"`
+	Fleet any    `json:"fleet,omitempty"`
 }
 
 // health handles GET /health: 200 healthy, 503 degraded.
@@ -54,6 +57,9 @@ func (s *Server) health(c echo.Context) error {
 	v.VRAMReserved, v.VRAMFreeMB, v.VRAMNotOurs = snap.ReservedMB, snap.FreeMB, snap.NotOursMB
 	v.LoadedModels, v.QueueDepth, v.Running, v.Policy = snap.Loaded(), snap.QueueDepth, snap.Running, snap.Policy
 	v.Devices = snap.Devices
+	if s.cfg.FleetFunc != nil {
+		v.Node, v.Fleet = s.cfg.Node, s.cfg.FleetFunc(ctx)
+	}
 	for _, d := range snap.Devices {
 		if d.Lost != "" {
 			v.Status, v.Reason = "degraded", "GPU "+d.ID+" lost: "+d.Lost

@@ -223,7 +223,7 @@ func (s *Scheduler) admit(name string) error {
 	if m.unavailable != "" {
 		return fmt.Errorf("%w: %s: %s", ErrUnavailable, name, m.unavailable)
 	}
-	if need := s.reservation(m); !s.fitsAlone(m, need) {
+	if need := s.reservation(m); !s.fitsAlone(m, need) && !s.fitsInFleet(m) {
 		return fmt.Errorf("%w: %s needs %d MiB, more than its GPUs can hold beside pinned models (largest budget %d MiB)", ErrTooLarge, name, need, s.budget())
 	}
 	if s.st.closing {

@@ -14,6 +14,10 @@ import (
 // opTimeout bounds one round trip of an operation without a context.
 const opTimeout = 5 * time.Second
 
+// claimBackoff is how long a claim that found Redis unreachable waits
+// before it reports so.
+const claimBackoff = 250 * time.Millisecond
+
 // Enqueue adds j to its model's queue, with the same rules and errors as
 // store.Store.Enqueue, plus store.ErrUnavailable when Redis cannot be
 // reached (the job may then have been stored or not: the client retries
@@ -84,7 +88,16 @@ func (s *Store) Claim(model string) (store.Job, error) {
 	res, err := scriptClaim.Run(ctx, s.rdb, nil, s.p, model, now.UnixMilli(), s.aging,
 		now.Format(time.RFC3339Nano), s.o.Node, s.o.Lease.Milliseconds()).Slice()
 	if err != nil {
-		return store.Job{}, fmt.Errorf("claim %s: %w", model, s.wrap(err))
+		err = s.wrap(err)
+		if errors.Is(err, store.ErrUnavailable) {
+			// The scheduler tries again at once; this keeps an outage from
+			// turning its slots into a busy loop.
+			select {
+			case <-time.After(claimBackoff):
+			case <-s.closing:
+			}
+		}
+		return store.Job{}, fmt.Errorf("claim %s: %w", model, err)
 	}
 	switch status(res) {
 	case "empty":
