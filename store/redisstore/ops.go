@@ -167,14 +167,14 @@ func (s *Store) transition(op, id, reason string, result []byte) (store.JobState
 		case "conflict":
 			prev, _ := res[1].(string)
 			if op != "cancel" && op != "fail" {
-				s.forget(id)
+				s.forget(id, tok)
 			}
 			return store.JobState(prev), "", fmt.Errorf("%w: job is %s", store.ErrStateConflict, prev)
 		case "ok":
 			prev, _ := res[1].(string)
 			next, _ := res[2].(string)
 			if store.JobState(prev) == store.JobStateRunning {
-				s.forget(id)
+				s.forget(id, tok)
 			}
 			return store.JobState(prev), store.JobState(next), nil
 		}

@@ -111,6 +111,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.MaxQueued < 0 {
 		return nil, fmt.Errorf("open redis store: %w: max queued %d", store.ErrInvalid, o.MaxQueued)
 	}
+	redis.SetLogger(slogPrinter{o.Logger}) // process-wide: the daemon opens one store
 	ro.MaxRetries = 1
 	ro.DialTimeout = 2 * time.Second
 	ro.ReadTimeout = 5 * time.Second
@@ -241,8 +242,13 @@ func (s *Store) renew() {
 		s.log.Warn("renew job leases", "node", s.o.Node, "jobs", len(args)/2-1, "err", s.wrap(err))
 		return
 	}
+	sent := map[string]string{}
+	for k := 2; k+1 < len(args); k += 2 {
+		sent[args[k].(string)] = args[k+1].(string)
+	}
 	for _, id := range lost {
-		s.log.Warn("lease lost: the job was requeued or ended elsewhere", "job_id", id, "node", s.o.Node)
+		s.log.Warn("lease lost: the job was requeued or ended elsewhere; its result here will be refused", "job_id", id, "node", s.o.Node)
+		s.forget(id, sent[id])
 	}
 }
 
@@ -289,8 +295,20 @@ func (s *Store) token(id string) string {
 	return s.claimed[id]
 }
 
-func (s *Store) forget(id string) {
+// forget drops id's lease token if it is still tok: a claim made since
+// (the job came back and this node claimed it again) keeps its own.
+func (s *Store) forget(id, tok string) {
 	s.mu.Lock()
-	delete(s.claimed, id)
+	if s.claimed[id] == tok {
+		delete(s.claimed, id)
+	}
 	s.mu.Unlock()
+}
+
+// slogPrinter hands go-redis's own messages (pool dial failures during an
+// outage, which the store already reports) to slog at debug level.
+type slogPrinter struct{ log *slog.Logger }
+
+func (p slogPrinter) Printf(ctx context.Context, format string, v ...any) {
+	p.log.DebugContext(ctx, "go-redis: "+fmt.Sprintf(format, v...))
 }
