@@ -185,6 +185,9 @@ func (s *Scheduler) handleEvent(ev any) {
 			i.claiming--
 			if ev.err != nil && !ev.empty {
 				s.log.Error("claim job", "model", i.model.Name, "err", ev.err)
+				// The claim took nothing: its job still waits, even when
+				// the store cannot tell us so (refreshDepths fails too).
+				i.model.queued++
 			}
 			s.refreshDepths()
 			return
