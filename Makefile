@@ -39,12 +39,13 @@ test-dashboard: ## only the dashboard's headless-Chromium test, verbose (prints 
 test-short: ## unit tests only
 	$(GO) test -race -count=1 -short -timeout 5m ./...
 
-bench: ## benchmarks: durable enqueue, claim→complete, scheduler decisions, HTTP submit throughput, proxy overhead, a 10,000-line batch
+bench: ## benchmarks: durable enqueue (bbolt, and Redis at 64 clients), claim→complete and Redis claim latency, scheduler decisions, HTTP submit throughput, proxy overhead, a 10,000-line batch
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./store/ ./scheduler/
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./api/
 	$(GO) test -run '^$$' -bench Submit -benchtime 3s -count $(BENCHCOUNT) .
 	$(GO) test -run '^$$' -bench ProxyOverhead -benchtime 5000x -count $(BENCHCOUNT) .
 	$(GO) test -run '^$$' -bench Batch10k -benchtime 1x -count $(BENCHCOUNT) .
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./store/redisstore/
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@set -e; for pkg in $$($(GO) list ./...); do \

@@ -72,7 +72,11 @@ func loaded(state string) bool {
 func mib(n int) string { return fmt.Sprintf("%d MiB", n) }
 
 func psCmd(ctx context.Context, c *client, _ *flag.FlagSet, args []string) error {
-	return showModels(ctx, c, "ps", args, printPS)
+	if err := showModels(ctx, c, "ps", args, printPS); err != nil || c.json {
+		return err
+	}
+	printFleetOf(ctx, c, time.Now())
+	return nil
 }
 
 func modelsCmd(ctx context.Context, c *client, _ *flag.FlagSet, args []string) error {

@@ -75,6 +75,18 @@ type StorageConfig struct {
 	DataDir        string `koanf:"data_dir"`        // default ./data
 	RetentionHours int    `koanf:"retention_hours"` // default 168; 0 keeps forever
 	MaxFileMB      int    `koanf:"max_file_mb"`     // default 200: largest /v1/files upload
+	// Backend holds the queue: bbolt (one machine, the default) or redis
+	// (a fleet sharing one queue; docs/fleet.md).
+	Backend string      `koanf:"backend"`
+	Redis   RedisConfig `koanf:"redis"`
+}
+
+// RedisConfig is the shared queue of a fleet (storage.backend: redis).
+type RedisConfig struct {
+	URL          string `koanf:"url"`           // redis://host:port/db
+	LeaseSeconds int    `koanf:"lease_seconds"` // a dead node's jobs requeue after this; default 30
+	Node         string `koanf:"node"`          // this node's name in the fleet; default the host name
+	Prefix       string `koanf:"prefix"`        // key prefix; default "vramcram:"
 }
 
 // VRAMConfig is the VRAM ledger's budget and the NVML polling period.
@@ -239,6 +251,8 @@ func DefaultConfig() Config {
 			DataDir:        "./data",
 			RetentionHours: 168,
 			MaxFileMB:      200,
+			Backend:        "bbolt",
+			Redis:          RedisConfig{URL: "redis://127.0.0.1:6379/0", LeaseSeconds: 30},
 		},
 		VRAM: VRAMConfig{
 			TotalMB:                   24576,
@@ -831,6 +845,7 @@ func (c *Config) Validate() []string {
 		p.addf("storage.retention_hours: must be 0 (keep forever) or more, got %d", c.Storage.RetentionHours)
 	}
 	p.between("storage.max_file_mb", c.Storage.MaxFileMB, 1, 1<<20)
+	validateBackend(c.Storage, &p)
 
 	v := c.VRAM
 	if v.TotalMB <= 0 {

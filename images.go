@@ -14,7 +14,9 @@ import (
 // needs any more: those of jobs that retention deleted, and those left by
 // failed or cancelled jobs (a job cancelled just as its images were written
 // keeps them). It returns how many it removed.
-func pruneImages(dir string, st *store.Store) (int, error) {
+func pruneImages(dir string, st interface {
+	Get(id string) (store.Job, error)
+}) (int, error) {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
@@ -48,7 +50,7 @@ func pruneImages(dir string, st *store.Store) (int, error) {
 }
 
 // logPrune runs pruneImages and logs what it did.
-func logPrune(dir string, st *store.Store, log *slog.Logger) {
+func logPrune(dir string, st jobQueue, log *slog.Logger) {
 	n, err := pruneImages(dir, st)
 	if err != nil {
 		log.Warn("retention: prune images", "err", err)

@@ -186,9 +186,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	st, err := store.Open(filepath.Join(dataDir, storeFile), store.Options{MaxQueued: cfg.Scheduling.MaxQueue, Aging: seconds(cfg.Scheduling.AgingSeconds)})
+	st, fleet, err := openQueue(ctx, cfg, log)
 	if err != nil {
-		return fmt.Errorf("open store: %w", err)
+		return err
 	}
 	defer func() {
 		if err := st.Close(); err != nil {
@@ -198,8 +198,11 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if n := st.Recovered(); n > 0 {
 		log.Warn("requeued jobs left running by a previous run", "jobs", n)
 	}
-	if m := st.Migrated(); m != nil {
-		log.Info("store schema migrated", "from", m.From, "to", m.To, "backup", m.Backup)
+	bolt, _ := st.(*store.Store) // nil with storage.backend redis
+	if bolt != nil {
+		if m := bolt.Migrated(); m != nil {
+			log.Info("store schema migrated", "from", m.From, "to", m.To, "backup", m.Backup)
+		}
 	}
 	records, err := runner.OpenRecords(filepath.Join(dataDir, "engines"))
 	if err != nil {
@@ -236,6 +239,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if fleet != nil {
+		sc.Fleet = fleet
+	}
 	sched, err := scheduler.New(sc, st, reg, nil, log.With("component", "scheduler"))
 	if err != nil {
 		return err
@@ -243,6 +249,11 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	met := api.NewMetrics(metricsConfig(cfg, log), sched, st)
 	defer met.Close()
 	sched.Start(ctx)
+	if fleet != nil {
+		fctx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopFleet() // after the scheduler has stopped: its last events reach the fleet
+		fleet.start(fctx, sched)
+	}
 	stopMetrics, err := serveMetrics(cfg, met, log)
 	if err != nil {
 		_ = sched.Stop(context.Background())
@@ -252,8 +263,15 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 
 	ac := apiConfig(cfg, reg, log)
 	ac.Metrics = met
-	ac.Batches = startBatches(ctx, cfg, st, sched, &ac, log)
+	if bolt != nil { // files and batches live in the bbolt file
+		ac.Batches = startBatches(ctx, cfg, bolt, sched, &ac, log)
+	} else {
+		log.Warn("the OpenAI Files and Batch API needs storage.backend bbolt: /v1/files and /v1/batches are off on this node")
+	}
 	guardAPIConfig(&ac, cfg)
+	if fleet != nil {
+		ac.Node, ac.FleetFunc = fleet.name, fleet.fleetView
+	}
 	apiSrv := api.New(ac, sched, st)
 	srv := newAPIServer(apiSrv.Handler())
 	addr := net.JoinHostPort(cfg.Server.Host, strconv.Itoa(cfg.Server.Port))
@@ -308,7 +326,7 @@ func shutdown(srv *http.Server, sched *scheduler.Scheduler, cfg *Config, log *sl
 
 // retention deletes finished jobs older than the retention period, hourly,
 // and the image directories no job needs any more.
-func retention(ctx context.Context, st *store.Store, hours int, images string, log *slog.Logger) {
+func retention(ctx context.Context, st jobQueue, hours int, images string, log *slog.Logger) {
 	if hours <= 0 {
 		return
 	}

@@ -26,7 +26,8 @@ const (
 	CodeShuttingDown   = "shutting_down"
 	CodeInternal       = "internal"
 	CodeUnsupportedMed = "unsupported_media_type"
-	CodeStorageFull    = "storage_full" // the disk holding the job store is full
+	CodeStorageFull    = "storage_full"      // the disk holding the job store is full
+	CodeStoreDown      = "store_unavailable" // the shared queue (Redis) cannot be reached; retry later
 )
 
 // Error is an API error: an HTTP status, a stable code and a message.
@@ -71,6 +72,10 @@ func (s *Server) handleError(err error, c echo.Context) {
 		s.log.Error("request failed: disk full", "method", c.Request().Method, "path", c.Path(), "err", err)
 		ae = apiErr(http.StatusInsufficientStorage, CodeStorageFull,
 			"no space left on the disk holding the job store: free space in the server's storage.data_dir, then retry")
+	case errors.Is(err, store.ErrUnavailable):
+		s.log.Warn("store unavailable", "method", c.Request().Method, "path", c.Path(), "err", err)
+		c.Response().Header().Set("Retry-After", "5")
+		ae = apiErr(http.StatusServiceUnavailable, CodeStoreDown, "the job store (storage.backend redis) cannot be reached; retry later (a submit answered so was not queued)")
 	default:
 		s.log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
 		ae = apiErr(http.StatusInternalServerError, CodeInternal, "internal error; see the server log")

@@ -98,6 +98,10 @@ type Config struct {
 	// ArgvPromptModels names the diffusion models whose prompts travel as
 	// one argv element each (sd-cli): MaxArgvPromptBytes applies.
 	ArgvPromptModels map[string]bool
+	// Node names this node and FleetFunc describes every live node sharing
+	// the queue, for /health (storage.backend redis); nil on one machine.
+	Node      string
+	FleetFunc func(ctx context.Context) any
 }
 
 // Server is the HTTP API.

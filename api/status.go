@@ -35,6 +35,9 @@ type healthView struct {
 	// Devices are the GPUs, each with its own ledger (the figures above
 	// are their sums).
 	Devices []scheduler.DeviceStatus `json:"devices"`
+	// Node and Fleet: the nodes sharing the queue (storage.backend redis).
+	Node  string `json:"node,omitempty"`
+	Fleet any    `json:"fleet,omitempty"`
 }
 
 // health handles GET /health: 200 healthy, 503 degraded.
@@ -57,6 +60,9 @@ func (s *Server) health(c echo.Context) error {
 	v.Devices = snap.Devices
 	if v.HeldWrites = snap.HeldWrites; snap.StoreDegraded != "" {
 		v.Status, v.Reason = "degraded", snap.StoreDegraded
+	}
+	if s.cfg.FleetFunc != nil {
+		v.Node, v.Fleet = s.cfg.Node, s.cfg.FleetFunc(ctx)
 	}
 	for _, d := range snap.Devices {
 		if d.Lost != "" {

@@ -46,6 +46,9 @@ type Event struct {
 	TotalMB   int `json:"vram_total_mb,omitempty"`
 	FreeMB    int `json:"vram_free_mb,omitempty"`
 	NotOursMB int `json:"vram_not_ours_mb,omitempty"`
+	// Node is the fleet node the event happened on, set when it came from
+	// another node through the shared queue's event channel; empty: here.
+	Node string `json:"node,omitempty"`
 }
 
 // Bus fans events out to subscribers. Publish never blocks: each subscriber

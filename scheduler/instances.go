@@ -62,7 +62,7 @@ func (s *Scheduler) plan(ctx context.Context) {
 		switch {
 		case m.unavailable != "":
 			s.failQueued(m, "model unavailable: "+m.unavailable)
-		case !s.fitsAlone(m, s.reservation(m)):
+		case !s.fitsAlone(m, s.reservation(m)) && !s.fitsInFleet(m):
 			s.failQueued(m, "model needs more VRAM than the budget (beside pinned models) on its GPUs")
 		}
 	}
@@ -90,6 +90,7 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 		return
 	}
 	heads := s.headsFunc()
+	cands = slices.DeleteFunc(cands, func(c candidate) bool { return s.deferLoad(st.models[c.Model], heads(c.Model)) })
 	for k := range cands {
 		c := &cands[k]
 		h := heads(c.Model)

@@ -187,6 +187,9 @@ func (s *Scheduler) handleEvent(ev any) {
 			i.claiming--
 			if ev.err != nil && !ev.empty {
 				s.log.Error("claim job", "model", i.model.Name, "err", ev.err)
+				// The claim took nothing: its job still waits, even when
+				// the store cannot tell us so (refreshDepths fails too).
+				i.model.queued++
 			}
 			s.refreshDepths()
 			return
@@ -228,7 +231,7 @@ func (s *Scheduler) admit(name string) error {
 	if m.unavailable != "" {
 		return fmt.Errorf("%w: %s: %s", ErrUnavailable, name, m.unavailable)
 	}
-	if need := s.reservation(m); !s.fitsAlone(m, need) {
+	if need := s.reservation(m); !s.fitsAlone(m, need) && !s.fitsInFleet(m) {
 		return fmt.Errorf("%w: %s needs %d MiB, more than its GPUs can hold beside pinned models (largest budget %d MiB)", ErrTooLarge, name, need, s.budget())
 	}
 	if s.st.closing {

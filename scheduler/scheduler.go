@@ -95,6 +95,8 @@ type Config struct {
 	ReleasePoll time.Duration
 	// NowFunc is the clock; default time.Now.
 	NowFunc func() time.Time
+	// Fleet, if set, is the other nodes sharing the queue (fleet.go).
+	Fleet Fleet
 }
 
 // JobStore is what the scheduler needs of the durable queue.
