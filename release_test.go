@@ -296,7 +296,7 @@ func TestRelease_Reproducible(t *testing.T) {
 		}
 		dir := t.TempDir()
 		entries := unpack(t, filepath.Join(d1, name+".tar.gz"), dir, time.Unix(secs, 0))
-		want := []string{name + "/", name + "/README.md", name + "/config.example.yaml", name + "/install.sh", name + "/vramcram", name + "/vramcram.service"}
+		want := []string{name + "/", name + "/README.md", name + "/config.example.yaml", name + "/config.schema.json", name + "/install.sh", name + "/vramcram", name + "/vramcram.service"}
 		if _, err := os.Stat("LICENSE"); err == nil {
 			want = append(want, name+"/LICENSE")
 		}

@@ -60,7 +60,7 @@ for arch in amd64 arm64; do
     "$GO" build -trimpath -buildvcs=false \
     -ldflags "-s -w -buildid= -X main.version=$VERSION -X main.commit=$COMMIT" \
     -o "$dir/vramcram" .
-  install -m 0644 config.example.yaml README.md "$dir/"
+  install -m 0644 config.example.yaml config.schema.json README.md "$dir/"
   install -m 0644 deploy/systemd/vramcram.service "$dir/"
   install -m 0755 scripts/install.sh "$dir/"
   if [ -f LICENSE ]; then
