@@ -290,7 +290,7 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 		p.client = cfg.HTTPClient
 	} else {
 		p.ownTr = newTransport()
-		p.client = &http.Client{Transport: p.ownTr}
+		p.client = &http.Client{Transport: &reuseRetry{base: p.ownTr}}
 	}
 	p.mu.Lock()
 	c, err := p.spawnLocked()
@@ -312,7 +312,7 @@ func newTransport() *http.Transport {
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        64,
 		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     90 * time.Second,
+		IdleConnTimeout:     engineIdleTimeout,
 		DisableCompression:  true, // loopback; and SSE must not be buffered by a decompressor
 	}
 }
