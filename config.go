@@ -154,6 +154,10 @@ type LLMEngineConfig struct {
 	Env         map[string]string `koanf:"env"`         // command: added to the engine's environment (values take the macros too)
 	HealthPath  string            `koanf:"health_path"` // command: ready when it answers 200; default /health
 	Routes      []string          `koanf:"routes"`      // command: OpenAI paths it serves
+	// Pooling is llama-server's --pooling, passed with --embeddings: none,
+	// mean, cls, last or rank. Default: the GGUF's own pooling type, else
+	// mean (a GGUF without one would refuse OpenAI embeddings).
+	Pooling string `koanf:"pooling"`
 }
 
 // DiffusionModel is one model served by sd-cli or sd-server.
@@ -920,6 +924,12 @@ func (c *Config) Validate() []string {
 			p.addf("%s.config.binary: only for engine %s; a command model names its program in config.cmd[0]", path, llamacpp.Name)
 		}
 		p.commandKeys(path, isCmd, e.Cmd, e.Env, e.HealthPath, e.Routes)
+		if e.Pooling != "" {
+			p.oneOf(path+".config.pooling", e.Pooling, "none", "mean", "cls", "last", "rank")
+			if !e.Embeddings || isCmd {
+				p.addf("%s.config.pooling: only with embeddings: true (engine %s)", path, llamacpp.Name)
+			}
+		}
 	}
 	for i, m := range c.Models.Diffusion {
 		path := joinIndex("models.diffusion", i)
