@@ -33,6 +33,7 @@ import (
 
 	"github.com/vramcram/vramcram/engine/command"
 	"github.com/vramcram/vramcram/engine/llamacpp"
+	"github.com/vramcram/vramcram/engine/sdcpp"
 )
 
 // Config is the whole daemon configuration. LoadConfig builds it; the field
@@ -953,8 +954,8 @@ func (c *Config) Validate() []string {
 		if !(e.CFGScale >= 0 && e.CFGScale <= 30) { // written so that NaN fails
 			p.addf("%s.config.cfg_scale: must be between 0 and 30, got %v", path, e.CFGScale)
 		}
-		p.samplerName(path+".config.sampling_method", e.SamplingMethod)
-		p.samplerName(path+".config.scheduler", e.Scheduler)
+		p.samplerName(path+".config.sampling_method", e.SamplingMethod, sdcpp.KnownSampleMethod, sdcpp.SampleMethods)
+		p.samplerName(path+".config.scheduler", e.Scheduler, sdcpp.KnownScheduler, sdcpp.Schedulers)
 		p.atLeast(path+".config.timeout_seconds", e.TimeoutSeconds, 0)
 	}
 	validateAliases(&p, c, seen)
@@ -1000,18 +1001,14 @@ func (p *problems) imageSide(key string, v int) {
 	}
 }
 
-// samplerName checks the shape of a sampler or scheduler name (euler_a,
-// dpm++2m, karras); the engine knows which exist.
-func (p *problems) samplerName(key, v string) {
-	if v == "" {
-		return
-	}
-	if !samplerNameRE.MatchString(v) {
-		p.addf("%s: %q is not a sampler or scheduler name (1-32 letters, digits, '_', '+', '-' or '.')", key, v)
+// samplerName checks a sampler or scheduler name against
+// stable-diffusion.cpp's lists (sd-server ignores an unknown name without a
+// word; sd-cli exits 1).
+func (p *problems) samplerName(key, v string, known func(string) bool, names []string) {
+	if v != "" && !known(v) {
+		p.addf("%s: unknown name %.40q; one of %s", key, v, strings.Join(names, ", "))
 	}
 }
-
-var samplerNameRE = regexp.MustCompile(`^[A-Za-z0-9_+.][A-Za-z0-9_+.-]{0,31}$`)
 
 // envName is what a key of config.env must look like.
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
