@@ -376,7 +376,8 @@ func (e *sdServerEngine) Run(ctx context.Context, job engine.Job, progress func(
 	return runAndCollect(e.l.ImageDir, job.ID, req, func(dir string) error {
 		images, err := GenerateImages(ctx, e.Process, sdRequest(req))
 		var he *runner.HTTPError
-		if errors.As(err, &he) && he.StatusCode >= 400 && he.StatusCode < 500 {
+		var fe *engine.FieldError
+		if errors.As(err, &he) && he.StatusCode >= 400 && he.StatusCode < 500 || errors.As(err, &fe) {
 			return fmt.Errorf("%w by sd-server: %w", engine.ErrRejected, err)
 		}
 		if err != nil {

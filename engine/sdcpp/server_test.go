@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/engine/enginetest"
 	"github.com/vramcram/vramcram/runner"
 )
@@ -62,6 +63,28 @@ func TestServerPrompt(t *testing.T) {
 		`{"sample_steps":4,"sample_method":"euler","guidance":{"txt_cfg":1.5}}}</sd_cpp_extra_args>`
 	if p != want {
 		t.Fatalf("prompt\n got %s\nwant %s", p, want)
+	}
+}
+
+// A negative prompt full of <, > and & reaches sd-server's tag one byte per
+// character (Go's default HTML escapes make each six, and sd-server's regex
+// over a tag text of about 50 KB kills it); a tag text over the cap is the
+// job's field error, never sent.
+func TestServerPrompt_TagPayload(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, sdServerConfig(t))
+	neg := strings.Repeat("<&>", MaxNegativePrompt/3)
+	prompt, err := ServerPrompt(ImageRequest{Prompt: "x", NegativePrompt: neg, Steps: 1})
+	if err != nil || !strings.Contains(prompt, neg) {
+		t.Fatalf("ServerPrompt: %v (negative prompt escaped?)", err)
+	}
+	if _, err := GenerateImages(context.Background(), p, ImageRequest{Prompt: "x", NegativePrompt: neg, Width: 64, Height: 64, Steps: 1, Count: 1}); err != nil {
+		t.Fatalf("GenerateImages with a 10,000-character negative prompt: %v", err)
+	}
+	_, err = ServerPrompt(ImageRequest{Prompt: "x", NegativePrompt: strings.Repeat("\x01", MaxNegativePrompt), Steps: 1})
+	var fe *engine.FieldError
+	if !errors.As(err, &fe) || fe.Field != "params.negative_prompt" {
+		t.Fatalf("control characters (6 bytes each once encoded): err %v, want a field error", err)
 	}
 }
 
