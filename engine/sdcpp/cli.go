@@ -3,7 +3,10 @@ package sdcpp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -66,12 +69,50 @@ type ImageRequest struct {
 	Count          int // images (sd's batch count)
 	SamplingMethod string
 	Scheduler      string
+	// PromptFile and NegativePromptFile, when set, name files holding the
+	// prompts, passed as --prompt-file and --negative-prompt-file instead
+	// of -p and -n (Linux limits one argv word to 128 KiB: a long prompt,
+	// non-ASCII above all, would fail with E2BIG). See PromptFiles.
+	PromptFile         string
+	NegativePromptFile string
+}
+
+// promptFileOver is the prompt length, in bytes, above which sd-cli gets
+// the prompt in a file rather than in argv.
+const promptFileOver = 4 << 10
+
+// PromptFiles writes req's prompts that are longer than a few KiB to files
+// in dir and returns req naming them, and a function removing them.
+func PromptFiles(dir string, req ImageRequest) (ImageRequest, func(), error) {
+	var paths []string
+	cleanup := func() {
+		for _, p := range paths {
+			_ = os.Remove(p)
+		}
+	}
+	for _, x := range []struct {
+		text *string
+		file *string
+		name string
+	}{{&req.Prompt, &req.PromptFile, ".prompt.txt"}, {&req.NegativePrompt, &req.NegativePromptFile, ".negative-prompt.txt"}} {
+		if len(*x.text) <= promptFileOver {
+			continue
+		}
+		path := filepath.Join(dir, x.name)
+		if err := os.WriteFile(path, []byte(*x.text), 0o600); err != nil {
+			cleanup()
+			return req, func() {}, fmt.Errorf("write prompt file: %w", err)
+		}
+		paths = append(paths, path)
+		*x.file = path
+	}
+	return req, cleanup, nil
 }
 
 // CLIArgs returns sd-cli's argv (after the binary) for one generation that
 // writes to output:
 //
-//	MODEL FLAGS -p PROMPT [-n NEG] -o OUTPUT -W w -H h --steps s --cfg-scale c -s SEED -b N
+//	MODEL FLAGS (-p PROMPT | --prompt-file F) [-n NEG | --negative-prompt-file F] -o OUTPUT -W w -H h --steps s --cfg-scale c -s SEED -b N
 //	[--sampling-method m] [--scheduler s] extra...
 //
 // Extra comes last so a per-model setting can override ours (sd-cli keeps
@@ -79,8 +120,15 @@ type ImageRequest struct {
 // left out when empty: older releases call the latter --schedule.
 func CLIArgs(files Files, req ImageRequest, output string, extra []string) []string {
 	args := files.Args()
-	args = append(args, "-p", req.Prompt)
-	if req.NegativePrompt != "" {
+	if req.PromptFile != "" {
+		args = append(args, "--prompt-file", req.PromptFile)
+	} else {
+		args = append(args, "-p", req.Prompt)
+	}
+	switch {
+	case req.NegativePromptFile != "":
+		args = append(args, "--negative-prompt-file", req.NegativePromptFile)
+	case req.NegativePrompt != "":
 		args = append(args, "-n", req.NegativePrompt)
 	}
 	args = append(args,

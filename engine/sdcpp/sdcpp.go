@@ -299,11 +299,16 @@ func (e *sdCLIEngine) Run(ctx context.Context, job engine.Job, progress func(eng
 
 func (e *sdCLIEngine) runCLI(ctx context.Context, dir string, req Request, progress func(engine.Progress)) error {
 	steps := newStepCounter(req.Steps, req.Count)
-	err := RunCLI(ctx, CLIRun{
+	ireq, removePrompts, err := PromptFiles(dir, sdRequest(req))
+	if err != nil {
+		return err
+	}
+	defer removePrompts()
+	err = RunCLI(ctx, CLIRun{
 		Runner: e.l.Runner,
 		Name:   e.name,
 		Binary: e.bin,
-		Args:   CLIArgs(e.o.Files, sdRequest(req), filepath.Join(dir, cliOutputName), e.o.Extra),
+		Args:   CLIArgs(e.o.Files, ireq, filepath.Join(dir, cliOutputName), e.o.Extra),
 		Env:    e.env,
 		Logger: e.l.logger().With("engine", EngineSDCLI),
 		ProgressFunc: func(step, total int) {
