@@ -161,6 +161,11 @@ func checkTypeError(t *testing.T, tg target) {
 	if e := decodeError(t, b); code != 400 || e.Error.Type != "invalid_request_error" {
 		t.Fatalf("messages as a string: %d %s; want 400 invalid_request_error", code, b)
 	}
+	code, _, b = post(t, p, "/completion", `{"prompt":"x","n_predict":"many"}`)
+	t.Logf("n_predict as a string: %d %s", code, b)
+	if e := decodeError(t, b); code != 400 || e.Error.Type != "invalid_request_error" || !strings.Contains(e.Error.Message, "n_predict") {
+		t.Fatalf("n_predict as a string: %d %s; want 400 invalid_request_error naming the field", code, b)
+	}
 	_, err := (&serverEngine{Process: p}).Forward(context.Background(), "/v1/chat/completions", []byte(`{"messages":"hello"}`))
 	if !errors.Is(err, engine.ErrRejected) {
 		t.Fatalf("Forward = %v; want ErrRejected", err)

@@ -68,7 +68,8 @@ func parseGenRequest(k kind, r *http.Request) (genRequest, error) {
 	case errors.As(err, &te):
 		// Valid JSON with a field of the wrong type: llama-server's request
 		// parsing throws invalid_argument, answered 400 invalid_request_error.
-		return genRequest{}, fmt.Errorf("%q must be %s, not %s", te.Field, jsonTypeName(te.Type.Kind().String()), te.Value)
+		return genRequest{}, fmt.Errorf("Field '%s': [json.exception.type_error.302] type must be %s, but is %s",
+			te.Field, jsonTypeName(te.Type.Kind().String()), te.Value)
 	case err != nil:
 		return genRequest{}, fmt.Errorf("%w: %v", errParse, err)
 	}
@@ -126,19 +127,19 @@ func parseGenRequest(k kind, r *http.Request) (genRequest, error) {
 	return g, nil
 }
 
-// jsonTypeName names a Go kind as a JSON type.
+// jsonTypeName names a Go kind as nlohmann::json names a JSON type.
 func jsonTypeName(kind string) string {
 	switch kind {
 	case "string":
-		return "a string"
+		return "string"
 	case "slice", "array":
-		return "an array"
+		return "array"
 	case "struct", "map":
-		return "an object"
+		return "object"
 	case "bool":
-		return "a boolean"
+		return "boolean"
 	}
-	return "a number"
+	return "number"
 }
 
 // messageText reads a chat message content: a string or an array of
