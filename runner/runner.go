@@ -469,7 +469,9 @@ func (p *Process) supervise(c *child) {
 		// llama.cpp issue 22142): on a fast exit its last lines, under load
 		// all of them, can be lost. So a taken port is also recognised by
 		// finding it taken now.
-		failed := c.cmd.ProcessState == nil || !c.cmd.ProcessState.Success()
+		// Any exit before ready is a failure, code 0 included: sd-server
+		// returns 0 without a word when its port is taken.
+		failed := c.cmd.ProcessState == nil || !c.cmd.ProcessState.Success() || beforeReady
 		taken := failed && !p.cfg.OneShot && portInUse(c.port)
 
 		p.mu.Lock()

@@ -366,6 +366,18 @@ type sdServerEngine struct {
 	o Options
 }
 
+// WaitReady waits for sd-server to answer. An exit before that is a failed
+// load whatever its code: sd-server returns 0 without a word when it cannot
+// listen (the runner has then tried other ports already).
+func (e *sdServerEngine) WaitReady(ctx context.Context) error {
+	err := e.Process.WaitReady(ctx)
+	var ee *runner.ExitError
+	if errors.As(err, &ee) && ee.BeforeReady && ee.Code == 0 && ee.Signal == "" {
+		return fmt.Errorf("sd-server exited before it was ready (code 0: it could not listen): %w", err)
+	}
+	return err
+}
+
 // Run sends the job to POST /v1/images/generations. sd-server prints no
 // per-request progress that could be told apart, so none is published.
 func (e *sdServerEngine) Run(ctx context.Context, job engine.Job, progress func(engine.Progress)) ([]byte, error) {

@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"image/png"
+	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -210,4 +213,52 @@ func waitDone(t *testing.T, p *runner.Process, timeout time.Duration) {
 	case <-time.After(timeout):
 		t.Fatalf("engine not done after %s; tail:\n%s", timeout, strings.Join(p.Tail(), "\n"))
 	}
+}
+
+// sd-server exits 0 without a word when its port is taken. An exit before
+// ready, whatever its code, is a failed start: the port is found taken and
+// the engine respawned on another one, as for llama-server.
+func TestProcess_SDServerPortTakenExitsZero(t *testing.T) {
+	t.Parallel()
+	cfg := sdServerConfig(t)
+	base := cfg.ArgsFunc
+	var spawns atomic.Int32
+	cfg.ArgsFunc = func(port int) []string {
+		if spawns.Add(1) == 1 {
+			holdPort(t, port) // taken by something that is not an sd-server
+		}
+		return base(port)
+	}
+	p := startReady(t, cfg)
+	if spawns.Load() != 2 || p.State() != runner.StateReady {
+		t.Fatalf("spawns %d, state %s", spawns.Load(), p.State())
+	}
+	if tail := strings.Join(p.Tail(), "\n"); !strings.Contains(tail, "listening on") {
+		t.Fatalf("tail %q", tail)
+	}
+}
+
+// holdPort listens on port and closes every connection at once (a probe
+// gets no answer) until the test ends.
+func holdPort(t *testing.T, port int) {
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Errorf("hold port %d: %v", port, err)
+		return
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
 }
