@@ -3,8 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +80,69 @@ func TestE2E_EngineRefusalsAndMidStreamErrors(t *testing.T) {
 		}
 		if strings.Contains(body, "[DONE]") {
 			t.Fatalf("stream ended with [DONE] after an error: %s", body)
+		}
+	})
+}
+
+// stable-diffusion.cpp's input end to end on the stand-in: sampler and
+// scheduler names are checked at submit; a 100,000-character prompt runs
+// (through --prompt-file); an sd-cli argument error fails the job at once
+// with the engine's error line, not its usage text.
+func TestE2E_DiffusionEngineInput(t *testing.T) {
+	bin, engine := buildBinaries(t)
+	dir := t.TempDir()
+	sdCLI := filepath.Join(dir, "sd-cli")
+	if err := os.Symlink(engine, sdCLI); err != nil {
+		t.Fatal(err)
+	}
+	model := filepath.Join(dir, "sd.safetensors")
+	if err := os.WriteFile(model, []byte("stand-in"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	cfg := fmt.Sprintf(`server: {host: 127.0.0.1, port: %d, metrics_port: 0}
+storage: {data_dir: %s}
+vram: {total_mb: 10000, safety_margin_mb: 1000}
+inference: {llama_server_path: %s, sd_path: %s}
+agents: {heartbeat_interval_seconds: 1, heartbeat_timeout_seconds: 5, worker_ready_timeout_seconds: 20, graceful_shutdown_timeout_seconds: 10, stop_grace_seconds: 2}
+scheduling: {policy: fifo, max_attempts: 3}
+models:
+  diffusion:
+    - {name: sd, model_path: %s, vram_mb: 4000, config: {width: 64, height: 64, steps: 2}}
+    - {name: badarg, model_path: %s, vram_mb: 4000, config: {width: 64, height: 64, steps: 2, extra_args: [--no-such-flag]}}
+`, port, filepath.Join(dir, "data"), engine, sdCLI, model, model)
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startOAIDaemon(t, bin, e2eSetup{dir: dir, cfg: path, port: port})
+
+	t.Run("UnknownSamplerIs400", func(t *testing.T) {
+		var out map[string]any
+		code := d.do("POST", "/jobs", map[string]any{"model": "sd", "prompt": "a cat", "params": map[string]any{"sampling_method": "euler_x"}}, &out)
+		if code != 400 || !strings.Contains(fmt.Sprint(out), "params.sampling_method") {
+			t.Fatalf("POST /jobs: %d %v; want 400 naming params.sampling_method", code, out)
+		}
+		code = d.do("POST", "/v1/images/generations", map[string]any{"model": "sd", "prompt": "a cat", "scheduler": "bogus"}, &out)
+		if code != 400 || !strings.Contains(fmt.Sprint(out), "scheduler") {
+			t.Fatalf("POST /v1/images/generations: %d %v; want 400 naming the scheduler", code, out)
+		}
+	})
+
+	t.Run("LongPromptRuns", func(t *testing.T) {
+		id := d.submit("sd", strings.Repeat("é", 100_000)) // 200 KB: more than one argv word may hold
+		if js := d.waitJob(id, 60*time.Second); js.Status != "completed" {
+			t.Fatalf("job %+v", js)
+		}
+	})
+
+	t.Run("ArgumentErrorFailsOnce", func(t *testing.T) {
+		js := d.waitJob(d.submit("badarg", "a cat"), 60*time.Second)
+		if js.Status != "failed" || js.Attempts != 1 || !strings.Contains(js.Error, "error: unknown argument: --no-such-flag") {
+			t.Fatalf("job %+v; want failed once with the engine's error line", js)
+		}
+		if strings.Contains(js.Error, "--option-") || strings.Contains(js.Error, "Usage") {
+			t.Fatalf("stored error is usage text: %s", js.Error)
 		}
 	})
 }
