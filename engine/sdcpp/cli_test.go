@@ -288,3 +288,17 @@ func TestMain(m *testing.M) {
 	enginetest.Cleanup()
 	os.Exit(code)
 }
+
+// -m may name a diffusers directory, which stable-diffusion.cpp loads
+// (model_loader.cpp: "load … using diffusers format").
+func TestRunCLI_DiffusersDirectory(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	out := t.TempDir()
+	if err := RunCLI(context.Background(), cliRun(t, Files{Model: dir}, smallRequest(), out)); err != nil {
+		t.Fatalf("RunCLI with a diffusers directory: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "out.png")); err != nil {
+		t.Fatal(err)
+	}
+}
