@@ -21,7 +21,7 @@ func TestE2E_EngineRefusalsAndMidStreamErrors(t *testing.T) {
 	bin, engine := buildBinaries(t)
 	s := writeOAIConfig(t, engine, 9000, nil,
 		oaiModel{name: "tight", parallel: 2}, // context_size 512 / 2 slots = 256 tokens per slot
-		oaiModel{name: "broken", parallel: 1, extra: []string{"--test-token-delay", "30ms", "--test-stream-error-after", "2"}})
+		oaiModel{name: "broken", parallel: 1, extra: []string{"--test-token-delay", "150ms", "--test-stream-error-after", "2"}}) // attempts of 300 ms: the stream attaches before the first fails
 	d := startOAIDaemon(t, bin, s)
 
 	t.Run("ContextOverflowFailsOnce", func(t *testing.T) {
