@@ -134,6 +134,7 @@ func printCheck(ctx context.Context, cfg *Config, w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	printPooling(cfg, w)
 	if notes.Len() > 0 {
 		fmt.Fprintf(w, "\nnotes:\n%s", notes.String())
 	}

@@ -33,6 +33,7 @@ import (
 
 	"github.com/vramcram/vramcram/engine/command"
 	"github.com/vramcram/vramcram/engine/llamacpp"
+	"github.com/vramcram/vramcram/engine/sdcpp"
 )
 
 // Config is the whole daemon configuration. LoadConfig builds it; the field
@@ -180,6 +181,10 @@ type LLMEngineConfig struct {
 	Env         map[string]string `koanf:"env"`         // command: added to the engine's environment (values take the macros too)
 	HealthPath  string            `koanf:"health_path"` // command: ready when it answers 200; default /health
 	Routes      []string          `koanf:"routes"`      // command: OpenAI paths it serves
+	// Pooling is llama-server's --pooling, passed with --embeddings: none,
+	// mean, cls, last or rank. Default: the GGUF's own pooling type, else
+	// mean (a GGUF without one would refuse OpenAI embeddings).
+	Pooling string `koanf:"pooling"`
 }
 
 // DiffusionModel is one model served by sd-cli or sd-server.
@@ -959,6 +964,12 @@ func (c *Config) Validate() []string {
 			p.addf("%s.config.binary: only for engine %s; a command model names its program in config.cmd[0]", path, llamacpp.Name)
 		}
 		p.commandKeys(path, isCmd, e.Cmd, e.Env, e.HealthPath, e.Routes)
+		if e.Pooling != "" {
+			p.oneOf(path+".config.pooling", e.Pooling, "none", "mean", "cls", "last", "rank")
+			if !e.Embeddings || isCmd {
+				p.addf("%s.config.pooling: only with embeddings: true (engine %s)", path, llamacpp.Name)
+			}
+		}
 	}
 	for i, m := range c.Models.Diffusion {
 		path := joinIndex("models.diffusion", i)
@@ -982,8 +993,8 @@ func (c *Config) Validate() []string {
 		if !(e.CFGScale >= 0 && e.CFGScale <= 30) { // written so that NaN fails
 			p.addf("%s.config.cfg_scale: must be between 0 and 30, got %v", path, e.CFGScale)
 		}
-		p.samplerName(path+".config.sampling_method", e.SamplingMethod)
-		p.samplerName(path+".config.scheduler", e.Scheduler)
+		p.samplerName(path+".config.sampling_method", e.SamplingMethod, sdcpp.KnownSampleMethod, sdcpp.SampleMethods)
+		p.samplerName(path+".config.scheduler", e.Scheduler, sdcpp.KnownScheduler, sdcpp.Schedulers)
 		p.atLeast(path+".config.timeout_seconds", e.TimeoutSeconds, 0)
 	}
 	validateAliases(&p, c, seen)
@@ -1029,18 +1040,14 @@ func (p *problems) imageSide(key string, v int) {
 	}
 }
 
-// samplerName checks the shape of a sampler or scheduler name (euler_a,
-// dpm++2m, karras); the engine knows which exist.
-func (p *problems) samplerName(key, v string) {
-	if v == "" {
-		return
-	}
-	if !samplerNameRE.MatchString(v) {
-		p.addf("%s: %q is not a sampler or scheduler name (1-32 letters, digits, '_', '+', '-' or '.')", key, v)
+// samplerName checks a sampler or scheduler name against
+// stable-diffusion.cpp's lists (sd-server ignores an unknown name without a
+// word; sd-cli exits 1).
+func (p *problems) samplerName(key, v string, known func(string) bool, names []string) {
+	if v != "" && !known(v) {
+		p.addf("%s: unknown name %.40q; one of %s", key, v, strings.Join(names, ", "))
 	}
 }
-
-var samplerNameRE = regexp.MustCompile(`^[A-Za-z0-9_+.][A-Za-z0-9_+.-]{0,31}$`)
 
 // envName is what a key of config.env must look like.
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)

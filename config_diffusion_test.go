@@ -55,8 +55,8 @@ models:
 `, nil)
 	requireProblems(t, problems,
 		"models.diffusion[0].model_path: required (or config.diffusion_model",
-		`models.diffusion[1].config.sampling_method: "euler a" is not a sampler or scheduler name`,
-		`models.diffusion[1].config.scheduler: "-x" is not`,
+		`models.diffusion[1].config.sampling_method: unknown name "euler a"; one of euler, euler_a`,
+		`models.diffusion[1].config.scheduler: unknown name "-x"`,
 		"models.diffusion[1].config.timeout_seconds: must be at least 0, got -1",
 	)
 	if len(problems) != 4 {

@@ -51,7 +51,7 @@ scheduling: {policy: fifo, max_attempts: 3}
 logging: {level: debug, format: json}
 models:
   llm:
-    - {name: alpha, model_path: %s, vram_mb: 5000, config: {binary: %s, parallel: 2, context_size: 512, extra_args: [--test-token-delay, 5ms]}}
+    - {name: alpha, model_path: %s, vram_mb: 5000, config: {binary: %s, parallel: 2, context_size: 4096, extra_args: [--test-token-delay, 5ms]}}
     - name: cmdm
       model_path: %s
       vram_mb: 5000

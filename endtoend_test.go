@@ -406,7 +406,9 @@ func writeE2EConfig(t *testing.T, engine string, extra ...string) e2eSetup {
 		}
 		args := append([]string{"--test-load-delay", "50ms", "--test-token-delay", "2ms"}, extra...)
 		q, _ := json.Marshal(args)
-		fmt.Fprintf(&models, "    - name: %s\n      model_path: %s\n      vram_mb: 4000\n      config: {parallel: 2, context_size: 512, extra_args: %s}\n", name, path, q)
+		// 16384 / 2 slots: prompts of thousands of words fit a slot (the
+		// stand-in refuses longer ones, as llama-server does).
+		fmt.Fprintf(&models, "    - name: %s\n      model_path: %s\n      vram_mb: 4000\n      config: {parallel: 2, context_size: 16384, extra_args: %s}\n", name, path, q)
 	}
 	cfg := fmt.Sprintf(`server: {host: 127.0.0.1, port: %d, metrics_port: 0}
 storage: {data_dir: %s}

@@ -142,7 +142,8 @@ func llamaLauncher(cfg *Config, records *runner.Records, rc runner.Config) *llam
 		}
 		extra := m.Config.ExtraArgs
 		if m.Config.Embeddings {
-			extra = append([]string{"--embeddings"}, extra...)
+			pooling, _ := llmPooling(m)
+			extra = append([]string{"--embeddings", "--pooling", pooling}, extra...)
 		}
 		opts[m.Name] = llamacpp.Options{
 			Binary:    m.Config.Binary,

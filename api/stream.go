@@ -27,6 +27,9 @@ const (
 	MsgReset    = "reset"    // the job was requeued to run again: drop the text so far
 	MsgProgress = "progress" // sampling step (diffusion)
 	MsgDone     = "done"     // the job is final; last message of the stream
+	// MsgError: an attempt of the job failed (the engine's error, e.g. an
+	// error event in the middle of its stream); reset or done follows.
+	MsgError = "error"
 )
 
 // streamMsg is one message of a job stream.
@@ -156,6 +159,11 @@ func (f *follower) onEvent(ctx context.Context, ev scheduler.Event) (bool, error
 	case scheduler.EvJobProgress:
 		return false, f.progress(ctx, ev)
 	case scheduler.EvJobFinished:
+		if ev.Error != "" {
+			if err := f.emit(streamMsg{Type: MsgError, JobID: f.id, Status: ev.State, Error: ev.Error}); err != nil {
+				return false, err
+			}
+		}
 		if ev.State == string(store.JobStateQueued) {
 			return false, f.reset() // requeued for another attempt
 		}

@@ -222,6 +222,10 @@ func TestStream_RetryResetsTheText(t *testing.T) {
 	if m := s.next(); m.Text != "half" {
 		t.Fatalf("first %+v", m)
 	}
+	// The failed attempt's error comes first: the client learns why.
+	if m := s.next(); m.Type != "error" || m.Error != "engine exited" || m.Status != "queued" {
+		t.Fatalf("after the failed attempt %+v, want its error", m)
+	}
 	if m := s.next(); m.Type != "reset" {
 		t.Fatalf("after requeue %+v, want reset", m)
 	}

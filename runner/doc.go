@@ -75,7 +75,10 @@
 //
 // Post and Forward send a JSON request to the child; cancelling ctx closes
 // the connection (llama-server then drops the task), and a request whose
-// engine dies fails with an error wrapping Err(). Run runs a one-shot child
+// engine dies fails with an error wrapping Err(). The client (Client) keeps
+// idle connections for less than llama-server's 5 s keep-alive and sends a
+// request once more when it failed on a reused connection before the
+// engine answered a byte (retry.go). Run runs a one-shot child
 // (Config.OneShot: no port, readiness or heartbeat) to its end through the
 // same supervisor, and SIGKILLs its group when ctx ends.
 //

@@ -43,7 +43,8 @@ type engineError struct {
 // answers become *HTTPError (from an OpenAI-style {"error":{…}} body when
 // there is one); transport and read failures are annotated with the
 // engine's exit when it died meanwhile. read may return an *HTTPError of
-// its own (an error event in a stream).
+// its own, or an error with an EngineAnswer() method (an error event in a
+// stream); Post returns those unchanged.
 func (p *Process) Post(ctx context.Context, path string, body []byte, read func(*http.Response) error) error {
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL()+path, bytes.NewReader(body))
 	if err != nil {
@@ -60,13 +61,21 @@ func (p *Process) Post(ctx context.Context, path string, body []byte, read func(
 	}
 	if err := read(resp); err != nil {
 		var he *HTTPError
-		if errors.As(err, &he) {
+		var ae answerError
+		if errors.As(err, &he) || errors.As(err, &ae) {
 			return err
 		}
 		return p.RequestError(ctx, err)
 	}
 	drainClose(resp) // keep the connection reusable
 	return nil
+}
+
+// answerError is an error read from the engine's answer itself (an error
+// event in a stream): Post returns it as it is, not as a transport failure.
+type answerError interface {
+	error
+	EngineAnswer()
 }
 
 // RequestError explains a failed request to the engine: ctx's error if ctx

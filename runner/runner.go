@@ -290,7 +290,7 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 		p.client = cfg.HTTPClient
 	} else {
 		p.ownTr = newTransport()
-		p.client = &http.Client{Transport: p.ownTr}
+		p.client = &http.Client{Transport: &reuseRetry{base: p.ownTr}}
 	}
 	p.mu.Lock()
 	c, err := p.spawnLocked()
@@ -312,7 +312,7 @@ func newTransport() *http.Transport {
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        64,
 		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     90 * time.Second,
+		IdleConnTimeout:     engineIdleTimeout,
 		DisableCompression:  true, // loopback; and SSE must not be buffered by a decompressor
 	}
 }
@@ -469,7 +469,9 @@ func (p *Process) supervise(c *child) {
 		// llama.cpp issue 22142): on a fast exit its last lines, under load
 		// all of them, can be lost. So a taken port is also recognised by
 		// finding it taken now.
-		failed := c.cmd.ProcessState == nil || !c.cmd.ProcessState.Success()
+		// Any exit before ready is a failure, code 0 included: sd-server
+		// returns 0 without a word when its port is taken.
+		failed := c.cmd.ProcessState == nil || !c.cmd.ProcessState.Success() || beforeReady
 		taken := failed && !p.cfg.OneShot && portInUse(c.port)
 
 		p.mu.Lock()

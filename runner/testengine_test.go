@@ -44,7 +44,7 @@ func sseData(t *testing.T, body string) []string {
 
 func TestTestEngine_Routes(t *testing.T) {
 	t.Parallel()
-	p := startReady(t, testConfig(t, "--embeddings", "--metrics", "--alias", "tiny"))
+	p := startReady(t, testConfig(t, "--embeddings", "--pooling", "mean", "--metrics", "--alias", "tiny"))
 	u := p.URL()
 
 	t.Run("Chat", func(t *testing.T) {

@@ -76,7 +76,9 @@ type completionChunk struct {
 //
 // Cancelling ctx aborts the HTTP request, and llama-server stops generating
 // for it. Errors: ctx's error (wrapped) when ctx ended; *runner.HTTPError when the
-// engine answered non-200 or sent an error event; when the engine died
+// engine answered non-200 (a refused request: 400 exceed_context_size_error,
+// invalid_request_error; or 500); *StreamError when a stream ended with an
+// error event instead of its final event; when the engine died
 // during the request, an error wrapping Err() (a *runner.ExitError, or
 // ErrHeartbeatLost/ErrStopped). On error the result holds what was generated
 // so far.
@@ -115,7 +117,7 @@ func Complete(ctx context.Context, p *runner.Process, req CompletionRequest, onT
 				return false, fmt.Errorf("decode stream event: %w", err)
 			}
 			if c.Error != nil {
-				return false, &runner.HTTPError{StatusCode: c.Error.Code, Type: c.Error.Type, Message: c.Error.Message}
+				return false, &StreamError{Code: c.Error.Code, Type: c.Error.Type, Message: c.Error.Message}
 			}
 			if c.Content != "" {
 				text.WriteString(c.Content)
@@ -178,3 +180,23 @@ type streamError struct {
 	Message string `json:"message"`
 	Type    string `json:"type"`
 }
+
+// StreamError is an error event that ended a stream after it began:
+// llama-server sends data: {"error":{…}} and neither a final event nor
+// [DONE] (generation failed, e.g. a chat output its parser refused, common
+// with random-weight models). The request itself was accepted, so this is
+// the engine failing, never a refusal of the request: it does not unwrap to
+// a *runner.HTTPError and so never becomes engine.ErrRejected.
+type StreamError struct {
+	Code    int
+	Type    string
+	Message string
+}
+
+func (e *StreamError) Error() string {
+	return fmt.Sprintf("engine stream ended with error %d %s: %s", e.Code, e.Type, e.Message)
+}
+
+// EngineAnswer marks the error as the engine's own answer (runner.Post
+// passes it on unchanged).
+func (e *StreamError) EngineAnswer() {}

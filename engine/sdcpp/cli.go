@@ -3,7 +3,10 @@ package sdcpp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -66,12 +69,50 @@ type ImageRequest struct {
 	Count          int // images (sd's batch count)
 	SamplingMethod string
 	Scheduler      string
+	// PromptFile and NegativePromptFile, when set, name files holding the
+	// prompts, passed as --prompt-file and --negative-prompt-file instead
+	// of -p and -n (Linux limits one argv word to 128 KiB: a long prompt,
+	// non-ASCII above all, would fail with E2BIG). See PromptFiles.
+	PromptFile         string
+	NegativePromptFile string
+}
+
+// promptFileOver is the prompt length, in bytes, above which sd-cli gets
+// the prompt in a file rather than in argv.
+const promptFileOver = 4 << 10
+
+// PromptFiles writes req's prompts that are longer than a few KiB to files
+// in dir and returns req naming them, and a function removing them.
+func PromptFiles(dir string, req ImageRequest) (ImageRequest, func(), error) {
+	var paths []string
+	cleanup := func() {
+		for _, p := range paths {
+			_ = os.Remove(p)
+		}
+	}
+	for _, x := range []struct {
+		text *string
+		file *string
+		name string
+	}{{&req.Prompt, &req.PromptFile, ".prompt.txt"}, {&req.NegativePrompt, &req.NegativePromptFile, ".negative-prompt.txt"}} {
+		if len(*x.text) <= promptFileOver {
+			continue
+		}
+		path := filepath.Join(dir, x.name)
+		if err := os.WriteFile(path, []byte(*x.text), 0o600); err != nil {
+			cleanup()
+			return req, func() {}, fmt.Errorf("write prompt file: %w", err)
+		}
+		paths = append(paths, path)
+		*x.file = path
+	}
+	return req, cleanup, nil
 }
 
 // CLIArgs returns sd-cli's argv (after the binary) for one generation that
 // writes to output:
 //
-//	MODEL FLAGS -p PROMPT [-n NEG] -o OUTPUT -W w -H h --steps s --cfg-scale c -s SEED -b N
+//	MODEL FLAGS (-p PROMPT | --prompt-file F) [-n NEG | --negative-prompt-file F] -o OUTPUT -W w -H h --steps s --cfg-scale c -s SEED -b N
 //	[--sampling-method m] [--scheduler s] extra...
 //
 // Extra comes last so a per-model setting can override ours (sd-cli keeps
@@ -79,8 +120,15 @@ type ImageRequest struct {
 // left out when empty: older releases call the latter --schedule.
 func CLIArgs(files Files, req ImageRequest, output string, extra []string) []string {
 	args := files.Args()
-	args = append(args, "-p", req.Prompt)
-	if req.NegativePrompt != "" {
+	if req.PromptFile != "" {
+		args = append(args, "--prompt-file", req.PromptFile)
+	} else {
+		args = append(args, "-p", req.Prompt)
+	}
+	switch {
+	case req.NegativePromptFile != "":
+		args = append(args, "--negative-prompt-file", req.NegativePromptFile)
+	case req.NegativePrompt != "":
 		args = append(args, "-n", req.NegativePrompt)
 	}
 	args = append(args,
@@ -139,6 +187,7 @@ func RunCLI(ctx context.Context, r CLIRun) error {
 	}
 	cfg.SpawnedFunc = r.SpawnedFunc
 	cfg.TermOutput = true
+	var marked []string // read by the line reader until runner.Run returns
 	cfg.LineFunc = func(line string) bool {
 		if step, steps, ok := ParseProgress(line); ok {
 			if r.ProgressFunc != nil {
@@ -146,21 +195,32 @@ func RunCLI(ctx context.Context, r CLIRun) error {
 			}
 			return false
 		}
+		if isSDErrorLine(line) && len(marked) < maxMarkedLines {
+			marked = append(marked, line)
+		}
 		return strings.TrimSpace(line) != ""
 	}
 	err := runner.Run(ctx, cfg)
 	var ee *runner.ExitError
 	if errors.As(err, &ee) {
-		return &CLIError{ExitError: ee}
+		return &CLIError{ExitError: ee, Marked: marked}
 	}
 	return err
 }
+
+// maxMarkedLines bounds the failure lines a run keeps apart from its tail.
+const maxMarkedLines = 32
 
 // CLIError reports an sd-cli run that exited with a failure: the runner's
 // ExitError (Tail holds the last output lines, progress bars left out),
 // summarised by the lines that say what went wrong.
 type CLIError struct {
 	*runner.ExitError
+	// Marked are the run's failure lines ([ERROR] lines and the markers of
+	// bad input), the first maxMarkedLines of them, kept apart from Tail:
+	// after an argument error sd-cli prints its usage, some 250 lines,
+	// which push the error line out of any tail of the last lines.
+	Marked []string
 }
 
 func (e *CLIError) Error() string {
@@ -176,6 +236,9 @@ func (e *CLIError) Unwrap() error { return e.ExitError }
 // usage (tens of lines) after an argument error, and warnings such as
 // "file … not found" come before the final "new_sd_ctx_t failed".
 func (e *CLIError) errorLines() []string {
+	if len(e.Marked) > 0 {
+		return e.Marked
+	}
 	var keep []string
 	for _, l := range e.Tail {
 		if isSDErrorLine(l) {
@@ -191,15 +254,19 @@ func (e *CLIError) errorLines() []string {
 // sdBadInputMarkers are sd-cli's lines for input that no retry can fix: a
 // missing or unreadable model file, an unknown argument or value.
 var sdBadInputMarkers = []string{
-	"not found",                          // "file X not found"
 	"unknown format",                     // "unknown format X": not a model file
 	"get sd version from file failed",    // a file that is no diffusion model
 	"init model loader from file failed", // unreadable model
 	"error: ",                            // argument errors: "error: invalid sample method x"
 }
 
-func isSDErrorLine(l string) bool {
-	if strings.Contains(l, "[ERROR]") || strings.Contains(l, "new_sd_ctx_t failed") {
+// sdMissingFile is model_loader.cpp's "file X not found" and nothing else:
+// a Flux-style load prints "clip_l text encoder not found!" as a mere
+// warning, which must not make a later transient failure permanent.
+var sdMissingFile = regexp.MustCompile(`\bfile .+ not found$`)
+
+func isBadInputLine(l string) bool {
+	if sdMissingFile.MatchString(strings.TrimSpace(l)) {
 		return true
 	}
 	for _, m := range sdBadInputMarkers {
@@ -210,19 +277,22 @@ func isSDErrorLine(l string) bool {
 	return false
 }
 
+func isSDErrorLine(l string) bool {
+	return strings.Contains(l, "[ERROR]") || strings.Contains(l, "new_sd_ctx_t failed") || isBadInputLine(l)
+}
+
 // BadInput reports whether the output says the input was wrong (model file,
 // arguments) rather than the run failing (crash, out of memory): running the
 // same job again cannot help. Only exit code 1 counts, which is what sd-cli
-// returns for such input.
+// returns for such input. The failure lines kept apart (Marked) count, and
+// the tail's, for an error built without them.
 func (e *CLIError) BadInput() bool {
 	if e.Code != 1 {
 		return false
 	}
-	for _, l := range e.Tail {
-		for _, m := range sdBadInputMarkers {
-			if strings.Contains(l, m) {
-				return true
-			}
+	for _, l := range append(append([]string(nil), e.Marked...), e.Tail...) {
+		if isBadInputLine(l) {
+			return true
 		}
 	}
 	return false

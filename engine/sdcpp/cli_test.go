@@ -168,6 +168,7 @@ func TestRunCLI_Failures(t *testing.T) {
 		{"MissingModel", Files{Model: "/nonexistent/x.safetensors"}, nil, 1, true, "file /nonexistent/x.safetensors not found"},
 		{"UnknownFormat", Files{Model: model}, []string{"--test-fail-load"}, 1, true, "unknown format"},
 		{"UnknownArgument", Files{Model: model}, []string{"--no-such-flag"}, 1, true, "error: unknown argument: --no-such-flag"},
+		{"UnknownSampler", Files{Model: model}, []string{"--sampling-method", "euler_x"}, 1, true, "error: invalid sample method euler_x"},
 		{"Crash", Files{Model: model}, []string{"--test-crash-at-step", "2"}, 2, false, "simulated crash"},
 	}
 	for _, tt := range tests {
@@ -181,7 +182,7 @@ func TestRunCLI_Failures(t *testing.T) {
 			if ce.Code != tt.code || ce.BadInput() != tt.badInput || !strings.Contains(ce.Error(), tt.msg) {
 				t.Fatalf("code %d bad input %v: %v", ce.Code, ce.BadInput(), ce)
 			}
-			if strings.Contains(ce.Error(), "Usage:") {
+			if strings.Contains(ce.Error(), "Usage:") || strings.Contains(ce.Error(), "--option-") {
 				t.Fatalf("message shows the usage text instead of the error: %v", ce)
 			}
 		})
@@ -265,6 +266,14 @@ func TestCLIError_Summary(t *testing.T) {
 	if oom.BadInput() || !regexp.MustCompile(`generate failed$`).MatchString(oom.Error()) {
 		t.Fatalf("oom: %v bad input %v", oom, oom.BadInput())
 	}
+	// A Flux-style load warns that a text encoder is "not found"; a later
+	// out-of-memory failure with exit 1 is still transient.
+	flux := &CLIError{ExitError: &runner.ExitError{Name: "m", Code: 1, Tail: []string{
+		"[WARN ] conditioner.hpp:1055 - clip_l text encoder not found! Prompt adherence might be degraded.",
+		"ggml_cuda: out of memory", "[ERROR] main.cpp:952  - generate failed"}}}
+	if flux.BadInput() {
+		t.Fatalf("flux warning made an out-of-memory failure permanent: %v", flux)
+	}
 	sig := &CLIError{ExitError: &runner.ExitError{Name: "m", Code: -1, Signal: "killed", Tail: []string{"x"}}}
 	if sig.Error() != "engine m killed by signal killed: x" || sig.BadInput() {
 		t.Fatalf("signal: %v", sig)
@@ -278,4 +287,18 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	enginetest.Cleanup()
 	os.Exit(code)
+}
+
+// -m may name a diffusers directory, which stable-diffusion.cpp loads
+// (model_loader.cpp: "load … using diffusers format").
+func TestRunCLI_DiffusersDirectory(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	out := t.TempDir()
+	if err := RunCLI(context.Background(), cliRun(t, Files{Model: dir}, smallRequest(), out)); err != nil {
+		t.Fatalf("RunCLI with a diffusers directory: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "out.png")); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -34,7 +34,6 @@ const (
 	MaxImageCount     = 8
 	// MaxNegativePrompt is the longest negative prompt, in characters.
 	MaxNegativePrompt = 10000
-	maxSamplerName    = 32
 )
 
 // ParseParams decodes and validates raw (a JSON object, or empty).
@@ -73,29 +72,11 @@ func (p Params) Validate() error {
 	case utf8.RuneCountInString(p.NegativePrompt) > MaxNegativePrompt:
 		return &engine.FieldError{Field: "params.negative_prompt", Msg: fmt.Sprintf("at most %d characters", MaxNegativePrompt)}
 	}
-	if err := checkSamplerName("params.sampling_method", p.SamplingMethod); err != nil {
-		return err
+	if p.SamplingMethod != "" && !KnownSampleMethod(p.SamplingMethod) {
+		return &engine.FieldError{Field: "params.sampling_method", Msg: fmt.Sprintf("unknown sampling method %.32q; one of %s", p.SamplingMethod, nameList(SampleMethods))}
 	}
-	return checkSamplerName("params.scheduler", p.Scheduler)
-}
-
-// checkSamplerName accepts the shape of stable-diffusion.cpp's names
-// (euler_a, dpm++2m, karras, …). The engine itself rejects unknown ones;
-// this keeps argv words short and printable.
-func checkSamplerName(field, s string) error {
-	if s == "" {
-		return nil
-	}
-	if len(s) > maxSamplerName {
-		return &engine.FieldError{Field: field, Msg: fmt.Sprintf("at most %d characters", maxSamplerName)}
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '+' || c == '-' || c == '.') {
-			return &engine.FieldError{Field: field, Msg: "may hold only letters, digits and _ + - ."}
-		}
-	}
-	if s[0] == '-' {
-		return &engine.FieldError{Field: field, Msg: "must not start with '-'"}
+	if p.Scheduler != "" && !KnownScheduler(p.Scheduler) {
+		return &engine.FieldError{Field: "params.scheduler", Msg: fmt.Sprintf("unknown scheduler %.32q; one of %s", p.Scheduler, nameList(append(Schedulers, schedulerAliases...)))}
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ func TestParseParams(t *testing.T) {
 		`{"width":64,"height":4096,"steps":1,"cfg_scale":0,"seed":-1,"count":1}`,
 		`{"width":512,"height":768,"steps":150,"cfg_scale":30,"seed":9223372036854775807,"count":8}`,
 		`{"negative_prompt":"blurry","sampling_method":"dpm++2m","scheduler":"karras"}`,
+		`{"sampling_method":"lms","scheduler":"normal"}`, // normal: an alias of discrete
 	}
 	for _, raw := range valid {
 		if _, err := ParseParams(json.RawMessage(raw)); err != nil {
@@ -40,6 +41,10 @@ func TestParseParams(t *testing.T) {
 		{`{"sampling_method":"euler a"}`, "params.sampling_method"},
 		{`{"sampling_method":"-o"}`, "params.sampling_method"},
 		{`{"scheduler":"` + strings.Repeat("k", 33) + `"}`, "params.scheduler"},
+		// Names are checked against stable-diffusion.cpp's lists: sd-server
+		// would silently ignore these, sd-cli would exit 1.
+		{`{"sampling_method":"euler_x"}`, "params.sampling_method"},
+		{`{"scheduler":"bogus"}`, "params.scheduler"},
 		{`{"max_tokens":5}`, "params.max_tokens"},
 		{`[]`, "params"},
 		{`{"width":512}{}`, "params"},

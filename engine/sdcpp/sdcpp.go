@@ -299,11 +299,16 @@ func (e *sdCLIEngine) Run(ctx context.Context, job engine.Job, progress func(eng
 
 func (e *sdCLIEngine) runCLI(ctx context.Context, dir string, req Request, progress func(engine.Progress)) error {
 	steps := newStepCounter(req.Steps, req.Count)
-	err := RunCLI(ctx, CLIRun{
+	ireq, removePrompts, err := PromptFiles(dir, sdRequest(req))
+	if err != nil {
+		return err
+	}
+	defer removePrompts()
+	err = RunCLI(ctx, CLIRun{
 		Runner: e.l.Runner,
 		Name:   e.name,
 		Binary: e.bin,
-		Args:   CLIArgs(e.o.Files, sdRequest(req), filepath.Join(dir, cliOutputName), e.o.Extra),
+		Args:   CLIArgs(e.o.Files, ireq, filepath.Join(dir, cliOutputName), e.o.Extra),
 		Env:    e.env,
 		Logger: e.l.logger().With("engine", EngineSDCLI),
 		ProgressFunc: func(step, total int) {
@@ -361,6 +366,18 @@ type sdServerEngine struct {
 	o Options
 }
 
+// WaitReady waits for sd-server to answer. An exit before that is a failed
+// load whatever its code: sd-server returns 0 without a word when it cannot
+// listen (the runner has then tried other ports already).
+func (e *sdServerEngine) WaitReady(ctx context.Context) error {
+	err := e.Process.WaitReady(ctx)
+	var ee *runner.ExitError
+	if errors.As(err, &ee) && ee.BeforeReady && ee.Code == 0 && ee.Signal == "" {
+		return fmt.Errorf("sd-server exited before it was ready (code 0: it could not listen): %w", err)
+	}
+	return err
+}
+
 // Run sends the job to POST /v1/images/generations. sd-server prints no
 // per-request progress that could be told apart, so none is published.
 func (e *sdServerEngine) Run(ctx context.Context, job engine.Job, progress func(engine.Progress)) ([]byte, error) {
@@ -376,7 +393,8 @@ func (e *sdServerEngine) Run(ctx context.Context, job engine.Job, progress func(
 	return runAndCollect(e.l.ImageDir, job.ID, req, func(dir string) error {
 		images, err := GenerateImages(ctx, e.Process, sdRequest(req))
 		var he *runner.HTTPError
-		if errors.As(err, &he) && he.StatusCode >= 400 && he.StatusCode < 500 {
+		var fe *engine.FieldError
+		if errors.As(err, &he) && he.StatusCode >= 400 && he.StatusCode < 500 || errors.As(err, &fe) {
 			return fmt.Errorf("%w by sd-server: %w", engine.ErrRejected, err)
 		}
 		if err != nil {

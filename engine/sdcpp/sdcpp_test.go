@@ -370,3 +370,35 @@ func BenchmarkSDCLIEngine_Run(b *testing.B) {
 		}
 	}
 }
+
+// A prompt longer than one argv word may be (128 KiB on Linux; 100,000
+// non-ASCII characters are 200 KB) reaches sd-cli through --prompt-file,
+// and the job's directory keeps only its images.
+func TestSDCLIEngine_LongPrompt(t *testing.T) {
+	t.Parallel()
+	l := sdLauncher(t, EngineSDCLI)
+	eng := launch(t, l)
+	run := func(prompt, id string) []byte {
+		job := diffusionJob(prompt, `{"negative_prompt":"`+strings.Repeat("ü", MaxNegativePrompt)+`"}`)
+		job.ID = id
+		res, err := eng.Run(context.Background(), job, func(engine.Progress) {})
+		if err != nil {
+			t.Fatalf("run with a %d-byte prompt: %v", len(prompt), err)
+		}
+		checkResult(t, l, job.ID, res, 1, 64, 64)
+		entries, _ := os.ReadDir(filepath.Join(l.ImageDir, job.ID))
+		if len(entries) != 1 {
+			t.Fatalf("job dir holds %d files, want only 0.png", len(entries))
+		}
+		b, err := os.ReadFile(filepath.Join(l.ImageDir, job.ID, "0.png"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	a := run(strings.Repeat("é", 100_000), "longprompta")
+	b := run(strings.Repeat("é", 99_999)+"e", "longpromptb")
+	if bytes.Equal(a, b) {
+		t.Fatal("different long prompts gave the same image: the prompt did not reach the engine")
+	}
+}

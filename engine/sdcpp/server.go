@@ -1,6 +1,7 @@
 package sdcpp
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/runner"
 )
 
@@ -102,11 +104,22 @@ type imagesAnswer struct {
 	Message string `json:"message"`
 }
 
+// MaxExtraArgsBytes caps the text VramCram puts inside sd-server's
+// <sd_cpp_extra_args> tag. sd-server extracts it with a std::regex whose
+// recursion overflows the stack at about 50 KB and kills the server; the
+// negative prompt is most of it.
+const MaxExtraArgsBytes = 32 << 10
+
 // ServerPrompt returns the prompt sent to sd-server's OpenAI route: the user's
 // text, with any tag of its own removed (it would override ours), then the
-// native parameters the route has no field for.
+// native parameters the route has no field for, as JSON without HTML
+// escapes ("<" stays one byte, not six). A tag text over MaxExtraArgsBytes
+// is a *engine.FieldError for params.negative_prompt.
 func ServerPrompt(req ImageRequest) (string, error) {
-	extra, err := json.Marshal(sdExtraArgs{
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(sdExtraArgs{
 		NegativePrompt: req.NegativePrompt,
 		Seed:           req.Seed,
 		SampleParams: sdSampleParams{
@@ -116,6 +129,11 @@ func ServerPrompt(req ImageRequest) (string, error) {
 	})
 	if err != nil {
 		return "", err
+	}
+	extra := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	if len(extra) > MaxExtraArgsBytes {
+		return "", &engine.FieldError{Field: "params.negative_prompt", Msg: fmt.Sprintf(
+			"%d bytes once encoded for sd-server, which takes at most %d (a longer <%s> crashes it)", len(extra), MaxExtraArgsBytes, sdExtraArgsTag)}
 	}
 	p := strings.NewReplacer("<"+sdExtraArgsTag+">", "", "</"+sdExtraArgsTag+">", "").Replace(req.Prompt)
 	return p + " <" + sdExtraArgsTag + ">" + string(extra) + "</" + sdExtraArgsTag + ">", nil

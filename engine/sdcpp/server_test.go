@@ -5,12 +5,16 @@ import (
 	"context"
 	"errors"
 	"image/png"
+	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/engine/enginetest"
 	"github.com/vramcram/vramcram/runner"
 )
@@ -62,6 +66,28 @@ func TestServerPrompt(t *testing.T) {
 		`{"sample_steps":4,"sample_method":"euler","guidance":{"txt_cfg":1.5}}}</sd_cpp_extra_args>`
 	if p != want {
 		t.Fatalf("prompt\n got %s\nwant %s", p, want)
+	}
+}
+
+// A negative prompt full of <, > and & reaches sd-server's tag one byte per
+// character (Go's default HTML escapes make each six, and sd-server's regex
+// over a tag text of about 50 KB kills it); a tag text over the cap is the
+// job's field error, never sent.
+func TestServerPrompt_TagPayload(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, sdServerConfig(t))
+	neg := strings.Repeat("<&>", MaxNegativePrompt/3)
+	prompt, err := ServerPrompt(ImageRequest{Prompt: "x", NegativePrompt: neg, Steps: 1})
+	if err != nil || !strings.Contains(prompt, neg) {
+		t.Fatalf("ServerPrompt: %v (negative prompt escaped?)", err)
+	}
+	if _, err := GenerateImages(context.Background(), p, ImageRequest{Prompt: "x", NegativePrompt: neg, Width: 64, Height: 64, Steps: 1, Count: 1}); err != nil {
+		t.Fatalf("GenerateImages with a 10,000-character negative prompt: %v", err)
+	}
+	_, err = ServerPrompt(ImageRequest{Prompt: "x", NegativePrompt: strings.Repeat("\x01", MaxNegativePrompt), Steps: 1})
+	var fe *engine.FieldError
+	if !errors.As(err, &fe) || fe.Field != "params.negative_prompt" {
+		t.Fatalf("control characters (6 bytes each once encoded): err %v, want a field error", err)
 	}
 }
 
@@ -187,4 +213,52 @@ func waitDone(t *testing.T, p *runner.Process, timeout time.Duration) {
 	case <-time.After(timeout):
 		t.Fatalf("engine not done after %s; tail:\n%s", timeout, strings.Join(p.Tail(), "\n"))
 	}
+}
+
+// sd-server exits 0 without a word when its port is taken. An exit before
+// ready, whatever its code, is a failed start: the port is found taken and
+// the engine respawned on another one, as for llama-server.
+func TestProcess_SDServerPortTakenExitsZero(t *testing.T) {
+	t.Parallel()
+	cfg := sdServerConfig(t)
+	base := cfg.ArgsFunc
+	var spawns atomic.Int32
+	cfg.ArgsFunc = func(port int) []string {
+		if spawns.Add(1) == 1 {
+			holdPort(t, port) // taken by something that is not an sd-server
+		}
+		return base(port)
+	}
+	p := startReady(t, cfg)
+	if spawns.Load() != 2 || p.State() != runner.StateReady {
+		t.Fatalf("spawns %d, state %s", spawns.Load(), p.State())
+	}
+	if tail := strings.Join(p.Tail(), "\n"); !strings.Contains(tail, "listening on") {
+		t.Fatalf("tail %q", tail)
+	}
+}
+
+// holdPort listens on port and closes every connection at once (a probe
+// gets no answer) until the test ends.
+func holdPort(t *testing.T, port int) {
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Errorf("hold port %d: %v", port, err)
+		return
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
 }

@@ -63,7 +63,14 @@ var errParse = errors.New("[json.exception.parse_error] parse error")
 func parseGenRequest(k kind, r *http.Request) (genRequest, error) {
 	var b requestBody
 	err := json.NewDecoder(r.Body).Decode(&b)
-	if err != nil {
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &te):
+		// Valid JSON with a field of the wrong type: llama-server's request
+		// parsing throws invalid_argument, answered 400 invalid_request_error.
+		return genRequest{}, fmt.Errorf("Field '%s': [json.exception.type_error.302] type must be %s, but is %s",
+			te.Field, jsonTypeName(te.Type.Kind().String()), te.Value)
+	case err != nil:
 		return genRequest{}, fmt.Errorf("%w: %v", errParse, err)
 	}
 	g := genRequest{kind: k, stream: b.Stream, nPredict: -1, settings: map[string]any{}}
@@ -118,6 +125,21 @@ func parseGenRequest(k kind, r *http.Request) (genRequest, error) {
 	}
 	g.prompt = strings.Join(prompts, " ")
 	return g, nil
+}
+
+// jsonTypeName names a Go kind as nlohmann::json names a JSON type.
+func jsonTypeName(kind string) string {
+	switch kind {
+	case "string":
+		return "string"
+	case "slice", "array":
+		return "array"
+	case "struct", "map":
+		return "object"
+	case "bool":
+		return "boolean"
+	}
+	return "number"
 }
 
 // messageText reads a chat message content: a string or an array of
@@ -231,10 +253,23 @@ type genResult struct {
 	predictedMS  float64
 }
 
+// outcome is how a generation ended.
+type outcome int
+
+const (
+	genDone      outcome = iota // answered in full
+	genAbandoned                // client gone or engine terminating: no answer
+	genFailed                   // --test-stream-error-after: an error instead of the rest
+)
+
+// midStreamError is the error of --test-stream-error-after, as llama-server
+// reports a generation that failed after it began (with random-weight
+// models, a chat output its parser refuses).
+const midStreamError = "The model produced output that does not match the expected Generic format"
+
 // generate produces the answer piece by piece, calling emit with each
-// releasable piece. It reports false if the request was abandoned (client
-// gone, engine terminating).
-func (s *server) generate(ctx context.Context, req genRequest, reqN int64, emit func(string) error) (genResult, bool) {
+// releasable piece.
+func (s *server) generate(ctx context.Context, req genRequest, reqN int64, emit func(string) error) (genResult, outcome) {
 	start := time.Now()
 	ps, stopType := pieces(req.prompt, req.nPredict)
 	res := genResult{evaluated: len(strings.Fields(req.prompt)), stopType: stopType}
@@ -252,9 +287,13 @@ func (s *server) generate(ctx context.Context, req genRequest, reqN int64, emit 
 		if i == crashAt {
 			crash(reqN)
 		}
+		if n := s.o.streamErrorAfter; n > 0 && i == n {
+			logf("srv    send_error: task id = %d, error: %s", reqN, midStreamError)
+			return res, genFailed
+		}
 		if s.terminating.Load() {
 			<-ctx.Done() // like llama-server after SIGTERM: no answer, ever
-			return res, false
+			return res, genAbandoned
 		}
 		if d := s.o.tokenDelay; d > 0 {
 			t := time.NewTimer(d)
@@ -266,14 +305,14 @@ func (s *server) generate(ctx context.Context, req genRequest, reqN int64, emit 
 		}
 		if ctx.Err() != nil {
 			logf("srv  stop: cancel task, client disconnected (after %d tokens)", i)
-			return res, false
+			return res, genAbandoned
 		}
 		res.predicted++
 		s.predictedTokens.Add(1)
 		out, stopped := ts.add(p)
 		if out != "" {
 			if err := emit(out); err != nil {
-				return res, false
+				return res, genAbandoned
 			}
 		}
 		if stopped {
@@ -286,12 +325,12 @@ func (s *server) generate(ctx context.Context, req genRequest, reqN int64, emit 
 	}
 	if out := ts.flush(); out != "" {
 		if err := emit(out); err != nil {
-			return res, false
+			return res, genAbandoned
 		}
 	}
 	res.content = ts.text
 	res.predictedMS = float64(time.Since(start).Microseconds()) / 1000
-	return res, true
+	return res, genDone
 }
 
 // generation serves the three generation endpoints.
@@ -316,12 +355,20 @@ func (s *server) generation(k kind) http.HandlerFunc {
 			return
 		}
 		defer func() { s.slots <- slot }()
+		// Refused before any header goes out, so streams get the 400 too.
+		if !s.checkContext(w, req.prompt) {
+			return
+		}
 		s.processing.Add(1)
 		defer s.processing.Add(-1)
 
 		out := newResponder(w, req, s.model, slot)
-		res, ok := s.generate(ctx, req, n, out.piece)
-		if !ok {
+		res, how := s.generate(ctx, req, n, out.piece)
+		switch how {
+		case genAbandoned:
+			return
+		case genFailed:
+			out.fail(http.StatusInternalServerError, "server_error", midStreamError)
 			return
 		}
 		out.final(res)
@@ -506,6 +553,25 @@ func (rp *responder) final(res genResult) {
 		v["usage"], v["timings"] = usage, timings
 		writeJSON(rp.w, http.StatusOK, v)
 	}
+}
+
+// fail ends the answer with an error: an error event ending a stream (no
+// final event, no [DONE]; Anthropic's shape is an "error" event), or the
+// error answer of a request that was not streamed.
+func (rp *responder) fail(status int, typ, msg string) {
+	e := map[string]any{"code": status, "message": msg, "type": typ}
+	if !rp.req.stream {
+		writeError(rp.w, status, typ, msg)
+		return
+	}
+	if rp.req.kind == kindAnthropic {
+		b, _ := json.Marshal(e)
+		_, _ = fmt.Fprintf(rp.w, "event: error\ndata: %s\n\n", b)
+	} else {
+		b, _ := json.Marshal(map[string]any{"error": e})
+		_, _ = fmt.Fprintf(rp.w, "data: %s\n\n", b)
+	}
+	_ = rp.rc.Flush()
 }
 
 func perToken(ms float64, n int) float64 {

@@ -24,9 +24,10 @@
 //	                           nothing any more (/health included): handlers block until the
 //	                           client goes away
 //	--test-ignore-sigterm      log SIGTERM/SIGINT and carry on
-//	--test-sigterm-waits-clients  behave like the real server on SIGTERM: stop generating,
-//	                           never answer in-flight requests, exit 0 only when their
-//	                           clients are gone; a second signal exits 1 at once
+//	--test-sigterm-exits       exit 0 at once on SIGTERM, even with requests in flight
+//	--test-stream-error-after N  end every generation after N tokens with llama-server's
+//	                           mid-stream error: an SSE error event and no final event or
+//	                           [DONE] when streamed, 500 server_error when not
 //	--test-fork-grandchild     start a copy of itself that sleeps (ignoring SIGTERM) in the
 //	                           same process group; logs "test: forked grandchild pid N"
 //	--test-exit-after D        exit 3 after D
@@ -34,7 +35,20 @@
 //	                           this process group and wait until it prints that it holds
 //	                           N MiB of GPU memory (scripts/gpu-hold.py; GPU checks only)
 //
-// By default SIGTERM or SIGINT makes it log a line and exit 0 at once.
+// SIGTERM or SIGINT behaves as in the real server: when idle it exits 0 at
+// once; with requests in flight generation stops, the listener closes, those
+// requests never get an answer, and the process exits 0 only once their
+// clients have gone; a second signal exits 1 at once.
+//
+// Connections: idle keep-alive connections are closed after 5 s, a
+// connection is closed after its 100th request, and every error answer
+// (status 400 or more) says "Connection: close" and closes it (cpp-httplib's
+// defaults in llama-server).
+//
+// Limits (limits.go): a prompt that does not fit its slot's context
+// (-c divided by --parallel, padded as llama.cpp does) gets 400
+// exceed_context_size_error, streamed or not. A field of the wrong type is
+// 400 invalid_request_error; a body that is not JSON, 500.
 //
 // # The generation rule
 //
@@ -63,7 +77,11 @@
 // /lora-adapters) are in routes_tools.go.
 //
 // Embeddings (with --embeddings) are 16 floats derived from an FNV hash of
-// the input, L2-normalised: the same input gives the same vector.
+// the input, L2-normalised: the same input gives the same vector. As in the
+// real server, the OpenAI route /v1/embeddings refuses a model whose pooling
+// is none (400 "Pooling type 'none' is not OAI compatible"): the pooling is
+// --pooling, else the GGUF's own (a stand-in model file has none); an input
+// of more tokens than the physical batch (-ub, default 512) gets 500.
 //
 // Run as sd, sd-cli or sd-server (by name or --test-role), it plays
 // stable-diffusion.cpp's programs instead; see sd.go.
@@ -79,6 +97,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -97,23 +116,30 @@ type options struct {
 	embeddings bool
 	reranking  bool
 	metrics    bool
+	pooling    string // --pooling; "" = the model's own (none for stand-in files)
+	// kvUnified: one KV cache shared by all slots (llama-server's default
+	// when --parallel is left out), so each slot may use the whole context.
+	kvUnified   bool
+	parallelSet bool // --parallel given explicitly (not auto)
+	ubatch      int  // -ub/--ubatch-size: the physical batch (default 512)
 
-	loadDelay           time.Duration
-	failLoad            bool
-	tokenDelay          time.Duration
-	crashAfter          int
-	hangAfter           int
-	ignoreSigterm       bool
-	sigtermWaitsClients bool
-	forkGrandchild      bool
-	exitAfter           time.Duration
-	grandchild          bool   // hidden: be the grandchild
-	gpuMB               int    // hold this much GPU memory through gpuHelper
-	gpuHelper           string // script that holds N MiB (scripts/gpu-hold.py)
+	loadDelay        time.Duration
+	failLoad         bool
+	tokenDelay       time.Duration
+	crashAfter       int
+	hangAfter        int
+	ignoreSigterm    bool
+	forkGrandchild   bool
+	exitAfter        time.Duration
+	streamErrorAfter int    // --test-stream-error-after: end each generation with an error event after N tokens
+	sigtermExits     bool   // --test-sigterm-exits: exit at once on SIGTERM even with requests in flight
+	grandchild       bool   // hidden: be the grandchild
+	gpuMB            int    // hold this much GPU memory through gpuHelper
+	gpuHelper        string // script that holds N MiB (scripts/gpu-hold.py)
 }
 
 func defaultOptions() options {
-	return options{host: "127.0.0.1", port: 8080, parallel: 4, gpuLayers: "auto"}
+	return options{host: "127.0.0.1", port: 8080, parallel: 4, gpuLayers: "auto", ubatch: 512}
 }
 
 // parseArgs reads llama-server style flags, tolerating unknown ones.
@@ -169,6 +195,7 @@ func parseArgs(args []string) (options, error) {
 				if o.parallel < 0 {
 					o.parallel = 4 // -1 = auto
 				}
+				o.parallelSet = o.parallel > 0 && v != "-1"
 			}
 		case "--embedding", "--embeddings":
 			o.embeddings = true
@@ -176,6 +203,27 @@ func parseArgs(args []string) (options, error) {
 			o.embeddings, o.reranking = true, true
 		case "--metrics":
 			o.metrics = true
+		case "--pooling":
+			if v, err = value(); err == nil {
+				o.pooling = v
+				if !slices.Contains([]string{"none", "mean", "cls", "last", "rank"}, v) {
+					err = fmt.Errorf("invalid value for --pooling: %s", v)
+				}
+			}
+		case "-ub", "--ubatch-size":
+			if v, err = value(); err == nil {
+				o.ubatch, err = strconv.Atoi(v)
+			}
+		case "-kvu", "--kv-unified":
+			o.kvUnified = true
+		case "-no-kvu", "--no-kv-unified":
+			o.kvUnified = false
+		case "--test-stream-error-after":
+			if v, err = value(); err == nil {
+				o.streamErrorAfter, err = strconv.Atoi(v)
+			}
+		case "--test-sigterm-exits":
+			o.sigtermExits = true
 		case "--test-load-delay":
 			if v, err = value(); err == nil {
 				o.loadDelay, err = time.ParseDuration(v)
@@ -197,7 +245,7 @@ func parseArgs(args []string) (options, error) {
 		case "--test-ignore-sigterm":
 			o.ignoreSigterm = true
 		case "--test-sigterm-waits-clients":
-			o.sigtermWaitsClients = true
+			// The default now; kept so that old argv still parse.
 		case "--test-fork-grandchild":
 			o.forkGrandchild = true
 		case "--test-exit-after":
@@ -282,9 +330,10 @@ func run(o options) int {
 	logf("srv    load_model: loading model '%s'", o.model)
 
 	s := newServer(o)
-	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout: keepAliveTimeout, ConnContext: connContext}
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !s.terminating.Load() {
 			logf("srv  main: HTTP server error: %v", err)
 			os.Exit(1)
 		}
@@ -341,18 +390,23 @@ func run(o options) int {
 		case s.terminating.Load():
 			logf("Received second interrupt, terminating immediately.")
 			return 1
-		case o.sigtermWaitsClients:
+		case o.sigtermExits:
+			logf("srv    operator(): operator(): cleaning up before exit... (%v)", sig)
+			shutdown(srv)
+			return 0
+		default:
+			// llama-server: generation stops, the listener closes at once,
+			// in-flight requests never get an answer, and the process
+			// exits only once their clients have gone.
 			logf("srv    operator(): operator(): cleaning up before exit...")
 			s.terminating.Store(true)
+			_ = ln.Close()
+			srv.SetKeepAlivesEnabled(false) // closes idle connections too
 			go func() {
 				s.inflight.Wait() // requests return only when their clients go away
 				shutdown(srv)
 				os.Exit(0)
 			}()
-		default:
-			logf("srv    operator(): operator(): cleaning up before exit... (%v)", sig)
-			shutdown(srv)
-			return 0
 		}
 	}
 	return 0

@@ -19,7 +19,7 @@ func TestParseArgs(t *testing.T) {
 	}
 	want := options{
 		model: "/m/a.gguf", host: "0.0.0.0", port: 9000, ctxSize: 4096, gpuLayers: "99", parallel: 3,
-		embeddings: true, metrics: true,
+		parallelSet: true, ubatch: 512, embeddings: true, metrics: true,
 		loadDelay: 150 * time.Millisecond, failLoad: true, tokenDelay: 5 * time.Millisecond,
 		crashAfter: 2, hangAfter: 3, ignoreSigterm: true, forkGrandchild: true, exitAfter: time.Second,
 	}

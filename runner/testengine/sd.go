@@ -9,9 +9,18 @@ package main
 //     naming: out_0.png, out_1.png, …), then exits 0. Bad input exits 1
 //     within milliseconds with the real messages ("file X not found",
 //     "unknown format X", "get sd version from file failed",
-//     "new_sd_ctx_t failed", "error: unknown argument: X").
-//   - sd-server: loads first, then listens on --listen-ip/--listen-port
-//     (default 127.0.0.1:1234); GET /v1/models, POST
+//     "new_sd_ctx_t failed", "error: unknown argument: X"). An argument
+//     error is one "[ERROR]" line on stderr followed, as in the real
+//     program, by a usage text of some 250 lines on stdout. -p may be left
+//     out (an empty prompt); --prompt-file and --negative-prompt-file read
+//     them from files; -m may name a diffusers directory. Sampler and
+//     scheduler names are checked against stable-diffusion.cpp's lists
+//     ("normal" is an alias of discrete).
+//   - sd-server: loads first, logs "listening on", then listens on
+//     --listen-ip/--listen-port (default 127.0.0.1:1234); when the port is
+//     taken it exits 0 without a word, as the real one does. A
+//     <sd_cpp_extra_args> text of 50,000 bytes or more kills it with
+//     SIGSEGV (the real std::regex overflows its stack). GET /v1/models, POST
 //     /v1/images/generations (OpenAI shape, b64_json, native parameters in
 //     <sd_cpp_extra_args>{…}</sd_cpp_extra_args> inside the prompt),
 //     one generation at a time. It installs no SIGTERM handler, so SIGTERM
@@ -46,6 +55,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -83,9 +93,10 @@ func sdRole(args []string) string {
 func runSD(role string, args []string) int {
 	o, err := parseSDArgs(args)
 	if err != nil {
+		// The real programs: the error line on stderr, then the whole usage
+		// (some 250 lines) on stdout, exit 1.
 		sdLog("ERROR", "common.cpp", 325, "%v", err)
-		fmt.Println("Usage: " + role + " [options]")
-		fmt.Println("  -m, --model <string>   path to full model")
+		printUsage(role)
 		return 1
 	}
 	if o.ignoreSigterm {
@@ -242,7 +253,7 @@ func (o *sdOptions) setFlag(name string, value func() (string, error)) error {
 		if err := str(&o.samplingMethod); err != nil {
 			return err
 		}
-		if !validSDName(o.samplingMethod) {
+		if !slices.Contains(sdSampleMethods, o.samplingMethod) {
 			return fmt.Errorf("error: invalid sample method %s", o.samplingMethod)
 		}
 		return nil
@@ -250,10 +261,14 @@ func (o *sdOptions) setFlag(name string, value func() (string, error)) error {
 		if err := str(&o.scheduler); err != nil {
 			return err
 		}
-		if !validSDName(o.scheduler) {
+		if o.scheduler != "normal" && !slices.Contains(sdSchedulers, o.scheduler) { // "normal" is discrete
 			return fmt.Errorf("error: invalid scheduler %s", o.scheduler)
 		}
 		return nil
+	case "--prompt-file":
+		return readFileFlag(value, &o.prompt, "prompt")
+	case "--negative-prompt-file":
+		return readFileFlag(value, &o.negative, "negative prompt")
 	case "--test-role":
 		var role string
 		return str(&role)
@@ -295,19 +310,43 @@ func bad(name string, err error) error {
 	return fmt.Errorf("error: invalid parameter for argument: %s", name)
 }
 
-// validSDName accepts names of the shape of the real samplers and
-// schedulers (euler_a, dpm++2m, karras, …); "bogus" stands for a wrong one.
-func validSDName(s string) bool {
-	if s == "" || s == "bogus" {
-		return false
+// sdSampleMethods and sdSchedulers are stable-diffusion.cpp's names
+// (sample_method_to_str and scheduler_to_str in src/stable-diffusion.cpp);
+// str_to_scheduler also takes "normal" for discrete.
+var (
+	sdSampleMethods = []string{"euler", "euler_a", "heun", "dpm2", "dpm++2s_a", "dpm++2m", "dpm++2mv2", "ipndm",
+		"ipndm_v", "lcm", "ddim_trailing", "tcd", "res_multistep", "res_2s", "er_sde", "euler_cfg_pp",
+		"euler_a_cfg_pp", "euler_ge", "dpm++2m_sde", "dpm++2m_sde_bt", "lms"}
+	sdSchedulers = []string{"discrete", "karras", "exponential", "ays", "gits", "sgm_uniform", "simple",
+		"smoothstep", "kl_optimal", "lcm", "bong_tangent", "ltx2", "logit_normal", "flux2", "flux", "beta"}
+)
+
+// readFileFlag reads a --prompt-file or --negative-prompt-file argument.
+func readFileFlag(value func() (string, error), dst *string, what string) error {
+	path, err := value()
+	if err != nil {
+		return err
 	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.ContainsRune("_+-.", c)) {
-			return false
-		}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("error: failed to read %s file '%s'", what, path)
 	}
-	return true
+	*dst = string(b)
+	return nil
 }
+
+// printUsage prints a usage text as long as the real one (its option
+// lines), to stdout.
+func printUsage(role string) {
+	fmt.Println("stable-diffusion.cpp version testengine")
+	fmt.Printf("Usage: %s [options]\n\nCLI Options:\n", role)
+	for i := range usageLines {
+		fmt.Printf("  --option-%03d <string>   stand-in usage line %d of the real program's option list\n", i, i)
+	}
+}
+
+// usageLines is how many option lines the real sd-cli prints.
+const usageLines = 250
 
 // sdLog prints one line in stable-diffusion.cpp's log format:
 // "[INFO ] file.cpp:123  - message". Errors go to stderr, the rest to stdout.
@@ -341,6 +380,9 @@ func loadModel(o sdOptions) error {
 		switch {
 		case err != nil:
 			sdLog("WARN", "model_loader.cpp", 254, "file %s not found", f[1])
+		case fi.IsDir() && f[0] == "-m" && !o.failLoad:
+			sdLog("INFO", "model_loader.cpp", 233, "load %s using diffusers format", f[1])
+			continue
 		case fi.IsDir() || o.failLoad:
 			sdLog("WARN", "model_loader.cpp", 252, "unknown format %s", f[1])
 		default:

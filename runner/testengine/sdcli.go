@@ -11,10 +11,6 @@ import (
 // runSDCLI plays sd-cli: load, sample each image, write the files.
 func runSDCLI(o sdOptions) int {
 	sdLog("INFO", "main.cpp", 672, "stable-diffusion.cpp version testengine")
-	if o.prompt == "" {
-		sdLog("ERROR", "common.cpp", 2360, "error: the following arguments are required: prompt")
-		return 1
-	}
 	if o.batch <= 0 {
 		sdLog("ERROR", "common.cpp", 2369, "error: batch_count must be greater than 0")
 		return 1

@@ -9,10 +9,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -24,13 +27,14 @@ func runSDServer(o sdOptions) int {
 		sdLog("ERROR", "main.cpp", 92, "new_sd_ctx_t failed")
 		return 1
 	}
+	// The real order: the model is loaded, "listening on" is logged, then
+	// it listens; when that fails (port taken) it returns 0 without a word.
+	sdLog("INFO", "main.cpp", 148, "listening on: http://%s:%d", o.listenIP, o.listenPort)
 	addr := net.JoinHostPort(o.listenIP, strconv.Itoa(o.listenPort))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		sdLog("ERROR", "main.cpp", 160, "failed to listen on %s: %v", addr, err)
-		return 1
+		return 0
 	}
-	sdLog("INFO", "main.cpp", 158, "listening on: http://%s:%d", o.listenIP, ln.Addr().(*net.TCPAddr).Port)
 	s := &sdServer{o: o}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -98,6 +102,9 @@ func (s *sdServer) parse(body []byte) (sdGenRequest, int, error) {
 	if m := extraArgsRE.FindStringSubmatch(b.Prompt); m != nil {
 		extra = m[1]
 	}
+	if len(extra) >= regexStackLimit {
+		regexCrash(len(extra))
+	}
 	req.prompt = strings.TrimSpace(extraArgsRE.ReplaceAllString(b.Prompt, ""))
 	if extra != "" {
 		var x struct {
@@ -160,4 +167,17 @@ func (s *sdServer) generations(w http.ResponseWriter, r *http.Request) {
 		data = append(data, map[string]any{"b64_json": base64.StdEncoding.EncodeToString(buf.Bytes())})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"created": time.Now().Unix(), "data": data, "output_format": "png"})
+}
+
+// regexStackLimit is about where the real sd-server's std::regex over the
+// <sd_cpp_extra_args> text (routes_openai.cpp) overflows the stack of its
+// request thread and the process dies of SIGSEGV.
+const regexStackLimit = 50_000
+
+// regexCrash dies as the real server does on a tag text that long.
+func regexCrash(n int) {
+	logf("test: %d bytes of sd_cpp_extra_args overflow std::regex's recursion: SIGSEGV", n)
+	signal.Reset(syscall.SIGSEGV)
+	_ = syscall.Kill(os.Getpid(), syscall.SIGSEGV)
+	select {}
 }

@@ -16,10 +16,11 @@ import (
 
 // server is the HTTP side: readiness gate, slots, the endpoints.
 type server struct {
-	o     options
-	model string // name reported in answers
-	mux   *http.ServeMux
-	slots chan int // free slot IDs; a request holds one while it generates
+	o       options
+	model   string // name reported in answers
+	pooling string // modelPooling: none, mean, cls, last or rank
+	mux     *http.ServeMux
+	slots   chan int // free slot IDs; a request holds one while it generates
 
 	ready       atomic.Bool  // model "loaded"
 	hung        atomic.Bool  // --test-hang-after reached
@@ -33,7 +34,7 @@ type server struct {
 }
 
 func newServer(o options) *server {
-	s := &server{o: o, mux: http.NewServeMux(), slots: make(chan int, o.parallel)}
+	s := &server{o: o, mux: http.NewServeMux(), slots: make(chan int, o.parallel), pooling: modelPooling(o)}
 	for i := range o.parallel {
 		s.slots <- i
 	}
@@ -73,6 +74,8 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done() // never answer; return when the client gives up
 		return
 	}
+	keepAlive(w, r)
+	w = &closeOnError{ResponseWriter: w}
 	if !s.ready.Load() {
 		writeError(w, http.StatusServiceUnavailable, "unavailable_error", "Loading model")
 		return
@@ -83,6 +86,22 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		logf("srv  log_server_r: done request: %s %s %s %d", r.Method, r.URL.Path, r.RemoteAddr, rec.status)
 	}
 }
+
+// closeOnError closes the connection after an error answer, as
+// cpp-httplib does ("Don't leave connections open after errors").
+type closeOnError struct {
+	http.ResponseWriter
+}
+
+func (c *closeOnError) WriteHeader(code int) {
+	if code >= 400 {
+		c.Header().Del("Keep-Alive")
+		c.Header().Set("Connection", "close")
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *closeOnError) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 type statusRecorder struct {
 	http.ResponseWriter
@@ -171,21 +190,8 @@ func (s *server) embeddings(w http.ResponseWriter, r *http.Request) {
 			"This server does not support embeddings. Start it with `--embeddings`")
 		return
 	}
-	var body struct {
-		Input   json.RawMessage `json:"input"`
-		Content json.RawMessage `json:"content"`
-	}
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
-		return
-	}
-	raw := body.Input
-	if raw == nil {
-		raw = body.Content
-	}
-	inputs, ok := stringOrList(raw)
-	if !ok || len(inputs) == 0 {
-		writeError(w, http.StatusBadRequest, "invalid_request_error", "\"input\" must be provided")
+	inputs, ok := s.embeddingInputs(w, r)
+	if !ok {
 		return
 	}
 	slot, ok := s.acquireSlot(r.Context())
