@@ -15,10 +15,9 @@ func guardAPIConfig(ac *api.Config, cfg *Config) {
 	ac.BodyIdleTimeout = seconds(s.BodyIdleTimeoutSeconds)
 	ac.MaxInflightBodyBytes = int64(s.MaxInflightBodyMB) << 20
 	ac.MaxEventClients = s.MaxEventClients
-	ac.ArgvPromptModels = map[string]bool{}
-	for _, m := range cfg.Models.Diffusion {
-		ac.ArgvPromptModels[m.Name] = m.Config.Engine == "sd-cli"
-	}
+	// No engine takes prompts as one argv element any more: sd-cli gets long
+	// prompts through --prompt-file (engine/sdcpp), so ArgvPromptModels
+	// stays empty and only server.max_prompt_chars bounds them.
 }
 
 // newAPIServer is the HTTP server of the API. Bodies have their own idle
