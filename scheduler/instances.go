@@ -107,6 +107,7 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 	for k := range cands {
 		c := &cands[k]
 		c.Full = st.models[c.Model].backlogFull(prior)
+		c.Demand = st.models[c.Model].demand.now(now)
 		h := heads(c.Model)
 		if h.ok {
 			c.HasHead, c.Priority, c.Since = true, h.priority, h.since

@@ -26,8 +26,6 @@ const (
 	scopeIdleNoWork evictScope = iota
 	// scopeAny: any unpinned instance; busy ones are drained, not killed.
 	scopeAny
-	// scopeNone: nothing; the load waits for free memory.
-	scopeNone
 )
 
 // evictRule is what a load may displace and in which order.
@@ -39,6 +37,9 @@ type evictRule struct {
 	// goes first. A busy victim is drained, which costs a wait of at most
 	// its jobs in flight.
 	byDemand bool
+	// capped admits only victims whose demand is at most maxDemand.
+	capped    bool
+	maxDemand float64
 }
 
 // rank orders victims by class: the lower, the sooner evicted.
@@ -67,10 +68,13 @@ func chooseVictims(cands []victim, needMB int, rule evictRule) ([]victim, bool) 
 	}
 	var pool []victim
 	for _, v := range cands {
-		if v.Pinned || rule.scope == scopeNone {
+		if v.Pinned {
 			continue
 		}
 		if rule.scope == scopeIdleNoWork && (v.Busy || v.Queued > 0) {
+			continue
+		}
+		if rule.capped && v.Demand > rule.maxDemand {
 			continue
 		}
 		pool = append(pool, v)
@@ -119,6 +123,7 @@ type candidate struct {
 	Since    time.Time // when its oldest waiting job arrived
 	HasHead  bool      // false for a preload wish without jobs
 	Full     bool      // its backlog alone keeps its slots busy for a load time
+	Demand   float64   // its recent arrivals (see demand)
 }
 
 // orderCandidates sorts by priority (higher first), then arrival; preload
@@ -148,11 +153,13 @@ func orderCandidates(cs []candidate) {
 const dueLead = 200 * time.Millisecond
 
 // ruleFor says how far a load for c may go to make room under policy p.
-// Fifo displaces anything for the oldest job. Batch displaces nothing
-// until c's oldest job has waited maxWait (less dueLead); then anything,
-// least needed first (see evictRule.rank). Before that, only a backlog
-// that alone is worth a load (c.Full) displaces idle instances with
-// nothing queued.
+// Fifo displaces anything for the oldest job. Batch displaces anything,
+// least needed first (see evictRule.rank), once c's oldest job has waited
+// maxWait (less dueLead). Before that it displaces only idle instances
+// with nothing queued, and of those only ones whose model is in no more
+// demand than c's, unless c's backlog alone is worth a load (c.Full): a
+// model in steady use is not swapped out for a lone job, which waits and
+// gathers company until max_wait.
 func ruleFor(p Policy, c candidate, now time.Time, maxWait time.Duration) evictRule {
 	switch {
 	case !c.HasHead:
@@ -164,7 +171,7 @@ func ruleFor(p Policy, c candidate, now time.Time, maxWait time.Duration) evictR
 	case c.Full:
 		return evictRule{scope: scopeIdleNoWork, byDemand: true}
 	}
-	return evictRule{scope: scopeNone}
+	return evictRule{scope: scopeIdleNoWork, byDemand: true, capped: true, maxDemand: c.Demand}
 }
 
 // backoff is the wait after n consecutive failures: 1s, 2s, 4s … 60s.

@@ -73,9 +73,13 @@ func TestChooseVictims(t *testing.T) {
 			{ID: 1, ReservedMB: 4000, LastUsed: at(10), Busy: true, Queued: 1},
 			{ID: 2, ReservedMB: 4000, LastUsed: at(20), Queued: 1, Demand: 8},
 		}, 4000, batchAny, []int{2}, true},
-		{"scope none takes nothing", []victim{
-			{ID: 1, ReservedMB: 8000, LastUsed: at(10)},
-		}, 4000, evictRule{scope: scopeNone}, nil, false},
+		{"batch before max_wait: only models in no more demand", []victim{
+			{ID: 1, ReservedMB: 4000, LastUsed: at(10), Demand: 3},
+			{ID: 2, ReservedMB: 4000, LastUsed: at(20), Demand: 2},
+		}, 4000, evictRule{scope: scopeIdleNoWork, byDemand: true, capped: true, maxDemand: 2}, []int{2}, true},
+		{"batch before max_wait: a model in more demand stays", []victim{
+			{ID: 1, ReservedMB: 8000, LastUsed: at(10), Demand: 3},
+		}, 4000, evictRule{scope: scopeIdleNoWork, byDemand: true, capped: true, maxDemand: 2}, nil, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -117,8 +121,8 @@ func TestOrderCandidates(t *testing.T) {
 
 func TestRuleFor(t *testing.T) {
 	now := time.Unix(100, 0)
-	fresh := candidate{HasHead: true, Since: now.Add(-time.Second)}
-	full := candidate{HasHead: true, Since: now.Add(-time.Second), Full: true}
+	fresh := candidate{HasHead: true, Since: now.Add(-time.Second), Demand: 2}
+	full := candidate{HasHead: true, Since: now.Add(-time.Second), Full: true, Demand: 2}
 	due := candidate{HasHead: true, Since: now.Add(-30*time.Second + dueLead)}
 	stale := candidate{HasHead: true, Since: now.Add(-time.Minute)}
 	tests := []struct {
@@ -127,7 +131,7 @@ func TestRuleFor(t *testing.T) {
 		want evictRule
 	}{
 		{PolicyFIFO, fresh, evictRule{scope: scopeAny}},
-		{PolicyBatch, fresh, evictRule{scope: scopeNone}},
+		{PolicyBatch, fresh, evictRule{scope: scopeIdleNoWork, byDemand: true, capped: true, maxDemand: 2}},
 		{PolicyBatch, full, evictRule{scope: scopeIdleNoWork, byDemand: true}},
 		{PolicyBatch, due, evictRule{scope: scopeAny, byDemand: true}},
 		{PolicyBatch, stale, evictRule{scope: scopeAny, byDemand: true}},

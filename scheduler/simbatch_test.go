@@ -39,14 +39,17 @@ func TestSim_BatchDrainServesBacklog(t *testing.T) {
 	}
 }
 
-// Under batch, a lone job for a model not loaded does not displace the
-// loaded model, idle or not, before max_wait: a's steady jobs keep it
-// loaded and b swaps in once.
+// Under batch, a lone job for a model not loaded does not displace a
+// model in steadier use before max_wait, even while that one is idle: a's
+// jobs keep it loaded and b swaps in once.
 func TestSim_BatchSwapsAtMaxWait(t *testing.T) {
-	arrivals := []simArrival{{model: "a", duration: 100 * time.Millisecond}}
-	arrivals = append(arrivals, simArrival{at: 3 * time.Second, model: "b", duration: 100 * time.Millisecond})
+	var arrivals []simArrival
+	for k := range 10 {
+		arrivals = append(arrivals, simArrival{at: time.Duration(k) * 500 * time.Millisecond, model: "a", duration: 100 * time.Millisecond})
+	}
+	arrivals = append(arrivals, simArrival{at: 5200 * time.Millisecond, model: "b", duration: 100 * time.Millisecond})
 	for k := range 6 {
-		arrivals = append(arrivals, simArrival{at: time.Duration(4+k) * time.Second, model: "a", duration: 100 * time.Millisecond})
+		arrivals = append(arrivals, simArrival{at: time.Duration(6+k) * time.Second, model: "a", duration: 100 * time.Millisecond})
 	}
 	x := runBatch(t, 10*time.Second, arrivals)
 	if x.loads != 2 {
