@@ -206,11 +206,11 @@ type room struct {
 // lacks beyond memory already being released; it prefers an option that
 // only has to wait, then the fewest victims, then the least memory
 // evicted. ok is false when no option can be made to fit in scope.
-func (s *Scheduler) makeRoom(m *modelState, opts [][]Placement, scope evictScope) (room, bool) {
+func (s *Scheduler) makeRoom(m *modelState, opts [][]Placement, rule evictRule) (room, bool) {
 	var best room
 	bestCost := [2]int{-1, -1}
 	for _, opt := range opts {
-		r, ok := s.roomOn(m, opt, scope)
+		r, ok := s.roomOn(m, opt, rule)
 		if !ok {
 			continue
 		}
@@ -231,7 +231,7 @@ func (s *Scheduler) makeRoom(m *modelState, opts [][]Placement, scope evictScope
 
 // roomOn plans victims for one option. A victim chosen for one device frees
 // its share on the option's other devices too.
-func (s *Scheduler) roomOn(m *modelState, opt []Placement, scope evictScope) (room, bool) {
+func (s *Scheduler) roomOn(m *modelState, opt []Placement, rule evictRule) (room, bool) {
 	r := room{place: opt, wait: true}
 	chosen := map[int]bool{}
 	for _, p := range opt {
@@ -250,7 +250,7 @@ func (s *Scheduler) roomOn(m *modelState, opt []Placement, scope evictScope) (ro
 				cands = append(cands, v)
 			}
 		}
-		vs, ok := chooseVictims(cands, lack, scope)
+		vs, ok := chooseVictims(cands, lack, rule)
 		if !ok {
 			return room{}, false
 		}

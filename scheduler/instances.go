@@ -27,25 +27,14 @@ func (s *Scheduler) plan(ctx context.Context) {
 			if st.closing || engineGone(i) {
 				continue // a dead engine's exit event is on its way
 			}
-			for i.inflight < m.Slots && m.waiting() > 0 {
-				if len(m.waiters) == 0 || m.queued == 0 {
-					s.dispatchOrGrant(ctx, i, m)
-					continue
-				}
-				if s.waiterFirst(m.waiters[s.bestWaiter(m)], heads(m.Name)) {
-					s.grant(i, m)
-					continue
-				}
-				// The queue's head goes first. The next head is only known
-				// once this claim is done (jobStarted plans again), so hand
-				// out one slot and compare afresh then.
-				s.dispatch(ctx, i)
-				break
-			}
+			s.serve(ctx, i, heads)
 			if ttl := i.ttl(); ttl > 0 && i.inflight == 0 && m.waiting() == 0 && now.Sub(i.lastUsed) >= ttl {
 				s.stopInstance(i, "idle for ttl")
 			}
 		case InstDraining:
+			if i.drainLeft > 0 && !st.closing && !engineGone(i) {
+				s.serve(ctx, i, heads)
+			}
 			if i.inflight == 0 {
 				s.stopInstance(i, i.stopReason)
 			}
@@ -67,6 +56,30 @@ func (s *Scheduler) plan(ctx context.Context) {
 		}
 	}
 	s.planLoads(ctx, now)
+}
+
+// serve hands i's free slots to its model's queued jobs and waiters; a
+// draining instance serves only its drainLeft.
+func (s *Scheduler) serve(ctx context.Context, i *instance, heads func(string) headInfo) {
+	m := i.model
+	for i.inflight < m.Slots && m.waiting() > 0 && (i.state == InstReady || i.drainLeft > 0) {
+		if i.state == InstDraining {
+			i.drainLeft--
+		}
+		if len(m.waiters) == 0 || m.queued == 0 {
+			s.dispatchOrGrant(ctx, i, m)
+			continue
+		}
+		if s.waiterFirst(m.waiters[s.bestWaiter(m)], heads(m.Name)) {
+			s.grant(i, m)
+			continue
+		}
+		// The queue's head goes first. The next head is only known
+		// once this claim is done (jobStarted plans again), so hand
+		// out one slot and compare afresh then.
+		s.dispatch(ctx, i)
+		break
+	}
 }
 
 // planLoads starts the loads that the policy allows, evicting or draining
@@ -91,8 +104,11 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 	}
 	heads := s.headsFunc()
 	cands = slices.DeleteFunc(cands, func(c candidate) bool { return s.deferLoad(st.models[c.Model], heads(c.Model)) })
+	prior := st.meanFigures()
 	for k := range cands {
 		c := &cands[k]
+		c.Full = st.models[c.Model].backlogFull(prior)
+		c.Demand = st.models[c.Model].demand.now(now)
 		h := heads(c.Model)
 		if h.ok {
 			c.HasHead, c.Priority, c.Since = true, h.priority, h.since
@@ -113,14 +129,14 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 		}
 		if !c.HasHead {
 			// A load wish displaces only idle instances with nothing queued.
-			if r, ok := s.makeRoom(m, opts, scopeIdleNoWork); ok && !r.wait {
+			if r, ok := s.makeRoom(m, opts, evictRule{scope: scopeIdleNoWork}); ok && !r.wait {
 				for _, v := range r.victims {
 					s.evict(v, m.Name)
 				}
 			}
 			continue
 		}
-		r, ok := s.makeRoom(m, opts, scopeFor(s.cfg.Policy, c, now, s.cfg.MaxWait))
+		r, ok := s.makeRoom(m, opts, ruleFor(s.cfg.Policy, c, now, s.cfg.MaxWait))
 		if ok && r.wait {
 			return // memory is already on its way back; wait for it
 		}
@@ -149,7 +165,7 @@ func (s *Scheduler) victimsOn(m *modelState, d int) []victim {
 		}
 		out = append(out, victim{
 			ID: i.id, Model: i.model.Name, ReservedMB: i.shareOn(d), LastUsed: i.lastUsed,
-			Busy: i.inflight > 0, Queued: i.model.waiting(), Pinned: i.model.Pinned,
+			Busy: i.inflight > 0, Queued: i.model.waiting(), Pinned: i.model.Pinned, Demand: i.model.demand.now(s.now()),
 		})
 	}
 	return out
@@ -167,6 +183,9 @@ func (s *Scheduler) evict(v victim, forModel string) {
 	if v.Busy {
 		i.state = InstDraining
 		i.stopReason = reason
+		if s.cfg.Policy == PolicyBatch {
+			i.drainLeft = v.Queued // a batch serves what it had queued
+		}
 		return
 	}
 	s.stopInstance(i, reason)

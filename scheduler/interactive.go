@@ -152,6 +152,7 @@ func (s *Scheduler) enqueueWaiter(w *waiter) error {
 	m := st.models[w.model]
 	st.waiterSeq++
 	w.seq, w.since = st.waiterSeq, s.now()
+	m.demand.add(w.since)
 	k := len(m.waiters)
 	for k > 0 && m.waiters[k-1].priority < w.priority {
 		k--

@@ -116,6 +116,7 @@ func (s *Scheduler) handleReq(r any) {
 	case queuedReq:
 		if m := st.models[r.model]; m != nil {
 			m.queued++
+			m.demand.add(s.now())
 		}
 	case acquireReq:
 		r.reply <- s.enqueueWaiter(r.w)

@@ -15,6 +15,7 @@ type victim struct {
 	Busy       bool // jobs in flight: may only be drained
 	Queued     int  // jobs waiting for its model
 	Pinned     bool
+	Demand     float64 // its model's recent arrivals (see demand)
 }
 
 // evictScope says which instances a load may displace.
@@ -27,12 +28,41 @@ const (
 	scopeAny
 )
 
+// evictRule is what a load may displace and in which order.
+type evictRule struct {
+	scope evictScope
+	// byDemand (policy batch) puts every instance with nothing queued,
+	// busy or not, first, and within a class the least demand first,
+	// before least recently used: what is least likely to be needed soon
+	// goes first. A busy victim is drained, which costs a wait of at most
+	// its jobs in flight.
+	byDemand bool
+	// capped admits only victims whose demand is at most maxDemand.
+	capped    bool
+	maxDemand float64
+}
+
+// rank orders victims by class: the lower, the sooner evicted.
+func (r evictRule) rank(v victim) int {
+	switch {
+	case r.byDemand && v.Queued == 0:
+		return 0
+	case v.Busy:
+		return 2
+	case v.Queued > 0:
+		return 1
+	}
+	return 0
+}
+
 // chooseVictims picks instances to free at least needMB, or reports false when
 // even all eligible instances are not enough. Preference: idle with no queued
-// work, then idle with queued work, then busy; within each, least recently used
-// first. After the greedy pass, victims that turn out unnecessary are dropped,
-// most recently used first, so the set is small.
-func chooseVictims(cands []victim, needMB int, scope evictScope) ([]victim, bool) {
+// work, then idle with queued work, then busy (under byDemand: nothing
+// queued, then idle with queued work, then busy); within each, least demand
+// first under byDemand, then least recently used. After the greedy pass,
+// victims that turn out unnecessary are dropped, latest choices first, so
+// the set is small.
+func chooseVictims(cands []victim, needMB int, rule evictRule) ([]victim, bool) {
 	if needMB <= 0 {
 		return nil, true
 	}
@@ -41,29 +71,26 @@ func chooseVictims(cands []victim, needMB int, scope evictScope) ([]victim, bool
 		if v.Pinned {
 			continue
 		}
-		if scope == scopeIdleNoWork && (v.Busy || v.Queued > 0) {
+		if rule.scope == scopeIdleNoWork && (v.Busy || v.Queued > 0) {
+			continue
+		}
+		if rule.capped && v.Demand > rule.maxDemand {
 			continue
 		}
 		pool = append(pool, v)
 	}
-	rank := func(v victim) int {
-		switch {
-		case v.Busy:
-			return 2
-		case v.Queued > 0:
-			return 1
-		}
-		return 0
-	}
 	sort.SliceStable(pool, func(a, b int) bool {
-		ra, rb := rank(pool[a]), rank(pool[b])
-		if ra != rb {
+		x, y := pool[a], pool[b]
+		if ra, rb := rule.rank(x), rule.rank(y); ra != rb {
 			return ra < rb
 		}
-		if !pool[a].LastUsed.Equal(pool[b].LastUsed) {
-			return pool[a].LastUsed.Before(pool[b].LastUsed)
+		if rule.byDemand && x.Demand != y.Demand {
+			return x.Demand < y.Demand
 		}
-		return pool[a].ID < pool[b].ID
+		if !x.LastUsed.Equal(y.LastUsed) {
+			return x.LastUsed.Before(y.LastUsed)
+		}
+		return x.ID < y.ID
 	})
 	var chosen []victim
 	freed := 0
@@ -95,6 +122,8 @@ type candidate struct {
 	Seq      uint64
 	Since    time.Time // when its oldest waiting job arrived
 	HasHead  bool      // false for a preload wish without jobs
+	Full     bool      // its backlog alone keeps its slots busy for a load time
+	Demand   float64   // its recent arrivals (see demand)
 }
 
 // orderCandidates sorts by priority (higher first), then arrival; preload
@@ -118,15 +147,31 @@ func orderCandidates(cs []candidate) {
 	})
 }
 
-// scopeFor says how far a load for c may go to make room under policy p.
-func scopeFor(p Policy, c candidate, now time.Time, maxWait time.Duration) evictScope {
-	if !c.HasHead {
-		return scopeIdleNoWork
+// dueLead is how much before max_wait policy batch begins a swap: the
+// loop plans on events and on a 250 ms tick, and a victim must stop and
+// give its memory back first, so the load starts about at max_wait.
+const dueLead = 200 * time.Millisecond
+
+// ruleFor says how far a load for c may go to make room under policy p.
+// Fifo displaces anything for the oldest job. Batch displaces anything,
+// least needed first (see evictRule.rank), once c's oldest job has waited
+// maxWait (less dueLead). Before that it displaces only idle instances
+// with nothing queued, and of those only ones whose model is in no more
+// demand than c's, unless c's backlog alone is worth a load (c.Full): a
+// model in steady use is not swapped out for a lone job, which waits and
+// gathers company until max_wait.
+func ruleFor(p Policy, c candidate, now time.Time, maxWait time.Duration) evictRule {
+	switch {
+	case !c.HasHead:
+		return evictRule{scope: scopeIdleNoWork}
+	case p == PolicyFIFO:
+		return evictRule{scope: scopeAny}
+	case now.Sub(c.Since) >= maxWait-dueLead:
+		return evictRule{scope: scopeAny, byDemand: true}
+	case c.Full:
+		return evictRule{scope: scopeIdleNoWork, byDemand: true}
 	}
-	if p == PolicyFIFO || now.Sub(c.Since) >= maxWait {
-		return scopeAny
-	}
-	return scopeIdleNoWork
+	return evictRule{scope: scopeIdleNoWork, byDemand: true, capped: true, maxDemand: c.Demand}
 }
 
 // backoff is the wait after n consecutive failures: 1s, 2s, 4s … 60s.

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -9,51 +10,80 @@ import (
 
 func TestChooseVictims(t *testing.T) {
 	t0 := time.Unix(1000, 0)
+	batchAny := evictRule{scope: scopeAny, byDemand: true}
 	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	tests := []struct {
 		name  string
 		cands []victim
 		need  int
-		scope evictScope
+		rule  evictRule
 		want  []int
 		ok    bool
 	}{
-		{"nothing needed", nil, 0, scopeAny, nil, true},
+		{"nothing needed", nil, 0, evictRule{scope: scopeAny}, nil, true},
 		{"oldest idle first", []victim{
 			{ID: 1, ReservedMB: 4000, LastUsed: at(30)},
 			{ID: 2, ReservedMB: 4000, LastUsed: at(10)},
 			{ID: 3, ReservedMB: 4000, LastUsed: at(20)},
-		}, 3000, scopeAny, []int{2}, true},
+		}, 3000, evictRule{scope: scopeAny}, []int{2}, true},
 		{"idle without work before idle with work", []victim{
 			{ID: 1, ReservedMB: 4000, LastUsed: at(10), Queued: 3},
 			{ID: 2, ReservedMB: 4000, LastUsed: at(20)},
-		}, 4000, scopeAny, []int{2}, true},
+		}, 4000, evictRule{scope: scopeAny}, []int{2}, true},
 		{"busy only when idle is not enough", []victim{
 			{ID: 1, ReservedMB: 2000, LastUsed: at(10), Busy: true},
 			{ID: 2, ReservedMB: 2000, LastUsed: at(20)},
-		}, 3000, scopeAny, []int{2, 1}, true},
+		}, 3000, evictRule{scope: scopeAny}, []int{2, 1}, true},
 		{"pinned never chosen", []victim{
 			{ID: 1, ReservedMB: 8000, LastUsed: at(10), Pinned: true},
 			{ID: 2, ReservedMB: 1000, LastUsed: at(20)},
-		}, 4000, scopeAny, nil, false},
+		}, 4000, evictRule{scope: scopeAny}, nil, false},
 		{"narrow scope skips busy and queued", []victim{
 			{ID: 1, ReservedMB: 8000, LastUsed: at(10), Busy: true},
 			{ID: 2, ReservedMB: 8000, LastUsed: at(10), Queued: 1},
 			{ID: 3, ReservedMB: 1000, LastUsed: at(20)},
-		}, 4000, scopeIdleNoWork, nil, false},
+		}, 4000, evictRule{scope: scopeIdleNoWork}, nil, false},
 		{"unneeded early victim dropped", []victim{
 			{ID: 1, ReservedMB: 500, LastUsed: at(10)},
 			{ID: 2, ReservedMB: 6000, LastUsed: at(20)},
-		}, 5000, scopeAny, []int{2}, true},
+		}, 5000, evictRule{scope: scopeAny}, []int{2}, true},
 		{"several when one is not enough", []victim{
 			{ID: 1, ReservedMB: 3000, LastUsed: at(10)},
 			{ID: 2, ReservedMB: 3000, LastUsed: at(20)},
 			{ID: 3, ReservedMB: 3000, LastUsed: at(30)},
-		}, 5000, scopeAny, []int{1, 2}, true},
+		}, 5000, evictRule{scope: scopeAny}, []int{1, 2}, true},
+		{"batch: least demand first, before least recently used", []victim{
+			{ID: 1, ReservedMB: 4000, LastUsed: at(10), Demand: 9},
+			{ID: 2, ReservedMB: 4000, LastUsed: at(20), Demand: 1},
+		}, 4000, batchAny, []int{2}, true},
+		{"batch: equal demand goes by least recently used", []victim{
+			{ID: 1, ReservedMB: 4000, LastUsed: at(20), Demand: 2},
+			{ID: 2, ReservedMB: 4000, LastUsed: at(10), Demand: 2},
+		}, 4000, batchAny, []int{2}, true},
+		{"batch: busy with nothing queued before idle with queued work", []victim{
+			{ID: 1, ReservedMB: 4000, LastUsed: at(10), Queued: 2},
+			{ID: 2, ReservedMB: 4000, LastUsed: at(20), Busy: true, Demand: 3},
+		}, 4000, batchAny, []int{2}, true},
+		{"batch: nothing queued, then the least demand", []victim{
+			{ID: 1, ReservedMB: 4000, LastUsed: at(10), Busy: true, Demand: 5},
+			{ID: 2, ReservedMB: 4000, LastUsed: at(20), Demand: 1, Queued: 1},
+			{ID: 3, ReservedMB: 4000, LastUsed: at(30), Demand: 4},
+		}, 4000, batchAny, []int{3}, true},
+		{"batch: busy with queued work last", []victim{
+			{ID: 1, ReservedMB: 4000, LastUsed: at(10), Busy: true, Queued: 1},
+			{ID: 2, ReservedMB: 4000, LastUsed: at(20), Queued: 1, Demand: 8},
+		}, 4000, batchAny, []int{2}, true},
+		{"batch before max_wait: only models in no more demand", []victim{
+			{ID: 1, ReservedMB: 4000, LastUsed: at(10), Demand: 3},
+			{ID: 2, ReservedMB: 4000, LastUsed: at(20), Demand: 2},
+		}, 4000, evictRule{scope: scopeIdleNoWork, byDemand: true, capped: true, maxDemand: 2}, []int{2}, true},
+		{"batch before max_wait: a model in more demand stays", []victim{
+			{ID: 1, ReservedMB: 8000, LastUsed: at(10), Demand: 3},
+		}, 4000, evictRule{scope: scopeIdleNoWork, byDemand: true, capped: true, maxDemand: 2}, nil, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := chooseVictims(tt.cands, tt.need, tt.scope)
+			got, ok := chooseVictims(tt.cands, tt.need, tt.rule)
 			var ids []int
 			for _, v := range got {
 				ids = append(ids, v.ID)
@@ -89,23 +119,71 @@ func TestOrderCandidates(t *testing.T) {
 	}
 }
 
-func TestScopeFor(t *testing.T) {
+func TestRuleFor(t *testing.T) {
 	now := time.Unix(100, 0)
-	fresh := candidate{HasHead: true, Since: now.Add(-time.Second)}
+	fresh := candidate{HasHead: true, Since: now.Add(-time.Second), Demand: 2}
+	full := candidate{HasHead: true, Since: now.Add(-time.Second), Full: true, Demand: 2}
+	due := candidate{HasHead: true, Since: now.Add(-30*time.Second + dueLead)}
 	stale := candidate{HasHead: true, Since: now.Add(-time.Minute)}
 	tests := []struct {
 		p    Policy
 		c    candidate
-		want evictScope
+		want evictRule
 	}{
-		{PolicyFIFO, fresh, scopeAny},
-		{PolicyBatch, fresh, scopeIdleNoWork},
-		{PolicyBatch, stale, scopeAny},
-		{PolicyFIFO, candidate{}, scopeIdleNoWork},
+		{PolicyFIFO, fresh, evictRule{scope: scopeAny}},
+		{PolicyBatch, fresh, evictRule{scope: scopeIdleNoWork, byDemand: true, capped: true, maxDemand: 2}},
+		{PolicyBatch, full, evictRule{scope: scopeIdleNoWork, byDemand: true}},
+		{PolicyBatch, due, evictRule{scope: scopeAny, byDemand: true}},
+		{PolicyBatch, stale, evictRule{scope: scopeAny, byDemand: true}},
+		{PolicyFIFO, candidate{}, evictRule{scope: scopeIdleNoWork}},
+		{PolicyBatch, candidate{}, evictRule{scope: scopeIdleNoWork}},
 	}
 	for _, tt := range tests {
-		if got := scopeFor(tt.p, tt.c, now, 30*time.Second); got != tt.want {
-			t.Errorf("scopeFor(%s, %+v) = %v, want %v", tt.p, tt.c, got, tt.want)
+		if got := ruleFor(tt.p, tt.c, now, 30*time.Second); got != tt.want {
+			t.Errorf("ruleFor(%s, %+v) = %+v, want %+v", tt.p, tt.c, got, tt.want)
+		}
+	}
+}
+
+func TestDemand(t *testing.T) {
+	t0 := time.Unix(100, 0)
+	var d demand
+	if got := d.now(t0); got != 0 {
+		t.Fatalf("empty demand = %v", got)
+	}
+	d.add(t0)
+	d.add(t0)
+	if got := d.now(t0); got != 2 {
+		t.Fatalf("two arrivals now = %v, want 2", got)
+	}
+	if got, want := d.now(t0.Add(demandTau)), 2/math.E; math.Abs(got-want) > 1e-9 {
+		t.Fatalf("after one time constant = %v, want %v", got, want)
+	}
+	d.add(t0.Add(demandTau))
+	if got, want := d.now(t0.Add(demandTau)), 1+2/math.E; math.Abs(got-want) > 1e-9 {
+		t.Fatalf("after a third arrival = %v, want %v", got, want)
+	}
+}
+
+func TestBacklogFull(t *testing.T) {
+	m := func(queued, slots int, run, load float64) *modelState {
+		return &modelState{Model: Model{Slots: slots}, queued: queued, avgRun: run, avgLoad: load}
+	}
+	tests := []struct {
+		name  string
+		m     *modelState
+		prior figures
+		want  bool
+	}{
+		{"one short job is not worth a load", m(1, 2, 0.3, 2), figures{}, false},
+		{"a backlog that fills both slots for a load time", m(14, 2, 0.3, 2), figures{}, true},
+		{"goes by the others' figures", m(3, 1, 0, 0), figures{run: 1, load: 2}, true},
+		{"too little by the others' figures", m(1, 1, 0, 0), figures{run: 1, load: 2}, false},
+		{"no figures anywhere", m(1, 1, 0, 0), figures{}, true},
+	}
+	for _, tt := range tests {
+		if got := tt.m.backlogFull(tt.prior); got != tt.want {
+			t.Errorf("%s: backlogFull = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }
@@ -127,7 +205,7 @@ func BenchmarkChooseVictims(b *testing.B) {
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				chooseVictims(cands, n*300, scopeAny)
+				chooseVictims(cands, n*300, evictRule{scope: scopeAny})
 			}
 		})
 	}

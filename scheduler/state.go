@@ -50,6 +50,7 @@ type instance struct {
 	lastUsed   time.Time
 	inflight   int // slots handed to runSlot goroutines
 	claiming   int // of those, not yet holding a job
+	drainLeft  int // while draining: jobs and requests it may still take
 	exited     bool
 	cancelLoad context.CancelFunc
 	stopReason string
@@ -89,6 +90,7 @@ type modelState struct {
 	waiters      []*waiter // interactive requests, best first
 	avgRun       float64   // seconds per completed job, moving average (0: none yet)
 	avgLoad      float64   // seconds per load, moving average
+	demand       demand    // recent arrivals of jobs and requests
 }
 
 // waiting is the number of jobs and interactive requests waiting for m.
