@@ -178,7 +178,9 @@ func (s *Server) validateSubmit(req submitRequest) (*store.Job, error) {
 		return nil, err
 	}
 	params := req.Params
-	if typ == engine.KindLLM {
+	if p := bytes.TrimSpace(params); len(p) == 0 || bytes.Equal(p, []byte("null")) {
+		params = nil // no params: nothing to parse or normalise
+	} else if typ == engine.KindLLM {
 		p, err := llamacpp.ParseParams(req.Params)
 		if err != nil {
 			return nil, apiErr(http.StatusBadRequest, CodeInvalid, err.Error())
@@ -288,8 +290,21 @@ func (s *Server) submit(c echo.Context) error {
 		}
 		return err
 	}
-	c.Response().Header().Set("Location", "/jobs/"+job.ID)
-	return c.JSON(http.StatusAccepted, map[string]string{"job_id": job.ID, "status": string(store.JobStateQueued)})
+	c.Response().Header()["Location"] = []string{"/jobs/" + job.ID}
+	if c.Request().URL.RawQuery != "" { // ?pretty: echo indents
+		return c.JSON(http.StatusAccepted, map[string]string{"job_id": job.ID, "status": string(store.JobStateQueued)})
+	}
+	return c.JSONBlob(http.StatusAccepted, acceptedBody(job.ID))
+}
+
+// acceptedBody is the answer to an accepted submit, byte for byte what
+// c.JSON writes for {"job_id": id, "status": "queued"} (keys sorted, a
+// newline after), without the encoder and the map on the busiest path. A
+// server-made ID needs no escaping (store.ValidID).
+func acceptedBody(id string) []byte {
+	const head, tail = `{"job_id":"`, `","status":"` + string(store.JobStateQueued) + "\"}\n"
+	b := make([]byte, 0, len(head)+len(id)+len(tail))
+	return append(append(append(b, head...), id...), tail...)
 }
 
 // enqueue checks a submission and queues its job (POST /jobs and /ws).

@@ -105,6 +105,12 @@ func TestSubmit_Accepted(t *testing.T) {
 			if loc := rec.Header().Get("Location"); loc != "/jobs/"+out.JobID {
 				t.Errorf("Location %q", loc)
 			}
+			if want := `{"job_id":"` + out.JobID + `","status":"queued"}` + "\n"; rec.Body.String() != want {
+				t.Errorf("body %q, want %q", rec.Body, want)
+			}
+			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q", ct)
+			}
 
 			j, err := b.store.Get(out.JobID)
 			if err != nil {
@@ -132,6 +138,24 @@ func TestSubmit_Accepted(t *testing.T) {
 				t.Error("no job_queued event published")
 			}
 		})
+	}
+}
+
+// ?pretty indents the answer to a submit, as it does every JSON answer.
+func TestSubmit_Pretty(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	rec := b.do(t, http.MethodPost, "/jobs?pretty", `{"model":"llama","prompt":"hello"}`)
+	if rec.Code != http.StatusAccepted {
+		t.Fatalf("status %d, body %s", rec.Code, rec.Body)
+	}
+	var out struct {
+		JobID  string `json:"job_id"`
+		Status string `json:"status"`
+	}
+	decodeJSON(t, rec, &out)
+	if want := "{\n  \"job_id\": \"" + out.JobID + "\",\n  \"status\": \"queued\"\n}\n"; rec.Body.String() != want {
+		t.Errorf("body %q, want %q", rec.Body, want)
 	}
 }
 

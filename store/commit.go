@@ -63,8 +63,9 @@ func (s *Store) write(ctx context.Context, op txOp) error {
 // those answered by a commit come back while the next one, holding the
 // callers that queued meanwhile, syncs. So the loop remembers how many
 // callers the last round showed (its batch and those that queued during
-// its commit) and, when a round starts with fewer, waits for the rest up to
-// the last commit's duration: a round that waits w for n callers costs
+// its commit) and, when a round starts with fewer, waits for the rest while
+// they keep coming, each within the last commit's duration of the one
+// before (maxGather in all): a round that waits w for n callers costs
 // commit+w instead of two commits. A lone caller never waits.
 func (s *Store) loop() {
 	defer close(s.doneCh)
@@ -107,7 +108,8 @@ type groupWindow struct {
 	took         time.Duration
 }
 
-// maxGather caps the wait for callers, whatever a commit took.
+// maxGather caps the wait for callers, whatever a commit took and however
+// steadily they come.
 const maxGather = 10 * time.Millisecond
 
 // drain adds the requests already waiting, without blocking.
@@ -124,17 +126,23 @@ func (s *Store) drain(batch []*writeReq) []*writeReq {
 }
 
 // gather waits for callers until the batch holds as many as the last round
-// showed, for at most the last commit's duration, or until Close.
+// showed, or until Close. It gives up once no caller has come for the last
+// commit's duration: while callers keep coming (a busy CPU spreads their
+// arrivals over more than one commit), it keeps waiting, up to maxGather in
+// all, so that they share one commit instead of splitting in two.
 func (s *Store) gather(batch []*writeReq, g groupWindow) []*writeReq {
 	if len(batch) >= g.expect || g.took <= 0 {
 		return batch
 	}
-	timer := time.NewTimer(min(g.took, maxGather))
+	quiet := min(g.took, maxGather)
+	deadline := time.Now().Add(maxGather)
+	timer := time.NewTimer(quiet)
 	defer timer.Stop()
 	for len(batch) < g.expect {
 		select {
 		case r := <-s.reqCh:
 			batch = append(batch, r)
+			timer.Reset(min(quiet, time.Until(deadline)))
 		case <-timer.C:
 			return batch
 		case <-s.closingCh:

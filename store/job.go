@@ -84,15 +84,27 @@ const MaxIDLen = 64
 
 const (
 	idLen      = 20
+	idTimeLen  = 9 // base-36 Unix milliseconds: enough for 3,000 years
 	idAlphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
 )
 
-// NewID returns a server-made job ID: 20 characters of [0-9a-z] from
-// crypto/rand (about 103 bits), safe as a file name on any file system.
-func NewID() string {
+// NewID returns a server-made job ID: 20 characters of [0-9a-z], safe as a
+// file name on any file system. The first 9 are the current Unix time in
+// milliseconds in base 36, so IDs made later sort after earlier ones and the
+// store appends to the end of its jobs bucket instead of splitting pages
+// all over it; the other 11 come from crypto/rand (about 56 bits), so IDs
+// stay unguessable and unique.
+func NewID() string { return newIDAt(time.Now()) }
+
+func newIDAt(now time.Time) string {
 	var out [idLen]byte
+	ms := uint64(max(now.UnixMilli(), 0))
+	for i := idTimeLen - 1; i >= 0; i-- {
+		out[i] = idAlphabet[ms%36]
+		ms /= 36
+	}
 	var buf [32]byte
-	n := 0
+	n := idTimeLen
 	for n < idLen {
 		_, _ = rand.Read(buf[:]) // never fails since Go 1.24 (it crashes the program instead)
 		for _, b := range buf {

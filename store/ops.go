@@ -49,7 +49,9 @@ func (s *Store) Enqueue(ctx context.Context, j *Job) error {
 	}
 	rec.StartedAt, rec.FinishedAt = time.Time{}, time.Time{}
 
-	var stored Job
+	// The committer alone touches rec until write returns. apply sets
+	// rec.Seq afresh each time it runs (again after a rollback), so rec is
+	// the stored record once the commit succeeds.
 	err := s.write(ctx, func(t *txn) (func() error, error) {
 		if t.jobs.Get([]byte(rec.ID)) != nil {
 			return nil, fmt.Errorf("%w: job exists", ErrStateConflict)
@@ -58,29 +60,24 @@ func (s *Store) Enqueue(ctx context.Context, j *Job) error {
 			return nil, fmt.Errorf("%w: %d jobs queued", ErrQueueFull, t.queuedCount())
 		}
 		return func() error {
-			n := rec
 			seq, err := t.jobs.NextSequence()
 			if err != nil {
 				return err
 			}
-			n.Seq = seq
-			if err := t.order.Put(seqKey(seq), []byte(n.ID)); err != nil {
+			rec.Seq = seq
+			if err := t.order.Put(seqKey(seq), []byte(rec.ID)); err != nil {
 				return err
 			}
-			if err := t.pushQueue(&n); err != nil {
+			if err := t.pushQueue(&rec); err != nil {
 				return err
 			}
-			if err := t.putJob(&n); err != nil {
-				return err
-			}
-			stored = n
-			return nil
+			return t.putJob(&rec)
 		}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("enqueue %s: %w", rec.ID, classify(err))
 	}
-	*j = stored
+	*j = rec
 	return nil
 }
 

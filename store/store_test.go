@@ -197,6 +197,28 @@ func TestNewID(t *testing.T) {
 	}
 }
 
+// IDs sort by creation time, so the jobs bucket grows at its end: a later
+// millisecond's ID sorts after an earlier one's whatever their random parts.
+func TestNewIDOrder(t *testing.T) {
+	t.Parallel()
+	base := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	prev := newIDAt(base)
+	for i := range 2000 {
+		at := base.Add(time.Duration(i+1) * time.Millisecond)
+		id := newIDAt(at)
+		if !ValidID(id) || id <= prev {
+			t.Fatalf("newIDAt(%v) = %q, not after %q", at, id, prev)
+		}
+		prev = id
+	}
+	if a, b := newIDAt(base), newIDAt(base); a[:idTimeLen] != b[:idTimeLen] || a[idTimeLen:] == b[idTimeLen:] {
+		t.Errorf("same millisecond: %q and %q: want the same time prefix and different random parts", a, b)
+	}
+	if got := newIDAt(time.UnixMilli(36*36 + 35)); got[:idTimeLen] != "00000010z" {
+		t.Errorf("time prefix of ms 1331 = %q, want 00000010z", got[:idTimeLen])
+	}
+}
+
 func TestQueueKey(t *testing.T) {
 	t.Parallel()
 	// In claim order: higher priority first, then lower seq.
