@@ -177,6 +177,11 @@ func (s *Server) validateSubmit(req submitRequest) (*store.Job, error) {
 	if err != nil {
 		return nil, err
 	}
+	if typ == engine.KindDiffusion { // the prompt alone, also when params are absent
+		if err := s.checkDiffusionText(req.Model, *req.Prompt, ""); err != nil {
+			return nil, err
+		}
+	}
 	params := req.Params
 	if p := bytes.TrimSpace(params); len(p) == 0 || bytes.Equal(p, []byte("null")) {
 		params = nil // no params: nothing to parse or normalise
