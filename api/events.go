@@ -9,10 +9,14 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// events handles GET /events: the bus as server-sent events. A client that
-// reads too slowly loses events rather than slowing the scheduler.
+// events handles GET /events: the bus as server-sent events, after the
+// recent ones asked for again (events_ring.go). A client that reads too
+// slowly loses events rather than slowing the scheduler.
 func (s *Server) events(c echo.Context) error {
-	sub := s.sched.Bus().Subscribe(256)
+	sub, replay, err := s.subscribeEvents(c) // events_ring.go
+	if err != nil {
+		return err
+	}
 	defer sub.Close()
 	w := c.Response()
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -20,6 +24,9 @@ func (s *Server) events(c echo.Context) error {
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	_, _ = fmt.Fprint(w, ": connected\n\n")
+	if !writeReplay(w, replay) {
+		return nil
+	}
 	w.Flush()
 	keep := time.NewTicker(15 * time.Second)
 	defer keep.Stop()

@@ -53,6 +53,7 @@ type Bus struct {
 	mu   sync.Mutex
 	seq  uint64
 	subs map[*Subscription]struct{}
+	ring eventRing // recent events for replay (bus_ring.go)
 }
 
 // Subscription receives events on C until Close.
@@ -104,6 +105,7 @@ func (b *Bus) Publish(e Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
+	b.ring.add(e)
 	for sub := range b.subs {
 		select {
 		case sub.c <- e:

@@ -217,8 +217,8 @@ type ModelStatus struct {
 	VRAMMB     int    `json:"vram_mb"`
 	EstimateMB int    `json:"vram_estimate_mb"`
 	ReservedMB int    `json:"vram_reserved_mb"`
-	MeasuredMB int    `json:"vram_measured_mb"` // the running engine, now
-	LearnedMB  int    `json:"vram_learned_mb"`  // peak measured, kept across loads
+	MeasuredMB int    `json:"vram_measured_mb,omitempty"` // the running engine, now; absent until measured (no NVML: never)
+	LearnedMB  int    `json:"vram_learned_mb"`            // peak measured, kept across loads
 	Pinned     bool   `json:"pinned"`
 	Slots      int    `json:"slots"`
 	Running    int    `json:"running"`

@@ -9,7 +9,9 @@
 //   CHROMIUM_PATH         the browser (default /usr/bin/chromium)
 //
 // It loads the page, submits a prompt for A and sees the answer, submits one
-// for B and sees A's eviction appear, and checks the VRAM bar; then, on a page
+// for B and sees A's eviction appear, and checks the VRAM bar; reloads the page
+// and finds the eviction again (replayed events), unmeasured VRAM as "—", a
+// colour per model, and a streamed playground answer; then, on a page
 // whose API answers are fixed, it checks what the stand-ins cannot produce
 // (measured and not-ours memory, an image result). Exit status 0 means every
 // check passed.
@@ -194,6 +196,29 @@ try {
   const durations = await page.$$eval('#jobs tr[data-status="completed"] td[data-field="duration"]', (tds) => tds.map((td) => td.textContent));
   check(durations.length >= 2 && durations.every((d) => /\d/.test(d)), `completed jobs show durations (${durations.join(', ')})`);
   check((await page.$$('#events li[data-type="model_evicted"]')).length >= 1, 'event log lists the eviction');
+
+  // A reloaded page remembers: the server replays its recent events.
+  await page.reload();
+  await page.waitForSelector('#conn[data-state="live"]');
+  const evAgain = await page.waitForSelector(`#evictions li[data-kind="evicted"][data-model="${modelA}"]`);
+  check((await evAgain.textContent()).includes(`evicted for ${modelB}`), 'after a reload the eviction is still listed (replayed by /events?since=0)');
+  check((await page.$$('#events li[data-type="model_evicted"]')).length >= 1, 'after a reload the event log lists the eviction');
+  const vramCell = await (await page.waitForSelector(`#models tbody tr[data-model="${modelB}"] td:nth-child(3)`)).textContent();
+  check(vramCell.split(' · ')[1] === '—', `unmeasured VRAM shows as — without NVML, not 0 ("${vramCell}")`);
+  const colors = await page.$$eval('#models tbody tr td:first-child .swatch', (s) => s.map((e) => getComputedStyle(e).backgroundColor));
+  check(colors.length >= 2 && new Set(colors).size === colors.length, `each model has its own colour (${colors.join(', ')})`);
+
+  // The playground streams an answer through /v1/chat/completions.
+  await page.waitForSelector(`#pg-model option[value="${modelB}"]`, { state: 'attached' });
+  await page.selectOption('#pg-model', modelB); // loaded: nothing is evicted
+  const chatText = 'stream me five words please';
+  await page.fill('#pg-input', chatText);
+  await page.click('#pg-send');
+  const reply = await page.waitForSelector('#pg-chat .msg.assistant[data-state="done"]');
+  const replyText = await (await reply.$('.text')).textContent();
+  const chunks = Number(await reply.getAttribute('data-chunks'));
+  check(replyText === `echo: ${chatText}` && chunks >= 5, `playground streams the answer in chunks ("${replyText}", ${chunks} chunks)`);
+  check(/tokens\/s/.test(await page.textContent('#pg-status')), `playground shows the engine's tokens/s (${await page.textContent('#pg-status')})`);
 
   check(problems.length === 0, `no page or console errors${problems.length ? ': ' + problems.join('; ') : ''}`);
   await page.screenshot({ path: shot, fullPage: true });
