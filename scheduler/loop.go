@@ -33,6 +33,7 @@ type (
 		empty   bool    // the model's queue was empty
 		outcome store.JobState
 		err     error
+		usage   Usage // a completed job's tokens, read off its result
 	}
 	failedQueued struct {
 		model string
@@ -199,6 +200,9 @@ func (s *Scheduler) handleEvent(ev any) {
 		e := Event{Type: EvJobFinished, Model: i.model.Name, JobID: ev.run.id, State: string(ev.outcome)}
 		if ev.err != nil {
 			e.Error = ev.err.Error()
+		}
+		if ev.outcome == store.JobStateCompleted {
+			s.recordUsage(i.model, ev.usage, now.Sub(ev.run.started), &e)
 		}
 		s.bus.Publish(e)
 	case leaseDone:

@@ -89,6 +89,7 @@ type modelState struct {
 	waiters      []*waiter // interactive requests, best first
 	avgRun       float64   // seconds per completed job, moving average (0: none yet)
 	avgLoad      float64   // seconds per load, moving average
+	tokens       tokenStats
 }
 
 // waiting is the number of jobs and interactive requests waiting for m.
@@ -231,7 +232,12 @@ type ModelStatus struct {
 	// Recent averages, for ETAs: seconds a job ran and a load took.
 	AvgJobSeconds  float64 `json:"avg_job_seconds,omitempty"`
 	AvgLoadSeconds float64 `json:"avg_load_seconds,omitempty"`
-	Reason         string  `json:"reason,omitempty"`
+	// Token figures since the daemon started, and the recent generation
+	// speed (tokens/s, moving average); absent until a request reported them.
+	PromptTokens    int64   `json:"prompt_tokens,omitempty"`
+	GeneratedTokens int64   `json:"generated_tokens,omitempty"`
+	TokensPerSecond float64 `json:"tokens_per_second,omitempty"`
+	Reason          string  `json:"reason,omitempty"`
 }
 
 // DeviceStatus is one GPU in a Snapshot.

@@ -303,6 +303,8 @@ function renderModels() {
         m.reason ? el('div', { class: 'muted small', text: m.reason }) : null),
       el('td', { class: 'num', text: `${m.vram_reserved_mb} · ${has ? m.vram_measured_mb : '—'} · ${config}` }),
       el('td', { class: 'num', text: `${m.running}/${m.slots}` }),
+      el('td', { class: 'num', 'data-field': 'tps', title: m.generated_tokens ? `${m.prompt_tokens || 0} prompt · ${m.generated_tokens} generated tokens` : '',
+        text: m.tokens_per_second > 0 ? m.tokens_per_second.toFixed(1) : '—' }),
       el('td', { class: 'num', 'data-field': 'queued', text: String(m.queued) }),
       el('td', { text: ago(m.last_used) }),
       el('td', {}, button),

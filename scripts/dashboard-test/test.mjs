@@ -219,6 +219,8 @@ try {
   const chunks = Number(await reply.getAttribute('data-chunks'));
   check(replyText === `echo: ${chatText}` && chunks >= 5, `playground streams the answer in chunks ("${replyText}", ${chunks} chunks)`);
   check(/tokens\/s/.test(await page.textContent('#pg-status')), `playground shows the engine's tokens/s (${await page.textContent('#pg-status')})`);
+  await page.waitForFunction((m) => /\d/.test(document.querySelector(`#models tbody tr[data-model="${m}"] td[data-field="tps"]`).textContent), modelB);
+  check(true, `models table shows ${modelB}'s tokens/s`);
 
   check(problems.length === 0, `no page or console errors${problems.length ? ': ' + problems.join('; ') : ''}`);
   await page.screenshot({ path: shot, fullPage: true });
