@@ -102,7 +102,7 @@ func serveCmd(args []string, stderr io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	log := newLogger(cfg.Logging, stderr)
+	log := teeLogs(newLogger(cfg.Logging, stderr)) // logs_wiring.go
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := serve(ctx, cfg, log); err != nil {

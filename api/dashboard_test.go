@@ -16,6 +16,7 @@ var dashboardPaths = map[string]string{
 	"/dashboard/style.css": "text/css",
 	// The page's separate parts.
 	"/dashboard/playground.js": "text/javascript",
+	"/dashboard/logs.js":       "text/javascript",
 }
 
 func TestDashboard_ServesPageAndAssets(t *testing.T) {

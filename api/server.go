@@ -72,6 +72,8 @@ type Config struct {
 	// Endpoints lists, per model, the OpenAI paths its engine serves: those
 	// a durable endpoint/body job may name.
 	Endpoints map[string][]string
+	// Logs holds the daemon's recent log lines for GET /logs/stream (logs.go).
+	Logs *LogRing
 }
 
 // Server is the HTTP API.
@@ -153,6 +155,7 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	s.routePassthrough(e) // llama-server's other routes (passthrough.go)
 	s.routeUpstream(e)    // /upstream/{model}/… (upstream.go)
 	s.routeOllama(e)      // /api/… (ollama.go)
+	s.routeLogs(e)        // /logs/stream… (logs.go)
 	s.echo = e
 	return s
 }

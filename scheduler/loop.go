@@ -129,6 +129,8 @@ func (s *Scheduler) handleReq(r any) {
 		r.reply <- run != nil
 	case snapshotReq:
 		r.reply <- s.snapshot()
+	case outputReq:
+		s.followOutput(r)
 	case progressReq:
 		if run := st.runs[r.id]; run != nil {
 			p, _ := run.snapshot()
@@ -165,6 +167,7 @@ func (s *Scheduler) handleEvent(ev any) {
 	switch ev := ev.(type) {
 	case launched:
 		ev.inst.eng = ev.eng
+		ev.inst.model.lastEng = ev.eng // its output stays readable after it exits
 		if ev.inst.state == InstStopping {
 			s.terminate(ev.inst)
 		}

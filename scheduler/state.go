@@ -90,6 +90,7 @@ type modelState struct {
 	avgRun       float64   // seconds per completed job, moving average (0: none yet)
 	avgLoad      float64   // seconds per load, moving average
 	tokens       tokenStats
+	lastEng      Engine // the latest engine launched, kept for its output
 }
 
 // waiting is the number of jobs and interactive requests waiting for m.

@@ -194,6 +194,7 @@ function renderAll() {
   renderModelSelect();
   renderJobs();
   renderPlayground(); // playground.js
+  renderLogView(); // logs.js
   // Swatches drawn before /models answered (replayed events) get their colour now.
   for (const e of document.querySelectorAll('.swatch[data-model]')) e.style.background = modelColor(e.dataset.model);
 }

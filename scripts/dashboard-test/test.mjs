@@ -173,8 +173,11 @@ try {
   await page.waitForSelector(`#jobs tr[data-job="${a.id}"][data-status="completed"]`);
   check(true, 'recent jobs list the completed job');
 
-  const segA = await page.waitForSelector(`#vram-bar .seg.model[data-model="${modelA}"]`);
-  const boxA = await segA.boundingBox();
+  // The page redraws the bar on every refresh, so measure within one evaluation.
+  const boxA = await (await page.waitForFunction((m) => {
+    const e = document.querySelector(`#vram-bar .seg.model[data-model="${m}"]`);
+    return e && { width: e.getBoundingClientRect().width };
+  }, modelA)).jsonValue();
   const bar = await (await page.$('#vram-bar')).boundingBox();
   check(boxA && boxA.width > bar.width * 0.2, `VRAM bar has a segment for ${modelA} (${boxA && Math.round(boxA.width)} of ${Math.round(bar.width)} px)`);
   check((await page.$('#vram-bar .seg.free')) && (await page.$('#vram-bar .seg.margin')) && (await page.$('#vram-bar .budget-mark')),
@@ -221,6 +224,17 @@ try {
   check(/tokens\/s/.test(await page.textContent('#pg-status')), `playground shows the engine's tokens/s (${await page.textContent('#pg-status')})`);
   await page.waitForFunction((m) => /\d/.test(document.querySelector(`#models tbody tr[data-model="${m}"] td[data-field="tps"]`).textContent), modelB);
   check(true, `models table shows ${modelB}'s tokens/s`);
+
+  // The log view: the daemon's lines, then a model's engine output.
+  await page.waitForFunction(() => /msg=/.test(document.getElementById('log-lines').textContent));
+  check(true, 'log view shows the daemon\'s log lines');
+  await page.waitForSelector(`#log-source option[value="${modelB}"]`, { state: 'attached' });
+  await page.selectOption('#log-source', modelB);
+  await page.waitForFunction((m) => {
+    const e = document.getElementById('log-lines');
+    return e.dataset.source === m && /log_server_r: done request: POST \/v1\/chat\/completions/.test(e.textContent);
+  }, modelB);
+  check(true, `log view shows ${modelB}'s engine output (the playground's request)`);
 
   check(problems.length === 0, `no page or console errors${problems.length ? ': ' + problems.join('; ') : ''}`);
   await page.screenshot({ path: shot, fullPage: true });
