@@ -29,7 +29,10 @@ type modelInfo struct {
 	LastUsed   *time.Time `json:"last_used"`
 	LoadedAt   *time.Time `json:"loaded_at"`
 	Reason     string     `json:"reason"`
-	Placement  []struct {
+	// TokensPerSecond is the recent generation speed; absent until a
+	// request reported its tokens.
+	TokensPerSecond float64 `json:"tokens_per_second"`
+	Placement       []struct {
 		Device int `json:"device"`
 		MB     int `json:"vram_mb"`
 	} `json:"placement"`
@@ -103,7 +106,7 @@ func showModels(ctx context.Context, c *client, cmd string, args []string, print
 // printPS writes the loaded models as a table, like ollama ps.
 func printPS(w io.Writer, l modelList, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATE\tGPU\tRESERVED\tMEASURED\tSLOTS BUSY\tIDLE\tLOADED\tPID")
+	fmt.Fprintln(tw, "NAME\tSTATE\tGPU\tRESERVED\tMEASURED\tSLOTS BUSY\tTOK/S\tIDLE\tLOADED\tPID")
 	n := 0
 	for _, m := range l.Models {
 		if !loaded(m.State) {
@@ -138,8 +141,12 @@ func printPS(w io.Writer, l modelList, now time.Time) {
 		if gpu == "" {
 			gpu = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", name, m.State, gpu, mib(m.ReservedMB), measured,
-			m.Running, m.Slots, idle, since, pid)
+		tps := "-"
+		if m.TokensPerSecond > 0 {
+			tps = fmt.Sprintf("%.1f", m.TokensPerSecond)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\n", name, m.State, gpu, mib(m.ReservedMB), measured,
+			m.Running, m.Slots, tps, idle, since, pid)
 	}
 	tw.Flush()
 	if n == 0 {

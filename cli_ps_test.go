@@ -13,7 +13,7 @@ func TestPrintPS_GPUs(t *testing.T) {
 	var l modelList
 	body := `{"models":[
 	  {"name":"split","state":"ready","vram_reserved_mb":9000,"slots":1,"pid":42,"placement":[{"device":0,"vram_mb":4500},{"device":1,"vram_mb":4500}]},
-	  {"name":"small","state":"busy","vram_reserved_mb":2000,"vram_measured_mb":2100,"slots":2,"running":1,"pid":43,"placement":[{"device":1,"vram_mb":2000}]},
+	  {"name":"small","state":"busy","vram_reserved_mb":2000,"vram_measured_mb":2100,"tokens_per_second":41.25,"slots":2,"running":1,"pid":43,"placement":[{"device":1,"vram_mb":2000}]},
 	  {"name":"idle","state":"unloaded","slots":1}],
 	 "vram_budget_mb":18000,"vram_reserved_mb":11000,"vram_free_mb":7000,
 	 "devices":[{"index":0,"id":"GPU-a","vram_budget_mb":9000,"vram_reserved_mb":4500,"vram_free_mb":4500},
@@ -26,7 +26,8 @@ func TestPrintPS_GPUs(t *testing.T) {
 	text := out.String()
 	for _, re := range []string{
 		`(?m)^split\s+ready\s+0\+1\s+9000 MiB\s+-\s+0/1`,
-		`(?m)^small\s+busy\s+1\s+2000 MiB\s+2100 MiB\s+1/2`,
+		`(?m)^small\s+busy\s+1\s+2000 MiB\s+2100 MiB\s+1/2\s+41\.2\s`,
+		`(?m)^split\s+ready\s+0\+1\s+9000 MiB\s+-\s+0/1\s+-\s`,
 		`(?m)^  GPU 1 \(GPU-b\): 6500 of 9000 MiB reserved, 300 MiB not ours, 2200 MiB free$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(text) {

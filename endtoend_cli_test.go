@@ -170,7 +170,7 @@ func TestE2E_CLI(t *testing.T) {
 			t.Fatalf("load: exit %d, %q, %s", code, stdout, stderr)
 		}
 		code, stdout, _ := d.run("ps")
-		row := regexp.MustCompile(`(?m)^gamma\s+ready\s+0\s+4000 MiB\s+-\s+0/2\s+\S+\s+\S+ ago\s+\d+$`)
+		row := regexp.MustCompile(`(?m)^gamma\s+ready\s+0\s+4000 MiB\s+-\s+0/2\s+\S+\s+\S+\s+\S+ ago\s+\d+$`)
 		if code != 0 || !row.MatchString(stdout) || !strings.HasPrefix(stdout, "NAME  ") || !strings.Contains(stdout, "MiB budget reserved") {
 			t.Errorf("ps: exit %d:\n%s", code, stdout)
 		}

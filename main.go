@@ -136,7 +136,7 @@ func serveCmd(args []string, stderr io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	log := newLogger(cfg.Logging, stderr)
+	log := teeLogs(newLogger(cfg.Logging, stderr)) // logs_wiring.go
 	log.Info("config", "path", path)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

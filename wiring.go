@@ -100,6 +100,7 @@ func apiConfig(cfg *Config, reg *engine.Registry, log *slog.Logger) api.Config {
 		InteractivePriority: cfg.Scheduling.InteractivePriority, Embeddings: embeddings,
 		ImageDir: imageDir(cfg), Endpoints: endpoints, Aliases: modelAliases(cfg),
 		ServesRoute: servesRoute(cfg, endpoints), ModelInfo: modelFileInfo(cfg),
+		Logs: daemonLogs,
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 // dashboardFiles holds the dashboard page: plain HTML, CSS and JavaScript,
 // embedded so the binary serves it with no build step and no network.
 //
-//go:embed dashboard/index.html dashboard/app.js dashboard/style.css
+//go:embed dashboard/index.html dashboard/app.js dashboard/style.css dashboard/playground.js dashboard/logs.js
 var dashboardFiles embed.FS
 
 // dashboardAsset is one embedded file and the content type it is served with.
@@ -26,6 +26,9 @@ var dashboardAssets = map[string]dashboardAsset{
 	"/":                    {"dashboard/index.html", "text/html; charset=utf-8"},
 	"/dashboard/app.js":    {"dashboard/app.js", "text/javascript; charset=utf-8"},
 	"/dashboard/style.css": {"dashboard/style.css", "text/css; charset=utf-8"},
+	// Separate files for separate parts of the page.
+	"/dashboard/playground.js": {"dashboard/playground.js", "text/javascript; charset=utf-8"},
+	"/dashboard/logs.js":       {"dashboard/logs.js", "text/javascript; charset=utf-8"},
 }
 
 // dashboardCSP allows only the page's own files, data: images (diffusion

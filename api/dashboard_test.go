@@ -14,6 +14,9 @@ var dashboardPaths = map[string]string{
 	"/":                    "text/html",
 	"/dashboard/app.js":    "text/javascript",
 	"/dashboard/style.css": "text/css",
+	// The page's separate parts.
+	"/dashboard/playground.js": "text/javascript",
+	"/dashboard/logs.js":       "text/javascript",
 }
 
 func TestDashboard_ServesPageAndAssets(t *testing.T) {

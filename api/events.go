@@ -24,11 +24,12 @@ const (
 	CodeTooManyClients = "too_many_clients"
 )
 
-// events handles GET /events: the bus as server-sent events. A client that
-// cannot keep up is dropped rather than buffered without bound: the stream
-// ends when its subscription overflowed (it lost events; EventSource
-// clients reconnect) or one write stalls for eventWriteTimeout. At most
-// MaxEventClients streams are open at once.
+// events handles GET /events: the bus as server-sent events, after the
+// recent ones asked for again (events_ring.go). A client that cannot keep
+// up is dropped rather than buffered without bound: the stream ends when
+// its subscription overflowed (it lost events; EventSource clients
+// reconnect, with Last-Event-ID) or one write stalls for
+// eventWriteTimeout. At most MaxEventClients streams are open at once.
 func (s *Server) events(c echo.Context) error {
 	if n := s.eventClients.Add(1); n > int64(s.cfg.MaxEventClients) {
 		s.eventClients.Add(-1)
@@ -37,7 +38,10 @@ func (s *Server) events(c echo.Context) error {
 			"too many event streams open ("+strconv.Itoa(s.cfg.MaxEventClients)+", server.max_event_clients); retry later")
 	}
 	defer s.eventClients.Add(-1)
-	sub := s.sched.Bus().Subscribe(eventBuffer)
+	sub, replay, err := s.subscribeEvents(c) // events_ring.go
+	if err != nil {
+		return err
+	}
 	defer sub.Close()
 	w := c.Response()
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -48,6 +52,11 @@ func (s *Server) events(c echo.Context) error {
 	defer func() { _ = out.rc.SetWriteDeadline(time.Time{}) }() // a kept-alive connection must not keep it
 	if !out.send(": connected\n\n") {
 		return nil
+	}
+	for _, ev := range replay {
+		if !out.send(eventMessage(ev)) {
+			return nil
+		}
 	}
 	keep := time.NewTicker(15 * time.Second)
 	defer keep.Stop()

@@ -133,3 +133,67 @@ func TestEvents_SlowClientDoesNotBlockPublish(t *testing.T) {
 	cancel()
 	resp.Body.Close()
 }
+
+// openEvents opens GET path on srv and returns the stream's reader past the
+// connected comment.
+func openEvents(t *testing.T, ctx context.Context, url string, hdr ...string) (*bufio.Reader, *http.Response) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	for k := 0; k+1 < len(hdr); k += 2 {
+		req.Header.Set(hdr[k], hdr[k+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	r := bufio.NewReader(resp.Body)
+	if resp.StatusCode == http.StatusOK {
+		if ev := readEvent(t, r); ev != (sseEvent{}) {
+			t.Fatalf("first event %+v, want the connected comment", ev)
+		}
+	}
+	return r, resp
+}
+
+func TestEvents_Replay(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	srv := httptest.NewServer(b.handler)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b.bus.Publish(scheduler.Event{Type: scheduler.EvModelReady, Model: "llama"})           // 1
+	b.bus.Publish(scheduler.Event{Type: scheduler.EvModelEvicted, Model: "llama"})         // 2
+	b.bus.Publish(scheduler.Event{Type: scheduler.EvModelFailed, Model: "sd", Error: "x"}) // 3
+
+	t.Run("SinceZero", func(t *testing.T) {
+		r, _ := openEvents(t, ctx, srv.URL+"/events?since=0")
+		for _, want := range []string{"1", "2", "3"} {
+			if ev := readEvent(t, r); ev.id != want {
+				t.Fatalf("replayed event %+v, want id %s", ev, want)
+			}
+		}
+	})
+	t.Run("LastEventID", func(t *testing.T) {
+		r, _ := openEvents(t, ctx, srv.URL+"/events", "Last-Event-ID", "2")
+		if ev := readEvent(t, r); ev.id != "3" || ev.event != scheduler.EvModelFailed {
+			t.Fatalf("replayed event %+v, want only id 3", ev)
+		}
+		b.bus.Publish(scheduler.Event{Type: scheduler.EvModelReady, Model: "sd"})
+		if ev := readEvent(t, r); ev.id != "4" {
+			t.Fatalf("live event %+v, want id 4", ev)
+		}
+	})
+	t.Run("NoReplayByDefault", func(t *testing.T) {
+		r, _ := openEvents(t, ctx, srv.URL+"/events")
+		b.bus.Publish(scheduler.Event{Type: scheduler.EvJobQueued, Model: "sd"})
+		if ev := readEvent(t, r); ev.event != scheduler.EvJobQueued {
+			t.Fatalf("first event %+v, want the live one", ev)
+		}
+	})
+	t.Run("Invalid", func(t *testing.T) {
+		rec := b.do(t, http.MethodGet, "/events?since=abc", "")
+		wantError(t, rec, http.StatusBadRequest, "invalid", "since")
+	})
+}

@@ -63,6 +63,7 @@ type Metrics struct {
 	evictions, crashes, releaseTimeouts      *prometheus.CounterVec
 	httpRequests                             *prometheus.CounterVec
 	wait, run, loadSeconds, swapSeconds      *prometheus.HistogramVec
+	tokens                                   tokenMetrics // metrics_tokens.go
 
 	// Owned by the event goroutine.
 	queuedAt, startedAt *timeMap
@@ -134,6 +135,8 @@ func (m *Metrics) register() {
 			m.finished.WithLabelValues(name, st)
 		}
 	}
+	m.tokens = newTokenMetrics(m.cfg.Models)
+	m.reg.MustRegister(m.tokens.collectors()...)
 	m.reg.MustRegister(
 		m.submitted, m.finished, m.loads, m.loadFailures, m.evictions, m.crashes, m.releaseTimeouts,
 		m.httpRequests, m.wait, m.run, m.loadSeconds, m.swapSeconds,
@@ -180,6 +183,7 @@ func (m *Metrics) apply(ev scheduler.Event) {
 		m.startedAt.set(ev.JobID, ev.Time)
 	case scheduler.EvJobFinished:
 		m.jobFinished(ev)
+		m.tokens.apply(ev)
 	case scheduler.EvModelReady:
 		m.loads.WithLabelValues(ev.Model).Inc()
 		m.loadSeconds.WithLabelValues(ev.Model).Observe(ev.Seconds)

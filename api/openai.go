@@ -10,6 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/scheduler"
 )
 
@@ -37,6 +38,9 @@ type slot struct {
 	// keepAlive, if set, overrides how long the engine may stay idle
 	// once the slot is back (Ollama's keep_alive; see Lease.SetKeepAlive).
 	keepAlive func(time.Duration)
+	// usage, if set, records the tokens the request cost (read off the
+	// answer's tail, usage_tail.go); called before finish.
+	usage func(engine.Usage)
 	// finish gives the slot back with the request's outcome: nil
 	// (completed), a context cancellation (the client left: cancelled) or
 	// what went wrong (failed).
@@ -60,7 +64,7 @@ func (s *Server) acquire(ctx context.Context, model string) (slot, error) {
 	if err != nil {
 		return slot{}, err
 	}
-	return slot{url: lease.URL, ctx: lease.Context(), finish: lease.Finish, keepAlive: lease.SetKeepAlive}, nil
+	return slot{url: lease.URL, ctx: lease.Context(), finish: lease.Finish, keepAlive: lease.SetKeepAlive, usage: lease.SetUsage}, nil
 }
 
 // openAIModel is one entry of GET /v1/models.
@@ -140,6 +144,7 @@ type engineCall struct {
 	path        string // the engine's path, with its query if any
 	body        []byte
 	contentType []string
+	tail        *usageTail // nil: the answer's tokens are not read
 }
 
 // serveLeased acquires a slot of the call's model's engine (loading the
@@ -182,7 +187,14 @@ func (s *Server) serveLeased(c echo.Context, call engineCall) error {
 	if sl.ctx != nil {
 		defer context.AfterFunc(sl.ctx, cancel)()
 	}
+	if sl.usage != nil {
+		call.tail = getUsageTail()
+		defer putUsageTail(call.tail)
+	}
 	outcome, err = s.forward(c, ectx, sl.url, call)
+	if u, ok := call.tail.usage(); ok && outcome == nil {
+		sl.usage(u)
+	}
 	if outcome != nil && ctx.Err() == nil && sl.ctx != nil && sl.ctx.Err() != nil {
 		outcome = fmt.Errorf("engine stopped: %v", context.Cause(sl.ctx))
 	}

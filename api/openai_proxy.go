@@ -66,6 +66,7 @@ func (s *Server) forward(c echo.Context, ctx context.Context, url string, call e
 			Message: fmt.Sprintf("the engine of model %q did not answer; retry", model)}
 	}
 	defer resp.Body.Close()
+	resp.Body = call.tail.wrap(resp.Body) // keeps the answer's end for its tokens (usage_tail.go)
 	if err := s.relay(c, resp, model); err != nil {
 		return err, nil
 	}

@@ -102,6 +102,8 @@ type Config struct {
 	// the queue, for /health (storage.backend redis); nil on one machine.
 	Node      string
 	FleetFunc func(ctx context.Context) any
+	// Logs holds the daemon's recent log lines for GET /logs/stream (logs.go).
+	Logs *LogRing
 }
 
 // Server is the HTTP API.
@@ -193,6 +195,7 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	s.routeUpstream(e)    // /upstream/{model}/… (upstream.go)
 	s.routeOllama(e)      // /api/… (ollama.go)
 	s.routeBatches(e)     // /v1/files, /v1/batches
+	s.routeLogs(e)        // /logs/stream… (logs.go)
 	s.echo = e
 	return s
 }

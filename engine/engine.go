@@ -138,6 +138,15 @@ type Forwarder interface {
 	Forward(ctx context.Context, path string, body []byte) ([]byte, error)
 }
 
+// OutputFollower is an Engine whose process output can be followed (GET
+// /logs/stream/{model}): FollowOutput returns the recent lines, oldest
+// first, and a channel of the lines that follow (a slow reader loses lines);
+// stop ends the following. The channel stays open after the process exits:
+// watch Done.
+type OutputFollower interface {
+	FollowOutput(buf int) (recent []string, lines <-chan string, stop func())
+}
+
 // RouteLister is a Launcher that says which OpenAI paths each of its models
 // serves ("/v1/chat/completions", …): the paths an endpoint/body job may
 // name.

@@ -15,7 +15,8 @@ const maxLineLen = 4096
 type ring struct {
 	mu   sync.Mutex
 	buf  []string
-	next int // index of the oldest line once buf is full
+	next int                          // index of the oldest line once buf is full
+	subs map[*outputFollower]struct{} // FollowOutput's (output_follow.go)
 }
 
 func newRing(n int) *ring { return &ring{buf: make([]string, 0, n)} }
@@ -23,6 +24,7 @@ func newRing(n int) *ring { return &ring{buf: make([]string, 0, n)} }
 func (r *ring) add(line string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.publishLocked(line)
 	if len(r.buf) < cap(r.buf) {
 		r.buf = append(r.buf, line)
 		return
@@ -35,6 +37,10 @@ func (r *ring) add(line string) {
 func (r *ring) lines() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.linesLocked()
+}
+
+func (r *ring) linesLocked() []string {
 	out := make([]string, 0, len(r.buf))
 	out = append(out, r.buf[r.next:]...)
 	return append(out, r.buf[:r.next]...)

@@ -42,6 +42,11 @@ type Event struct {
 	Steps   int       `json:"steps,omitempty"`
 	Chunk   string    `json:"chunk,omitempty"`
 	Seconds float64   `json:"seconds,omitempty"`
+	// A job_finished event of an LLM job or request: the tokens the engine
+	// reported and its generation speed (usage.go).
+	PromptTokens     int     `json:"prompt_tokens,omitempty"`
+	CompletionTokens int     `json:"completion_tokens,omitempty"`
+	TokensPerSecond  float64 `json:"tokens_per_second,omitempty"`
 	// A vram_reading: the GPU's total, free (driver) and not-ours MiB.
 	TotalMB   int `json:"vram_total_mb,omitempty"`
 	FreeMB    int `json:"vram_free_mb,omitempty"`
@@ -58,6 +63,7 @@ type Bus struct {
 	mu   sync.Mutex
 	seq  uint64
 	subs map[*Subscription]struct{}
+	ring eventRing // recent events for replay (bus_ring.go)
 }
 
 // Subscription receives events on C until Close.
@@ -109,6 +115,7 @@ func (b *Bus) Publish(e Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
+	b.ring.add(e)
 	for sub := range b.subs {
 		select {
 		case sub.c <- e:

@@ -125,7 +125,11 @@ func (s *Scheduler) runSlot(ctx context.Context, i *instance) {
 		s.bus.Publish(Event{Type: EvJobProgress, Model: job.Model, JobID: job.ID, Tokens: p.Tokens, Step: p.Step, Steps: p.Steps, Chunk: p.Chunk})
 	})
 	outcome, ferr := s.finish(jctx, i, job, result, err)
-	s.emit(slotDone{inst: i, run: run, outcome: outcome, err: ferr})
+	var u Usage
+	if outcome == store.JobStateCompleted {
+		u, _ = engine.FindUsage(result)
+	}
+	s.emit(slotDone{inst: i, run: run, outcome: outcome, err: ferr, usage: u})
 }
 
 // runJob runs job on eng: a prompt job through Run, an endpoint/body job

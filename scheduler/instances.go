@@ -457,6 +457,7 @@ func (s *Scheduler) snapshot() Snapshot {
 			Name: name, Type: string(m.Kind), State: modelStateName(m, now), VRAMMB: m.VRAMMB, EstimateMB: m.EstimateMB,
 			AvgJobSeconds: roundMs(m.avgRun), AvgLoadSeconds: roundMs(m.avgLoad),
 			LearnedMB: m.LearnedMB, Pinned: m.Pinned, Slots: m.Slots, Queued: m.waiting(), LastUsed: timePtr(m.lastUsed),
+			PromptTokens: m.tokens.prompt, GeneratedTokens: m.tokens.generated, TokensPerSecond: roundMs(m.tokens.tps),
 		}
 		if i := m.inst; i != nil {
 			ms.ReservedMB = i.reservedMB

@@ -34,6 +34,9 @@ type Lease struct {
 
 	keepAlive    time.Duration // set by the holder before Finish
 	keepAliveSet bool
+	usage        Usage // set by the holder before Finish (SetUsage)
+	usageSet     bool
+	granted      time.Time // set by the loop
 }
 
 // SetKeepAlive overrides, from when the lease is finished, how long its
@@ -263,7 +266,8 @@ func (s *Scheduler) grant(i *instance, m *modelState) {
 	st := s.st
 	st.leaseSeq++
 	ctx, cancel := context.WithCancelCause(context.Background())
-	l := &Lease{ID: "chat-" + strconv.FormatUint(st.leaseSeq, 10), Model: m.Name, URL: u.URL(), s: s, inst: i, ctx: ctx, stop: cancel}
+	l := &Lease{ID: "chat-" + strconv.FormatUint(st.leaseSeq, 10), Model: m.Name, URL: u.URL(), s: s, inst: i, ctx: ctx, stop: cancel,
+		granted: s.now()}
 	i.inflight++
 	st.leases[l.ID] = l
 	s.bus.Publish(Event{Type: EvJobStarted, Model: m.Name, JobID: l.ID})
@@ -290,6 +294,9 @@ func (s *Scheduler) onLeaseDone(l *Lease, err error) {
 		e.State = string(store.JobStateCancelled)
 	case err != nil:
 		e.State, e.Error = string(store.JobStateFailed), err.Error()
+	}
+	if err == nil && l.usageSet {
+		s.recordUsage(i.model, l.usage, now.Sub(l.granted), &e)
 	}
 	s.bus.Publish(e)
 }

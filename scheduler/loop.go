@@ -33,6 +33,7 @@ type (
 		empty   bool    // the model's queue was empty
 		outcome store.JobState
 		err     error
+		usage   Usage // a completed job's tokens, read off its result
 	}
 	failedQueued struct {
 		model string
@@ -131,6 +132,8 @@ func (s *Scheduler) handleReq(r any) {
 		r.reply <- run != nil
 	case snapshotReq:
 		r.reply <- s.snapshot()
+	case outputReq:
+		s.followOutput(r)
 	case progressReq:
 		if run := st.runs[r.id]; run != nil {
 			p, _ := run.snapshot()
@@ -167,6 +170,7 @@ func (s *Scheduler) handleEvent(ev any) {
 	switch ev := ev.(type) {
 	case launched:
 		ev.inst.eng = ev.eng
+		ev.inst.model.lastEng = ev.eng // its output stays readable after it exits
 		if ev.inst.state == InstStopping {
 			s.terminate(ev.inst)
 		}
@@ -208,6 +212,9 @@ func (s *Scheduler) handleEvent(ev any) {
 		e := Event{Type: EvJobFinished, Model: i.model.Name, JobID: ev.run.id, State: string(ev.outcome)}
 		if ev.err != nil {
 			e.Error = ev.err.Error()
+		}
+		if ev.outcome == store.JobStateCompleted {
+			s.recordUsage(i.model, ev.usage, now.Sub(ev.run.started), &e)
 		}
 		s.bus.Publish(e)
 	case leaseDone:

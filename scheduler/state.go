@@ -91,6 +91,8 @@ type modelState struct {
 	avgRun       float64   // seconds per completed job, moving average (0: none yet)
 	avgLoad      float64   // seconds per load, moving average
 	demand       demand    // recent arrivals of jobs and requests
+	tokens       tokenStats
+	lastEng      Engine // the latest engine launched, kept for its output
 }
 
 // waiting is the number of jobs and interactive requests waiting for m.
@@ -224,8 +226,8 @@ type ModelStatus struct {
 	VRAMMB     int    `json:"vram_mb"`
 	EstimateMB int    `json:"vram_estimate_mb"`
 	ReservedMB int    `json:"vram_reserved_mb"`
-	MeasuredMB int    `json:"vram_measured_mb"` // the running engine, now
-	LearnedMB  int    `json:"vram_learned_mb"`  // peak measured, kept across loads
+	MeasuredMB int    `json:"vram_measured_mb,omitempty"` // the running engine, now; absent until measured (no NVML: never)
+	LearnedMB  int    `json:"vram_learned_mb"`            // peak measured, kept across loads
 	Pinned     bool   `json:"pinned"`
 	Slots      int    `json:"slots"`
 	Running    int    `json:"running"`
@@ -238,7 +240,12 @@ type ModelStatus struct {
 	// Recent averages, for ETAs: seconds a job ran and a load took.
 	AvgJobSeconds  float64 `json:"avg_job_seconds,omitempty"`
 	AvgLoadSeconds float64 `json:"avg_load_seconds,omitempty"`
-	Reason         string  `json:"reason,omitempty"`
+	// Token figures since the daemon started, and the recent generation
+	// speed (tokens/s, moving average); absent until a request reported them.
+	PromptTokens    int64   `json:"prompt_tokens,omitempty"`
+	GeneratedTokens int64   `json:"generated_tokens,omitempty"`
+	TokensPerSecond float64 `json:"tokens_per_second,omitempty"`
+	Reason          string  `json:"reason,omitempty"`
 }
 
 // DeviceStatus is one GPU in a Snapshot.

@@ -21,6 +21,7 @@ const st = {
   current: null, // the job submitted from this page: {id, model, text, done, busy}
   finished: new Map(), // job_id → job_finished event, for jobs that end before POST /jobs answers
   stream: null, // AbortController of the open /events request
+  lastSeq: null, // id of the last event seen: a reconnect replays from there
   debounce: 0,
   refreshing: null,
   again: false,
@@ -85,8 +86,12 @@ function since(a, b) {
   return (b ? new Date(b).getTime() : Date.now()) - new Date(a).getTime();
 }
 
-// modelColor gives each model a stable colour derived from its name.
+// modelColor gives each model its own colour: hues a golden angle apart in
+// the configured order, so no two models share one; a name not (yet) in
+// the list gets a hue derived from the name.
 function modelColor(name) {
+  const k = st.models.findIndex((m) => m.name === name);
+  if (k >= 0) return `hsl(${Math.round((k * 137.508) % 360)}, 55%, 42%)`;
   let h = 0;
   for (const ch of name) h = (h * 31 + ch.codePointAt(0)) >>> 0;
   return `hsl(${h % 360}, 55%, 42%)`;
@@ -191,6 +196,10 @@ function renderAll() {
   renderModels();
   renderModelSelect();
   renderJobs();
+  renderPlayground(); // playground.js
+  renderLogView(); // logs.js
+  // Swatches drawn before /models answered (replayed events) get their colour now.
+  for (const e of document.querySelectorAll('.swatch[data-model]')) e.style.background = modelColor(e.dataset.model);
   renderBatches();
 }
 
@@ -303,7 +312,7 @@ function renderGPUs() {
 
 function renderModels() {
   const rows = st.models.map((m) => {
-    const has = typeof m.vram_measured_mb === 'number';
+    const has = m.vram_measured_mb > 0; // absent (no NVML, not loaded): shown as —
     const config = m.vram_mb > 0 ? `${m.vram_mb}` : m.vram_estimate_mb > 0 ? `est. ${m.vram_estimate_mb}` : 'whole budget';
     const loaded = ['ready', 'busy', 'loading'].includes(m.state);
     const action = loaded ? 'unload' : 'load';
@@ -316,6 +325,8 @@ function renderModels() {
         m.reason ? el('div', { class: 'muted small', text: m.reason }) : null),
       el('td', { class: 'num', text: `${m.vram_reserved_mb} · ${has ? m.vram_measured_mb : '—'} · ${config}` }),
       el('td', { class: 'num', text: `${m.running}/${m.slots}` }),
+      el('td', { class: 'num', 'data-field': 'tps', title: m.generated_tokens ? `${m.prompt_tokens || 0} prompt · ${m.generated_tokens} generated tokens` : '',
+        text: m.tokens_per_second > 0 ? m.tokens_per_second.toFixed(1) : '—' }),
       el('td', { class: 'num', 'data-field': 'queued', text: String(m.queued) }),
       el('td', { text: ago(m.last_used) }),
       el('td', {}, button),
@@ -398,14 +409,18 @@ function prependLog(list, item) {
   while (list.children.length > LOG_KEPT) list.lastElementChild.remove();
 }
 
+function modelSwatch(name) {
+  return name ? el('span', { class: 'swatch', 'data-model': name, style: { background: modelColor(name) } }) : null;
+}
+
 function logEvent(ev) {
   prependLog(ui.events, el('li', { 'data-type': ev.type },
-    el('time', { text: fmtTime(ev.time) }), el('b', { text: ev.type }), describe(ev)));
+    el('time', { text: fmtTime(ev.time) }), modelSwatch(ev.model), el('b', { text: ev.type }), describe(ev)));
 }
 
 function logModelChange(ev, kind, text) {
   prependLog(ui.evictions, el('li', { 'data-kind': kind, 'data-model': ev.model },
-    el('time', { text: fmtTime(ev.time) }), el('b', { text: ev.model }), text));
+    el('time', { text: fmtTime(ev.time) }), modelSwatch(ev.model), el('b', { text: ev.model }), text));
 }
 
 function onEvent(ev) {
@@ -487,7 +502,16 @@ async function followEvents() {
     const ctrl = new AbortController();
     st.stream = ctrl;
     try {
-      const res = await fetch('/events', { headers: authHeaders(), signal: ctrl.signal, cache: 'no-store' });
+      // The first connection asks for the recent events the server keeps
+      // (a reloaded page shows what happened before it); a reconnect asks
+      // for those it missed.
+      const headers = authHeaders();
+      let path = '/events?since=0';
+      if (st.lastSeq !== null) {
+        path = '/events';
+        headers['Last-Event-ID'] = String(st.lastSeq);
+      }
+      const res = await fetch(path, { headers, signal: ctrl.signal, cache: 'no-store' });
       if (res.status === 401) {
         setNeedKey(true);
         setConn('needs-key', 'events: need API key');
@@ -498,7 +522,10 @@ async function followEvents() {
       setConn('live', 'live');
       delay = 500;
       refresh(); // catch up on what happened while not connected
-      await readSSE(res.body, onEvent);
+      await readSSE(res.body, (ev) => {
+        if (typeof ev.seq === 'number') st.lastSeq = ev.seq;
+        onEvent(ev);
+      });
     } catch (err) {
       if (ctrl.signal.aborted) continue;
     }
@@ -643,4 +670,5 @@ function init() {
   }, 1000);
 }
 
-init();
+// DOMContentLoaded comes after every deferred script (playground.js, …) ran.
+document.addEventListener('DOMContentLoaded', init);

@@ -33,6 +33,7 @@ type completionsAnswer struct {
 		PromptTokens     int `json:"prompt_tokens"`
 		CompletionTokens int `json:"completion_tokens"`
 	} `json:"usage"`
+	Timings *llamacpp.Timings `json:"timings"` // a llama-server behind the command engine
 }
 
 // Run runs an LLM prompt job on the server's /v1/completions (the same
@@ -60,7 +61,9 @@ func (e *serverEngine) Run(ctx context.Context, job engine.Job, progress func(en
 		return nil, fmt.Errorf("%s answered no completion: %.200s", job.Model, raw)
 	}
 	res := llamacpp.Result{Type: engine.KindLLM, Text: a.Choices[0].Text, TokensPredicted: a.Usage.CompletionTokens,
-		TokensEvaluated: a.Usage.PromptTokens, StopType: a.Choices[0].FinishReason}
+		TokensEvaluated: a.Usage.PromptTokens, StopType: a.Choices[0].FinishReason, Timings: a.Timings,
+		Usage: llamacpp.ResultUsage{PromptTokens: a.Usage.PromptTokens, CompletionTokens: a.Usage.CompletionTokens,
+			TotalTokens: a.Usage.PromptTokens + a.Usage.CompletionTokens}}
 	progress(engine.Progress{Tokens: res.TokensPredicted, Chunk: res.Text})
 	b, err := json.Marshal(res)
 	if err != nil {

@@ -43,6 +43,7 @@ type Timings struct {
 	PredictedN         int     `json:"predicted_n"`
 	PredictedMS        float64 `json:"predicted_ms"`
 	PredictedPerSecond float64 `json:"predicted_per_second"`
+	CacheN             int     `json:"cache_n"`
 }
 
 // completionBody is the JSON llama-server's /completion reads.

@@ -161,6 +161,17 @@ type Result struct {
 	TokensPredicted int         `json:"tokens_predicted"`
 	TokensEvaluated int         `json:"tokens_evaluated"`
 	StopType        string      `json:"stop_type,omitempty"`
+	// Usage is the job's tokens in OpenAI's shape; Timings is
+	// llama-server's own (prompt_n, predicted_n, predicted_per_second, …).
+	Usage   ResultUsage `json:"usage"`
+	Timings *Timings    `json:"timings,omitempty"`
+}
+
+// ResultUsage is an LLM job's tokens, as OpenAI's usage object names them.
+type ResultUsage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
 }
 
 // Run sends the job to /completion, streaming tokens into progress.
@@ -182,7 +193,11 @@ func (e *serverEngine) Run(ctx context.Context, job engine.Job, progress func(en
 		return nil, err
 	}
 	// res.Text is the concatenation of the streamed chunks.
-	out := Result{Type: engine.KindLLM, Text: res.Text, TokensPredicted: res.TokensPredicted, TokensEvaluated: res.TokensEvaluated, StopType: res.StopType}
+	out := Result{Type: engine.KindLLM, Text: res.Text, TokensPredicted: res.TokensPredicted, TokensEvaluated: res.TokensEvaluated, StopType: res.StopType,
+		Usage: ResultUsage{PromptTokens: res.TokensEvaluated, CompletionTokens: res.TokensPredicted, TotalTokens: res.TokensEvaluated + res.TokensPredicted}}
+	if res.Timings != (Timings{}) {
+		out.Timings = &res.Timings
+	}
 	b, err := json.Marshal(out)
 	if err != nil {
 		return nil, fmt.Errorf("encode result: %w", err)

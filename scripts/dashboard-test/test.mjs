@@ -9,7 +9,9 @@
 //   CHROMIUM_PATH         the browser (default /usr/bin/chromium)
 //
 // It loads the page, submits a prompt for A and sees the answer, submits one
-// for B and sees A's eviction appear, and checks the VRAM bar; then, on a page
+// for B and sees A's eviction appear, and checks the VRAM bar; reloads the page
+// and finds the eviction again (replayed events), unmeasured VRAM as "—", a
+// colour per model, and a streamed playground answer; then, on a page
 // whose API answers are fixed, it checks what the stand-ins cannot produce
 // (measured and not-ours memory, an image result). Exit status 0 means every
 // check passed.
@@ -171,8 +173,11 @@ try {
   await page.waitForSelector(`#jobs tr[data-job="${a.id}"][data-status="completed"]`);
   check(true, 'recent jobs list the completed job');
 
-  const segA = await page.waitForSelector(`#vram-bar .seg.model[data-model="${modelA}"]`);
-  const boxA = await segA.boundingBox();
+  // The page redraws the bar on every refresh, so measure within one evaluation.
+  const boxA = await (await page.waitForFunction((m) => {
+    const e = document.querySelector(`#vram-bar .seg.model[data-model="${m}"]`);
+    return e && { width: e.getBoundingClientRect().width };
+  }, modelA)).jsonValue();
   const bar = await (await page.$('#vram-bar')).boundingBox();
   check(boxA && boxA.width > bar.width * 0.2, `VRAM bar has a segment for ${modelA} (${boxA && Math.round(boxA.width)} of ${Math.round(bar.width)} px)`);
   check((await page.$('#vram-bar .seg.free')) && (await page.$('#vram-bar .seg.margin')) && (await page.$('#vram-bar .budget-mark')),
@@ -194,6 +199,42 @@ try {
   const durations = await page.$$eval('#jobs tr[data-status="completed"] td[data-field="duration"]', (tds) => tds.map((td) => td.textContent));
   check(durations.length >= 2 && durations.every((d) => /\d/.test(d)), `completed jobs show durations (${durations.join(', ')})`);
   check((await page.$$('#events li[data-type="model_evicted"]')).length >= 1, 'event log lists the eviction');
+
+  // A reloaded page remembers: the server replays its recent events.
+  await page.reload();
+  await page.waitForSelector('#conn[data-state="live"]');
+  const evAgain = await page.waitForSelector(`#evictions li[data-kind="evicted"][data-model="${modelA}"]`);
+  check((await evAgain.textContent()).includes(`evicted for ${modelB}`), 'after a reload the eviction is still listed (replayed by /events?since=0)');
+  check((await page.$$('#events li[data-type="model_evicted"]')).length >= 1, 'after a reload the event log lists the eviction');
+  const vramCell = await (await page.waitForSelector(`#models tbody tr[data-model="${modelB}"] td:nth-child(3)`)).textContent();
+  check(vramCell.split(' · ')[1] === '—', `unmeasured VRAM shows as — without NVML, not 0 ("${vramCell}")`);
+  const colors = await page.$$eval('#models tbody tr td:first-child .swatch', (s) => s.map((e) => getComputedStyle(e).backgroundColor));
+  check(colors.length >= 2 && new Set(colors).size === colors.length, `each model has its own colour (${colors.join(', ')})`);
+
+  // The playground streams an answer through /v1/chat/completions.
+  await page.waitForSelector(`#pg-model option[value="${modelB}"]`, { state: 'attached' });
+  await page.selectOption('#pg-model', modelB); // loaded: nothing is evicted
+  const chatText = 'stream me five words please';
+  await page.fill('#pg-input', chatText);
+  await page.click('#pg-send');
+  const reply = await page.waitForSelector('#pg-chat .msg.assistant[data-state="done"]');
+  const replyText = await (await reply.$('.text')).textContent();
+  const chunks = Number(await reply.getAttribute('data-chunks'));
+  check(replyText === `echo: ${chatText}` && chunks >= 5, `playground streams the answer in chunks ("${replyText}", ${chunks} chunks)`);
+  check(/tokens\/s/.test(await page.textContent('#pg-status')), `playground shows the engine's tokens/s (${await page.textContent('#pg-status')})`);
+  await page.waitForFunction((m) => /\d/.test(document.querySelector(`#models tbody tr[data-model="${m}"] td[data-field="tps"]`).textContent), modelB);
+  check(true, `models table shows ${modelB}'s tokens/s`);
+
+  // The log view: the daemon's lines, then a model's engine output.
+  await page.waitForFunction(() => /msg=/.test(document.getElementById('log-lines').textContent));
+  check(true, 'log view shows the daemon\'s log lines');
+  await page.waitForSelector(`#log-source option[value="${modelB}"]`, { state: 'attached' });
+  await page.selectOption('#log-source', modelB);
+  await page.waitForFunction((m) => {
+    const e = document.getElementById('log-lines');
+    return e.dataset.source === m && /log_server_r: done request: POST \/v1\/chat\/completions/.test(e.textContent);
+  }, modelB);
+  check(true, `log view shows ${modelB}'s engine output (the playground's request)`);
 
   check(problems.length === 0, `no page or console errors${problems.length ? ': ' + problems.join('; ') : ''}`);
   await page.screenshot({ path: shot, fullPage: true });
