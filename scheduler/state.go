@@ -91,6 +91,7 @@ type modelState struct {
 	avgLoad      float64   // seconds per load, moving average
 	tokens       tokenStats
 	lastEng      Engine // the latest engine launched, kept for its output
+	removed      bool   // gone from the config: drains, then forgotten (reconfigure.go)
 }
 
 // waiting is the number of jobs and interactive requests waiting for m.
