@@ -82,10 +82,13 @@ default http://127.0.0.1:8000; API key from VRAMCRAM_API_KEY):
 
 // configFromFlags parses cmd's -config flag and loads the config; on
 // failure it has printed why and returns the exit code (2 usage, 1 config).
-func configFromFlags(cmd string, args []string, stderr io.Writer) (*Config, int) {
+func configFromFlags(cmd string, args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (*Config, int) {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", os.Getenv("VRAMCRAM_CONFIG"), "config file (YAML); default $VRAMCRAM_CONFIG")
+	for _, f := range extra { // the command's own flags
+		f(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, 2
 	}
@@ -98,14 +101,15 @@ func configFromFlags(cmd string, args []string, stderr io.Writer) (*Config, int)
 }
 
 func serveCmd(args []string, stderr io.Writer) int {
-	cfg, code := configFromFlags("serve", args, stderr)
+	var ro reloadOpts
+	cfg, code := configFromFlags("serve", args, stderr, ro.flags) // reload_flags.go
 	if cfg == nil {
 		return code
 	}
 	log := teeLogs(newLogger(cfg.Logging, stderr)) // logs_wiring.go
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, cfg, log); err != nil {
+	if err := serve(ctx, cfg, log, ro); err != nil {
 		log.Error("vramcram stopped with an error", "err", err)
 		return 1
 	}
@@ -139,7 +143,7 @@ func seconds(n int) time.Duration { return time.Duration(n) * time.Second }
 // serve runs the daemon until ctx ends, then shuts down in order: stop
 // accepting requests, let running jobs finish (graceful_shutdown_timeout),
 // requeue the rest, stop every engine, close the store.
-func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
+func serve(ctx context.Context, cfg *Config, log *slog.Logger, ro reloadOpts) error {
 	dataDir := cfg.Storage.DataDir
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
@@ -190,7 +194,8 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	sched, err := scheduler.New(sc, st, reg, nil, log.With("component", "scheduler"))
+	launch := newSwapLauncher(reg) // a reload swaps the registry (reload.go)
+	sched, err := scheduler.New(sc, st, launch, nil, log.With("component", "scheduler"))
 	if err != nil {
 		return err
 	}
@@ -204,11 +209,11 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	defer stopMetrics() // after the scheduler has stopped: scrapes work during the drain
 
-	ac := apiConfig(cfg, reg, log)
-	ac.Metrics = met
-	apiSrv := api.New(ac, sched, st)
+	rl := &reloader{opts: ro, log: log, sched: sched, st: st, records: records, launch: launch, handler: &swapHandler{}, met: met, started: time.Now()}
+	rl.handler.set(rl.newAPI(cfg, reg))
+	startReloader(ctx, rl, cfg)
 	srv := &http.Server{
-		Handler:           apiSrv.Handler(),
+		Handler:           rl.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -230,7 +235,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	case err = <-srvErr:
 		log.Error("HTTP server failed", "err", err)
 	}
-	apiSrv.Close()
+	rl.handler.closeAll()
 	return shutdown(srv, sched, cfg, log, err)
 }
 

@@ -74,6 +74,13 @@ type Config struct {
 	Endpoints map[string][]string
 	// Logs holds the daemon's recent log lines for GET /logs/stream (logs.go).
 	Logs *LogRing
+	// Started is when the daemon started (uptime in /health); zero: now.
+	// A reload builds a new Server with the daemon's start time.
+	Started time.Time
+	// The config reload hooks (admin.go); nil: not available.
+	Reload        func(ctx context.Context) (report any, err error)
+	ConfigError   func() string // the last rejected reload's error, "" once one is applied
+	RunningConfig func() any    // GET /admin/config
 }
 
 // Server is the HTTP API.
@@ -123,6 +130,9 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	s := &Server{cfg: cfg, sched: sched, store: st, log: cfg.Logger, now: cfg.NowFunc, closing: make(chan struct{}),
 		waitNoteAfter: defaultWaitNoteAfter, waitNoteEvery: defaultWaitNoteEvery}
 	s.started = s.now()
+	if !cfg.Started.IsZero() {
+		s.started = cfg.Started
+	}
 	s.engines = newEngineClient()
 	s.oaiModels = s.openAIModelList()
 	e := echo.New()
@@ -156,6 +166,7 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	s.routeUpstream(e)    // /upstream/{model}/… (upstream.go)
 	s.routeOllama(e)      // /api/… (ollama.go)
 	s.routeLogs(e)        // /logs/stream… (logs.go)
+	s.routeAdmin(e)       // /admin/… (admin.go)
 	s.echo = e
 	return s
 }

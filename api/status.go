@@ -34,6 +34,9 @@ type healthView struct {
 	// Devices are the GPUs, each with its own ledger (the figures above
 	// are their sums).
 	Devices []scheduler.DeviceStatus `json:"devices"`
+	// ConfigError is why the last config reload was rejected (the running
+	// config stays in force); absent once a reload is applied.
+	ConfigError string `json:"config_error,omitempty"`
 }
 
 // health handles GET /health: 200 healthy, 503 degraded.
@@ -54,6 +57,9 @@ func (s *Server) health(c echo.Context) error {
 	v.VRAMReserved, v.VRAMFreeMB, v.VRAMNotOurs = snap.ReservedMB, snap.FreeMB, snap.NotOursMB
 	v.LoadedModels, v.QueueDepth, v.Running, v.Policy = snap.Loaded(), snap.QueueDepth, snap.Running, snap.Policy
 	v.Devices = snap.Devices
+	if s.cfg.ConfigError != nil {
+		v.ConfigError = s.cfg.ConfigError()
+	}
 	for _, d := range snap.Devices {
 		if d.Lost != "" {
 			v.Status, v.Reason = "degraded", "GPU "+d.ID+" lost: "+d.Lost
