@@ -25,8 +25,7 @@ func (s *Server) adminReload(c echo.Context) error {
 	}
 	rep, err := s.cfg.Reload(c.Request().Context())
 	if err != nil {
-		return &Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalidConfig,
-			Message: "config not applied, the running config stays in force: " + err.Error(), Extra: map[string]any{"report": rep}}
+		return apiErr(http.StatusUnprocessableEntity, CodeInvalidConfig, "config not applied, the running config stays in force: "+err.Error())
 	}
 	return c.JSON(http.StatusOK, rep)
 }
