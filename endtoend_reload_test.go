@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -195,4 +196,31 @@ func TestE2E_HotReload(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// TestE2E_ReloadOnSIGHUP: without -watch-config, an edited file is applied
+// on SIGHUP (and only then), and the daemon lives on.
+func TestE2E_ReloadOnSIGHUP(t *testing.T) {
+	bin, engine := buildBinaries(t)
+	dir := t.TempDir()
+	s := reloadSetup{dir: dir, cfg: filepath.Join(dir, "config.yaml"), engine: engine, port: freePort(t)}
+	s.write(t, []string{"alpha"}, "")
+	d := startDaemon(t, bin, s.cfg, s.port)
+	stopAtCleanup(t, d)
+	s.write(t, []string{"alpha", "gamma"}, "")
+	if _, listed := d.modelPID("gamma"); listed {
+		t.Fatal("gamma listed before the reload")
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() string {
+		if _, listed := d.modelPID("gamma"); listed {
+			return "ok"
+		}
+		return ""
+	})
+	if js := d.waitJob(d.submit("gamma", "after the signal"), 30*time.Second); js.Status != "completed" {
+		t.Fatalf("gamma job: %+v", js)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/vramcram/vramcram/engine"
@@ -21,6 +22,9 @@ func TestScheduler_Reconfigure(t *testing.T) {
 			return []byte(`{"type":"llm","text":"ok"}`), nil
 		}
 	})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free) // before the scheduler stops, even when the test fails early
 	ctx := context.Background()
 	running := b.submit("a", "hold", 0)
 	b.until("a busy", func(s Snapshot) bool { return s.Models[0].State == ModelBusy })
@@ -47,7 +51,7 @@ func TestScheduler_Reconfigure(t *testing.T) {
 		t.Fatalf("queued job of the removed model failed with %q", j.Error)
 	}
 	b.wait(b.submit("c", "new", 0), store.JobStateCompleted) // the new model serves beside a and the draining b
-	close(release)
+	free()
 	b.wait(running, store.JobStateCompleted)
 	b.wait(queuedB, store.JobStateCompleted) // the removed model's running job finished
 	snap := b.until("b forgotten", func(s Snapshot) bool { return len(s.Models) == 2 })
