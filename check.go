@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -82,13 +83,20 @@ func applyLearned(cfg *Config, models []scheduler.Model, learned map[string]int,
 // checkCmd validates a config and prints, per model, its VRAM figures and
 // whether it fits the budget alone. Exit 1 on an invalid config.
 func checkCmd(args []string, stdout, stderr io.Writer) int {
-	cfg, code := configFromFlags("check", args, stderr)
+	var co checkOpts
+	cfg, code := configFromFlags("check", args, stderr, co.flags) // check_reload.go
 	if cfg == nil {
 		return code
 	}
 	if err := printCheck(context.Background(), cfg, stdout); err != nil {
 		fmt.Fprintln(stderr, "vramcram check:", err)
 		return 1
+	}
+	if co.url != "" {
+		if err := printReloadDiff(context.Background(), cfg, co.url, os.Getenv, stdout); err != nil {
+			fmt.Fprintln(stderr, "vramcram check:", err)
+			return 1
+		}
 	}
 	return 0
 }

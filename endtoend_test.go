@@ -96,7 +96,13 @@ type daemon struct {
 // startDaemon runs bin with cfgPath on port and waits for /health.
 func startDaemon(t *testing.T, bin, cfgPath string, port int, env ...string) *daemon {
 	t.Helper()
-	cmd := exec.Command(bin, "-config", cfgPath)
+	return startDaemonArgs(t, bin, []string{"-config", cfgPath}, port, env...)
+}
+
+// startDaemonArgs runs bin with args on port and waits for /health.
+func startDaemonArgs(t *testing.T, bin string, args []string, port int, env ...string) *daemon {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(cleanEnv(), env...)
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs

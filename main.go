@@ -96,8 +96,8 @@ Global flags may come before or after the command: vramcram --url URL ps.
 // configFromFlags parses cmd's -config flag and loads the config; on
 // failure it has printed why and returns the exit code (2 usage or no config
 // file, 1 config).
-func configFromFlags(cmd string, args []string, stderr io.Writer) (*Config, int) {
-	cfg, _, code := loadConfigFlags(cmd, args, stderr)
+func configFromFlags(cmd string, args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (*Config, int) {
+	cfg, _, code := loadConfigFlags(cmd, args, stderr, extra...)
 	return cfg, code
 }
 
@@ -105,10 +105,13 @@ func configFromFlags(cmd string, args []string, stderr io.Writer) (*Config, int)
 // neither -config nor VRAMCRAM_CONFIG it uses the first file of
 // configSearchPath that exists; with none it prints how to start and
 // returns 2.
-func loadConfigFlags(cmd string, args []string, stderr io.Writer) (*Config, string, int) {
+func loadConfigFlags(cmd string, args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (*Config, string, int) {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", os.Getenv("VRAMCRAM_CONFIG"), "config file (YAML); default $VRAMCRAM_CONFIG, else the first of\n"+strings.Join(configSearchPath(os.Getenv), ", "))
+	for _, f := range extra { // the command's own flags
+		f(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, "", 0
@@ -132,15 +135,17 @@ func loadConfigFlags(cmd string, args []string, stderr io.Writer) (*Config, stri
 }
 
 func serveCmd(args []string, stderr io.Writer) int {
-	cfg, path, code := loadConfigFlags("serve", args, stderr)
+	var ro reloadOpts // -watch-config (reload_flags.go)
+	cfg, path, code := loadConfigFlags("serve", args, stderr, ro.flags)
 	if cfg == nil {
 		return code
 	}
 	log := teeLogs(newLogger(cfg.Logging, stderr)) // logs_wiring.go
 	log.Info("config", "path", path)
+	ro.path, ro.fs = path, nil // the file found, by -config or by the search
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, cfg, log); err != nil {
+	if err := serve(ctx, cfg, log, ro); err != nil {
 		log.Error("vramcram stopped with an error", "err", err)
 		return 1
 	}
@@ -181,7 +186,7 @@ func seconds(n int) time.Duration { return time.Duration(n) * time.Second }
 // serve runs the daemon until ctx ends, then shuts down in order: stop
 // accepting requests, let running jobs finish (graceful_shutdown_timeout),
 // requeue the rest, stop every engine, close the store.
-func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
+func serve(ctx context.Context, cfg *Config, log *slog.Logger, ro reloadOpts) error {
 	dataDir := cfg.Storage.DataDir
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
@@ -239,10 +244,11 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	launch := newSwapLauncher(reg) // a reload swaps the registry (reload.go)
 	if fleet != nil {
 		sc.Fleet = fleet
 	}
-	sched, err := scheduler.New(sc, st, reg, nil, log.With("component", "scheduler"))
+	sched, err := scheduler.New(sc, st, launch, nil, log.With("component", "scheduler"))
 	if err != nil {
 		return err
 	}
@@ -261,19 +267,19 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	defer stopMetrics() // after the scheduler has stopped: scrapes work during the drain
 
-	ac := apiConfig(cfg, reg, log)
-	ac.Metrics = met
+	var batches api.Batches
 	if bolt != nil { // files and batches live in the bbolt file
-		ac.Batches = startBatches(ctx, cfg, bolt, sched, &ac, log)
+		ac := apiConfig(cfg, reg, log)
+		ac.Metrics = met
+		batches = startBatches(ctx, cfg, bolt, sched, &ac, log)
 	} else {
 		log.Warn("the OpenAI Files and Batch API needs storage.backend bbolt: /v1/files and /v1/batches are off on this node")
 	}
-	guardAPIConfig(&ac, cfg)
-	if fleet != nil {
-		ac.Node, ac.FleetFunc = fleet.name, fleet.fleetView
-	}
-	apiSrv := api.New(ac, sched, st)
-	srv := newAPIServer(apiSrv.Handler())
+	rl := &reloader{opts: ro, log: log, sched: sched, st: st, records: records, launch: launch, handler: &swapHandler{},
+		met: met, started: time.Now(), batches: batches, fleet: fleet}
+	rl.handler.set(rl.newAPI(cfg, reg))
+	startReloader(ctx, rl, cfg)
+	srv := newAPIServer(rl.handler)
 	addr := net.JoinHostPort(cfg.Server.Host, strconv.Itoa(cfg.Server.Port))
 	ln, err := listenAPI(addr, cfg)
 	if err != nil {
@@ -291,7 +297,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	case err = <-srvErr:
 		log.Error("HTTP server failed", "err", err)
 	}
-	apiSrv.Close()
+	rl.handler.closeAll()
 	return shutdown(srv, sched, cfg, log, err)
 }
 

@@ -104,6 +104,13 @@ type Config struct {
 	FleetFunc func(ctx context.Context) any
 	// Logs holds the daemon's recent log lines for GET /logs/stream (logs.go).
 	Logs *LogRing
+	// Started is when the daemon started (uptime in /health); zero: now.
+	// A reload builds a new Server with the daemon's start time.
+	Started time.Time
+	// The config reload hooks (admin.go); nil: not available.
+	Reload        func(ctx context.Context) (report any, err error)
+	ConfigError   func() string // the last rejected reload's error, "" once one is applied
+	RunningConfig func() any    // GET /admin/config
 }
 
 // Server is the HTTP API.
@@ -161,6 +168,9 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 		hosts: newHostGuard(cfg.ListenHost, cfg.AllowedHosts), bodies: &byteBudget{max: cfg.MaxInflightBodyBytes},
 		eventWriteTimeout: defaultEventWriteTimeout}
 	s.started = s.now()
+	if !cfg.Started.IsZero() {
+		s.started = cfg.Started
+	}
 	s.engines = newEngineClient()
 	s.oaiModels = s.openAIModelList()
 	e := echo.New()
@@ -196,6 +206,7 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	s.routeOllama(e)      // /api/… (ollama.go)
 	s.routeBatches(e)     // /v1/files, /v1/batches
 	s.routeLogs(e)        // /logs/stream… (logs.go)
+	s.routeAdmin(e)       // /admin/… (admin.go)
 	s.echo = e
 	return s
 }

@@ -38,6 +38,9 @@ type healthView struct {
 	// Node and Fleet: the nodes sharing the queue (storage.backend redis).
 	Node  string `json:"node,omitempty"`
 	Fleet any    `json:"fleet,omitempty"`
+	// ConfigError is why the last config reload was rejected (the running
+	// config stays in force); absent once a reload is applied.
+	ConfigError string `json:"config_error,omitempty"`
 }
 
 // health handles GET /health: 200 healthy, 503 degraded.
@@ -63,6 +66,9 @@ func (s *Server) health(c echo.Context) error {
 	}
 	if s.cfg.FleetFunc != nil {
 		v.Node, v.Fleet = s.cfg.Node, s.cfg.FleetFunc(ctx)
+	}
+	if s.cfg.ConfigError != nil {
+		v.ConfigError = s.cfg.ConfigError()
 	}
 	for _, d := range snap.Devices {
 		if d.Lost != "" {

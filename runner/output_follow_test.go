@@ -3,6 +3,7 @@ package runner
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestProcess_FollowOutput(t *testing.T) {
@@ -16,8 +17,13 @@ func TestProcess_FollowOutput(t *testing.T) {
 	}
 	p.ring.add("d")
 	p.ring.add("e") // the follower's buffer is full: lost, the output goes on
-	if l := <-lines; l != "d" {
-		t.Fatalf("followed %q, want d", l)
+	select {
+	case l := <-lines:
+		if l != "d" {
+			t.Fatalf("followed %q, want d", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no line followed")
 	}
 	stop()
 	p.ring.add("f")

@@ -17,6 +17,7 @@ import (
 // plan runs after every request, event and tick: it hands free slots to
 // queued work, retires idle drained instances, and starts loads that fit.
 func (s *Scheduler) plan(ctx context.Context) {
+	s.dropRemoved() // reconfigure.go
 	st := s.st
 	now := s.now()
 	heads := s.headsFunc()
@@ -49,6 +50,8 @@ func (s *Scheduler) plan(ctx context.Context) {
 			continue
 		}
 		switch {
+		case m.removed: // a job that came in as it was removed
+			s.failQueued(m, "model "+m.Name+" was removed from the config")
 		case m.unavailable != "":
 			s.failQueued(m, "model unavailable: "+m.unavailable)
 		case !s.fitsAlone(m, s.reservation(m)) && !s.fitsInFleet(m):
@@ -89,7 +92,7 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 	var cands []candidate
 	for _, name := range st.order {
 		m := st.models[name]
-		if m.inst != nil || m.unavailable != "" || m.failing || now.Before(m.backoffUntil) {
+		if m.inst != nil || m.removed || m.unavailable != "" || m.failing || now.Before(m.backoffUntil) {
 			continue
 		}
 		if !s.fitsAlone(m, s.reservation(m)) {
@@ -471,6 +474,8 @@ func (s *Scheduler) snapshot() Snapshot {
 			}
 		}
 		switch {
+		case m.removed:
+			ms.Reason = "removed from the config: stops once its running work ends"
 		case m.unavailable != "":
 			ms.Reason = m.unavailable
 		case m.lastErr != "":

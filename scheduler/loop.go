@@ -134,6 +134,8 @@ func (s *Scheduler) handleReq(r any) {
 		r.reply <- s.snapshot()
 	case outputReq:
 		s.followOutput(r)
+	case reconfigReq:
+		r.reply(s.reconfigure(r.rc))
 	case progressReq:
 		if run := st.runs[r.id]; run != nil {
 			p, _ := run.snapshot()
@@ -233,7 +235,7 @@ func (s *Scheduler) handleEvent(ev any) {
 // admit answers Admit for the loop.
 func (s *Scheduler) admit(name string) error {
 	m := s.st.models[name]
-	if m == nil {
+	if m == nil || m.removed {
 		return fmt.Errorf("%w %q", ErrUnknownModel, name)
 	}
 	if m.unavailable != "" {
@@ -336,6 +338,9 @@ func (s *Scheduler) checkAvailability() {
 	}
 	for _, name := range s.st.order {
 		m := s.st.models[name]
+		if m.removed {
+			continue
+		}
 		reason := ""
 		if err := s.launcher.Check(m.Model.spec()); err != nil {
 			reason = err.Error()

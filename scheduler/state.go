@@ -93,6 +93,7 @@ type modelState struct {
 	demand       demand    // recent arrivals of jobs and requests
 	tokens       tokenStats
 	lastEng      Engine // the latest engine launched, kept for its output
+	removed      bool   // gone from the config: drains, then forgotten (reconfigure.go)
 }
 
 // waiting is the number of jobs and interactive requests waiting for m.

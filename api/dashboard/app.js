@@ -228,6 +228,8 @@ function renderHealth() {
   ui.meta.textContent = h
     ? `${h.version || ''} · policy ${h.policy} · queued ${h.queue_depth} · running ${h.running} · up ${fmtDur(h.uptime_seconds * 1000)}`
     : '';
+  // A rejected config reload: the daemon runs on with its old config.
+  if (h && h.config_error) ui.meta.textContent += ` · config reload rejected: ${h.config_error}`;
 }
 
 function renderVRAM() {

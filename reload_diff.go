@@ -1,0 +1,128 @@
+package main
+
+import (
+	"reflect"
+	"slices"
+	"strings"
+)
+
+// configDiff is what a new config changes against the running one.
+type configDiff struct {
+	Added   []string `json:"added,omitempty"`   // models
+	Removed []string `json:"removed,omitempty"` // models
+	Changed []string `json:"changed,omitempty"` // models whose engine must restart
+	// Keys are the changed keys outside models, by key path; Restart those
+	// of them that take effect only when the daemon restarts.
+	Keys    []string `json:"keys,omitempty"`
+	Restart []string `json:"restart_needed,omitempty"`
+}
+
+// empty reports whether the new config changes nothing.
+func (d configDiff) empty() bool {
+	return len(d.Added)+len(d.Removed)+len(d.Changed)+len(d.Keys) == 0
+}
+
+// liveKeys are the key paths (or prefixes ending in ".") a reload applies
+// without a restart; any other changed key needs one. inference.* restarts
+// every model (its engine binary may have changed); agents.* applies to
+// engines started after the reload.
+var liveKeys = []string{
+	"server.api_keys", "server.max_body_bytes", "server.max_prompt_chars", "server.cors_origins", "server.allowed_hosts",
+	"vram.safety_margin_mb", "vram.monitoring_interval_seconds", "vram.release_timeout_seconds",
+	"inference.", "agents.", "scheduling.",
+}
+
+// restartKeys are keys under a live prefix that still need a restart.
+var restartKeys = []string{"scheduling.max_queue"}
+
+func liveKey(k string) bool {
+	if slices.Contains(restartKeys, k) {
+		return false
+	}
+	for _, p := range liveKeys {
+		if k == p || strings.HasSuffix(p, ".") && strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// diffConfigs compares a new config with the running one.
+func diffConfigs(old, cur *Config) configDiff {
+	var d configDiff
+	changedKeys("", reflect.ValueOf(*old), reflect.ValueOf(*cur), &d.Keys)
+	for _, k := range d.Keys {
+		if !liveKey(k) {
+			d.Restart = append(d.Restart, k)
+		}
+	}
+	engineWide := slices.ContainsFunc(d.Keys, func(k string) bool { return strings.HasPrefix(k, "inference.") })
+	was, now := modelEntries(old), modelEntries(cur)
+	for _, name := range modelOrder(cur) {
+		o, ok := was[name]
+		switch {
+		case !ok:
+			d.Added = append(d.Added, name)
+		case engineWide || !reflect.DeepEqual(o, now[name]):
+			d.Changed = append(d.Changed, name)
+		}
+	}
+	for _, name := range modelOrder(old) {
+		if _, ok := now[name]; !ok {
+			d.Removed = append(d.Removed, name)
+		}
+	}
+	return d
+}
+
+// changedKeys appends the key paths (koanf names) of the leaves that differ
+// between a and b, structs walked field by field; models are diffed apart.
+func changedKeys(prefix string, a, b reflect.Value, out *[]string) {
+	t := a.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("koanf"), ",")
+		if name == "" || name == "-" || !f.IsExported() {
+			continue
+		}
+		key := prefix + name
+		if key == "models" {
+			continue
+		}
+		fa, fb := a.Field(i), b.Field(i)
+		if f.Type.Kind() == reflect.Struct {
+			changedKeys(key+".", fa, fb, out)
+			continue
+		}
+		if !reflect.DeepEqual(fa.Interface(), fb.Interface()) {
+			*out = append(*out, key)
+		}
+	}
+}
+
+// modelEntries maps each model's name to what decides its engine: its
+// entry with the keys that apply live (aliases, pinned, preload, ttl)
+// cleared, tagged with its kind.
+func modelEntries(c *Config) map[string]any {
+	out := map[string]any{}
+	for _, m := range c.Models.LLM {
+		m.Aliases, m.Pinned, m.Preload, m.TTLSeconds = nil, false, false, 0
+		out[m.Name] = m
+	}
+	for _, m := range c.Models.Diffusion {
+		m.Aliases, m.Pinned, m.Preload, m.TTLSeconds = nil, false, false, 0
+		out[m.Name] = m
+	}
+	return out
+}
+
+func modelOrder(c *Config) []string {
+	var out []string
+	for _, m := range c.Models.LLM {
+		out = append(out, m.Name)
+	}
+	for _, m := range c.Models.Diffusion {
+		out = append(out, m.Name)
+	}
+	return out
+}
