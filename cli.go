@@ -304,7 +304,7 @@ func oneArg(args []string, what string) (string, error) {
 
 // clientUsage lists the client commands for the top-level usage text.
 func clientUsage(w io.Writer) {
-	for _, name := range []string{"submit", "status", "result", "cancel", "ps", "models", "load", "unload", "batch"} {
+	for _, name := range []string{"submit", "status", "result", "cancel", "ps", "models", "load", "unload", "batch", "logs"} {
 		cmd := clientCommands[name]()
 		fmt.Fprintf(w, "  vramcram %-33s %s\n", name+" "+cmd.usage, cmd.help)
 	}
