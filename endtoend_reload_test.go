@@ -214,13 +214,22 @@ func TestE2E_ReloadOnSIGHUP(t *testing.T) {
 	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
+	// The reload is applied once the API takes gamma's jobs (the scheduler
+	// lists gamma in /models a moment before the new API is swapped in).
+	var gammaJob string
 	waitFor(t, func() string {
-		if _, listed := d.modelPID("gamma"); listed {
-			return "ok"
+		var r struct {
+			JobID string `json:"job_id"`
 		}
-		return ""
+		if d.do("POST", "/jobs", map[string]any{"model": "gamma", "prompt": "after the signal"}, &r) == http.StatusAccepted {
+			gammaJob = r.JobID
+		}
+		return gammaJob
 	})
-	if js := d.waitJob(d.submit("gamma", "after the signal"), 30*time.Second); js.Status != "completed" {
+	if js := d.waitJob(gammaJob, 30*time.Second); js.Status != "completed" {
 		t.Fatalf("gamma job: %+v", js)
+	}
+	if _, listed := d.modelPID("gamma"); !listed {
+		t.Fatal("gamma not listed in /models after the reload")
 	}
 }
