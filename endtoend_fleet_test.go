@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -307,4 +308,79 @@ func TestE2E_FleetRedisOutage(t *testing.T) {
 		t.Fatalf("job after the outage: %+v", js)
 	}
 	t.Logf("%d submits refused with 503 during the 10 s outage; %d accepted jobs all completed", refused, len(prompts))
+}
+
+// TestE2E_FleetProxiesInteractive: a chat request sent to a node that
+// lacks the model is answered by the node that has it loaded, and the
+// node it was sent to does not load the model.
+func TestE2E_FleetProxiesInteractive(t *testing.T) {
+	bin, engine := buildBinaries(t)
+	srv := redistest.Start(t)
+	names := []string{"node-a", "node-b"}
+	var nodes []*daemon
+	for _, name := range names {
+		cfg, _, port := fleetNodeConfig(t, engine, srv.URL(), name, 7000)
+		nodes = append(nodes, startDaemon(t, bin, cfg, port))
+	}
+	if js := nodes[0].waitJob(nodes[0].submit("m0", "warm up"), 60*time.Second); js.Status != "completed" {
+		t.Fatalf("warm-up job: %+v", js)
+	}
+	type node struct {
+		Node   string    `json:"node"`
+		Seen   time.Time `json:"seen"`
+		Loaded []string  `json:"loaded_models"`
+	}
+	type health struct {
+		Loaded []string `json:"loaded_models"`
+		Fleet  []node   `json:"fleet"`
+	}
+	holder, other := -1, -1
+	for k, d := range nodes {
+		var h health
+		d.do("GET", "/health", nil, &h)
+		if slices.Contains(h.Loaded, "m0") {
+			holder, other = k, 1-k
+		}
+	}
+	if holder < 0 {
+		t.Fatal("no node holds m0 after its job")
+	}
+	loads := followLoads(t, nodes[other], names[other])
+	// Wait until the other node has beaten twice since it could read the
+	// holder's beat with m0 loaded: its view of the fleet then has it.
+	deadline := time.Now().Add(30 * time.Second)
+	var seenAt time.Time
+	for beats := 0; beats < 2; {
+		if time.Now().After(deadline) {
+			t.Fatal("the other node never saw m0 loaded on the holder")
+		}
+		var h health
+		nodes[other].do("GET", "/health", nil, &h)
+		for _, n := range h.Fleet {
+			switch {
+			case n.Node == names[holder] && seenAt.IsZero() && slices.Contains(n.Loaded, "m0"):
+				seenAt = time.Now().UTC()
+			case n.Node == names[other] && !seenAt.IsZero() && n.Seen.After(seenAt):
+				beats, seenAt = beats+1, n.Seen
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var out struct {
+		Choices []struct {
+			Message struct{ Content string } `json:"message"`
+		} `json:"choices"`
+	}
+	body := map[string]any{"model": "m0", "messages": []map[string]string{{"role": "user", "content": "hello there"}}}
+	if code := nodes[other].do("POST", "/v1/chat/completions", body, &out); code != http.StatusOK || len(out.Choices) == 0 || out.Choices[0].Message.Content == "" {
+		t.Fatalf("chat via %s: %d %+v", names[other], code, out)
+	}
+	var h health
+	nodes[other].do("GET", "/health", nil, &h)
+	if slices.Contains(h.Loaded, "m0") {
+		t.Fatalf("%s loaded m0 itself: %v", names[other], h.Loaded)
+	}
+	if got := loads.nodes("m0"); slices.Contains(got, names[other]) {
+		t.Fatalf("m0 loading on %v; want only %s", got, names[holder])
+	}
 }

@@ -282,3 +282,29 @@ func (f *fleetNode) bridgeIn(ctx context.Context, b []byte) {
 		cancel()
 	}
 }
+
+// remoteFor implements api.Config.RemoteFor: the URL of the least busy
+// other live node with model ready, while this node neither holds nor
+// loads it.
+func (f *fleetNode) remoteFor(ctx context.Context, model string) (string, bool) {
+	others, sched := f.others.Load(), f.sched.Load()
+	if others == nil || sched == nil {
+		return "", false
+	}
+	if snap, err := sched.Snapshot(ctx); err != nil || slices.Contains(snap.Loaded(), model) ||
+		slices.ContainsFunc(snap.Models, func(m scheduler.ModelStatus) bool {
+			return m.Name == model && m.State == scheduler.ModelLoading
+		}) {
+		return "", false
+	}
+	best, load := "", 0
+	for _, n := range *others {
+		if n.URL == "" || n.URL == f.url || !slices.Contains(n.Loaded, model) {
+			continue
+		}
+		if l := n.Running + n.QueueDepth; best == "" || l < load {
+			best, load = n.URL, l
+		}
+	}
+	return best, best != ""
+}

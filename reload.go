@@ -119,7 +119,7 @@ func (r *reloader) newAPI(cfg *Config, reg *engine.Registry) *api.Server {
 	ac.Batches = r.batches
 	guardAPIConfig(&ac, cfg)
 	if r.fleet != nil {
-		ac.Node, ac.FleetFunc = r.fleet.name, r.fleet.fleetView
+		ac.Node, ac.FleetFunc, ac.RemoteFor = r.fleet.name, r.fleet.fleetView, r.fleet.remoteFor
 	}
 	ac.Started = r.started
 	ac.Reload = func(ctx context.Context) (any, error) { return r.reload(ctx, "POST /admin/reload") }

@@ -132,6 +132,9 @@ func (s *Server) openAIRoute(k openAIKind) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
+		if s.serveRemote(c, model, body) {
+			return nil
+		}
 		return s.serveLeased(c, engineCall{model: model, stream: stream, path: k.enginePath(), body: body, contentType: jsonContentType})
 	}
 }
