@@ -159,7 +159,7 @@ func TestNodesClaimConcurrently(t *testing.T) {
 func TestOutage(t *testing.T) {
 	srv := redistest.Start(t)
 	p := newPrefix()
-	a := openRedis(t, srv, p, "node-a", storetest.Options{})
+	a := openRedis(t, srv, p, "node-a-long-lease", storetest.Options{})
 	queued := enqueue(t, a, "m")
 	run := enqueue(t, a, "n")
 	if _, err := a.Claim("n"); err != nil {
