@@ -16,6 +16,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/vramcram/vramcram/config"
+
 	"github.com/vramcram/vramcram/engine/llamacpp"
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/store"
@@ -28,7 +30,7 @@ const storeFile = "vramcram.db"
 // hash of what decides its memory (file and engine options) and of vram_mb,
 // so that a changed configuration, or a new vram_mb, starts over from the
 // configured or estimated figure.
-func learnKey(cfg *Config, name string) string {
+func learnKey(cfg *config.Config, name string) string {
 	var spec string
 	if m, ok := cfg.LLMByName(name); ok {
 		spec = fmt.Sprintf("llm|%s|%d|%s", m.ModelPath, m.VRAMMB, specOf(m.Config, "Engine", llamacpp.Name))
@@ -69,7 +71,7 @@ func specOf(c any, added, defaultEngine string) string {
 
 // applyLearned sets each model's LearnKey and the figure learned on earlier
 // runs.
-func applyLearned(cfg *Config, models []scheduler.Model, learned map[string]int, log *slog.Logger) {
+func applyLearned(cfg *config.Config, models []scheduler.Model, learned map[string]int, log *slog.Logger) {
 	for k := range models {
 		m := &models[k]
 		m.LearnKey = learnKey(cfg, m.Name)
@@ -101,7 +103,7 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func printCheck(ctx context.Context, cfg *Config, w io.Writer) error {
+func printCheck(ctx context.Context, cfg *config.Config, w io.Writer) error {
 	quiet := slog.New(slog.DiscardHandler)
 	devs, source, err := openDevices(cfg, quiet)
 	if err != nil {

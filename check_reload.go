@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/vramcram/vramcram/config"
 )
 
 // checkOpts are check's own flags.
@@ -15,19 +17,19 @@ type checkOpts struct {
 
 func (o *checkOpts) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.url, "url", "",
-		"also show what a reload of the running daemon at this address would change (GET /admin/config; API key from $"+envAPIKey+")")
+		"also show what a reload of the running daemon at this address would change (GET /admin/config; API key from $"+config.EnvAPIKey+")")
 }
 
 // printReloadDiff asks the daemon at rawURL for its running config and
 // prints what applying cfg would change.
-func printReloadDiff(ctx context.Context, cfg *Config, rawURL string, getenv func(string) string, w io.Writer) error {
+func printReloadDiff(ctx context.Context, cfg *config.Config, rawURL string, getenv func(string) string, w io.Writer) error {
 	c, err := newClient(rawURL, clientIO{stdout: w, stderr: io.Discard, getenv: getenv})
 	if err != nil {
 		return err
 	}
 	var running struct {
-		Path   string  `json:"path"`
-		Config *Config `json:"config"`
+		Path   string         `json:"path"`
+		Config *config.Config `json:"config"`
 	}
 	if _, err := c.getJSON(ctx, "/admin/config", &running); err != nil {
 		return fmt.Errorf("running config: %w", err)

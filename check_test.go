@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vramcram/vramcram/config"
+
 	"github.com/vramcram/vramcram/store"
 )
 
@@ -42,7 +44,7 @@ models:
 func TestCheck_PrintsFiguresAndFit(t *testing.T) {
 	dir := t.TempDir()
 	path := writeCheckConfig(t, dir)
-	cfg, err := LoadConfig(path, nil)
+	cfg, err := config.Load(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,8 +97,8 @@ func TestCheck_InvalidConfigExitsNonZero(t *testing.T) {
 }
 
 func TestLearnKey_ChangesWithEngineOptions(t *testing.T) {
-	a := &Config{Models: ModelsConfig{LLM: []LLMModel{{Name: "m", ModelPath: "/x.gguf", Config: LLMEngineConfig{ContextSize: 4096}}}}}
-	b := &Config{Models: ModelsConfig{LLM: []LLMModel{{Name: "m", ModelPath: "/x.gguf", Config: LLMEngineConfig{ContextSize: 8192}}}}}
+	a := &config.Config{Models: config.ModelsConfig{LLM: []config.LLMModel{{Name: "m", ModelPath: "/x.gguf", Config: config.LLMEngineConfig{ContextSize: 4096}}}}}
+	b := &config.Config{Models: config.ModelsConfig{LLM: []config.LLMModel{{Name: "m", ModelPath: "/x.gguf", Config: config.LLMEngineConfig{ContextSize: 8192}}}}}
 	if learnKey(a, "m") == learnKey(b, "m") {
 		t.Fatal("a larger context keeps the learned figure of the smaller one")
 	}
@@ -159,8 +161,8 @@ func TestFlashAttention(t *testing.T) {
 }
 
 func TestLearnKey_ChangesWithVRAMMB(t *testing.T) {
-	a := &Config{Models: ModelsConfig{LLM: []LLMModel{{Name: "m", ModelPath: "/x.gguf", VRAMMB: 4000}}}}
-	b := &Config{Models: ModelsConfig{LLM: []LLMModel{{Name: "m", ModelPath: "/x.gguf", VRAMMB: 6000}}}}
+	a := &config.Config{Models: config.ModelsConfig{LLM: []config.LLMModel{{Name: "m", ModelPath: "/x.gguf", VRAMMB: 4000}}}}
+	b := &config.Config{Models: config.ModelsConfig{LLM: []config.LLMModel{{Name: "m", ModelPath: "/x.gguf", VRAMMB: 6000}}}}
 	if learnKey(a, "m") == learnKey(b, "m") {
 		t.Fatal("a new vram_mb keeps the figure learned under the old one")
 	}

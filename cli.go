@@ -15,13 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
-)
 
-// Environment variables of the client commands. Both are exempt from the
-// VRAMCRAM_* config overrides (see envNotKeys).
-const (
-	envURL    = "VRAMCRAM_URL"     // server address; default http://127.0.0.1:8000
-	envAPIKey = "VRAMCRAM_API_KEY" // Bearer key when the server sets server.api_keys
+	"github.com/vramcram/vramcram/config"
 )
 
 const defaultURL = "http://127.0.0.1:8000"
@@ -82,7 +77,7 @@ func clientMain(name string, args []string, cio clientIO) int {
 	cmd := clientCommands[name]()
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(cio.stderr)
-	urlFlag := fs.String("url", "", "server address (default $"+envURL+", else "+defaultURL+")")
+	urlFlag := fs.String("url", "", "server address (default $"+config.EnvURL+", else "+defaultURL+")")
 	jsonOut := fs.Bool("json", false, "print the server's JSON instead of text")
 	if cmd.flags != nil {
 		cmd.flags(fs)
@@ -90,7 +85,7 @@ func clientMain(name string, args []string, cio clientIO) int {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: vramcram %s [flags] %s\n  %s\n\nflags:\n", name, cmd.usage, cmd.help)
 		fs.PrintDefaults()
-		fmt.Fprintf(fs.Output(), "\nThe API key, if the server needs one, comes from $%s.\n", envAPIKey)
+		fmt.Fprintf(fs.Output(), "\nThe API key, if the server needs one, comes from $%s.\n", config.EnvAPIKey)
 	}
 	pos, err := parseArgs(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -159,7 +154,7 @@ type client struct {
 
 func newClient(rawURL string, cio clientIO) (*client, error) {
 	if rawURL == "" {
-		rawURL = cio.getenv(envURL)
+		rawURL = cio.getenv(config.EnvURL)
 	}
 	if rawURL == "" {
 		rawURL = defaultURL
@@ -172,7 +167,7 @@ func newClient(rawURL string, cio clientIO) (*client, error) {
 		return nil, usagef("--url %q: want http://HOST:PORT", rawURL)
 	}
 	return &client{
-		base: strings.TrimRight(u.String(), "/"), key: cio.getenv(envAPIKey),
+		base: strings.TrimRight(u.String(), "/"), key: cio.getenv(config.EnvAPIKey),
 		http:     &http.Client{Timeout: 30 * time.Second},
 		stream:   &http.Client{},
 		clientIO: cio,
@@ -224,7 +219,7 @@ func (c *client) send(hc *http.Client, req *http.Request) (*http.Response, error
 		if ctxErr := req.Context().Err(); ctxErr != nil {
 			return nil, ctxErr
 		}
-		return nil, fmt.Errorf("cannot reach VramCram at %s (set --url or %s): %w", c.base, envURL, unwrapURLError(err))
+		return nil, fmt.Errorf("cannot reach VramCram at %s (set --url or %s): %w", c.base, config.EnvURL, unwrapURLError(err))
 	}
 	return resp, nil
 }

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vramcram/vramcram/config"
+
 	"github.com/vramcram/vramcram/scheduler"
 )
 
@@ -124,7 +126,7 @@ func runCLI(t *testing.T, url string, args ...string) (code int, stdout, stderr 
 	code = clientMain(args[0], args[1:], clientIO{
 		stdin: strings.NewReader(""), stdout: &out, stderr: &errb,
 		getenv: func(k string) string {
-			if k == envURL {
+			if k == config.EnvURL {
 				return url
 			}
 			return ""
@@ -379,7 +381,7 @@ func TestReadPrompt(t *testing.T) {
 // The client's variables are not config keys: a daemon started from a shell
 // that has them set must not refuse them as unknown keys.
 func TestLoadConfig_ClientEnvIsNotConfig(t *testing.T) {
-	_, err := LoadConfig("", []string{envURL + "=http://gpu-box:8000", envAPIKey + "=secret", "VRAMCRAM_SERVER__PORT=8001"})
+	_, err := config.Load("", []string{config.EnvURL + "=http://gpu-box:8000", config.EnvAPIKey + "=secret", "VRAMCRAM_SERVER__PORT=8001"})
 	if err != nil {
 		t.Fatalf("LoadConfig with the client's variables: %v", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/vramcram/vramcram/config"
 )
 
 const unitPath = "deploy/systemd/vramcram.service"
@@ -43,7 +45,7 @@ func TestSystemdUnit_StopTimeoutCoversGracefulShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatalf("TimeoutStopSec %q: %v", u["TimeoutStopSec"], err)
 	}
-	d := DefaultConfig().Agents
+	d := config.Default().Agents
 	need := 5 + d.GracefulShutdownTimeoutSeconds + d.StopGraceSeconds // open requests, jobs, engines
 	if stop < need {
 		t.Errorf("TimeoutStopSec=%d < %d s that a default graceful stop may take", stop, need)

@@ -4,13 +4,15 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/vramcram/vramcram/config"
+
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/vram"
 )
 
 // openDevices opens a meter per GPU from vram.devices (or every NVML
 // device, or one of vram.total_mb).
-func openDevices(cfg *Config, log *slog.Logger) ([]vram.Device, vram.Source, error) {
+func openDevices(cfg *config.Config, log *slog.Logger) ([]vram.Device, vram.Source, error) {
 	var specs []vram.DeviceSpec
 	for _, d := range cfg.VRAM.Devices {
 		specs = append(specs, vram.DeviceSpec{Index: d.Index, UUID: d.UUID, TotalMB: d.TotalMB})

@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"slices"
 
+	"github.com/vramcram/vramcram/config"
+
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/vram"
 )
@@ -11,7 +13,7 @@ import (
 // estimateDiffusion fills EstimateMB of a diffusion model stored as one GGUF
 // file. Any other (safetensors, parts in separate files) has no estimate: it
 // reserves the whole budget unless vram_mb is set, which is logged.
-func estimateDiffusion(d DiffusionModel, m *scheduler.Model, log *slog.Logger) {
+func estimateDiffusion(d config.DiffusionModel, m *scheduler.Model, log *slog.Logger) {
 	c := d.Config
 	parts := slices.DeleteFunc([]string{c.DiffusionModel, c.VAE, c.ClipL, c.ClipG, c.T5XXL, c.LLM}, func(p string) bool { return p == "" })
 	est, err := vram.EstimateDiffusionGGUF(vram.DiffusionFiles{Model: d.ModelPath, Parts: parts},

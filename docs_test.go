@@ -21,6 +21,8 @@ import (
 	"strings"
 	"testing"
 	"unicode"
+
+	"github.com/vramcram/vramcram/config"
 )
 
 // readmeMaxBytes is issue 14's limit for README.md (15 KB).
@@ -164,7 +166,7 @@ func checkDocConfig(dir, yaml string) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	_, err = LoadConfig(f.Name(), nil)
+	_, err = config.Load(f.Name(), nil)
 	return err
 }
 

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vramcram/vramcram/config"
 )
 
 // The client commands against a running daemon with stand-in engines.
@@ -42,7 +44,7 @@ func (w *writeLog) count() int {
 // cliRun runs a client command in-process against the daemon; env holds
 // extra variables (name, value pairs).
 func (d *daemon) cli(stdout, stderr interface{ Write([]byte) (int, error) }, env []string, args ...string) int {
-	vars := map[string]string{envURL: d.url}
+	vars := map[string]string{config.EnvURL: d.url}
 	for i := 0; i+1 < len(env); i += 2 {
 		vars[env[i]] = env[i+1]
 	}
@@ -205,7 +207,7 @@ func TestE2E_CLI(t *testing.T) {
 
 	t.Run("Binary", func(t *testing.T) {
 		cmd := exec.Command(bin, "submit", "-m", "alpha", "--wait", "hello", "binary")
-		cmd.Env = append(cleanEnv(), envURL+"="+d.url, "GORACE=atexit_sleep_ms=0")
+		cmd.Env = append(cleanEnv(), config.EnvURL+"="+d.url, "GORACE=atexit_sleep_ms=0")
 		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		if err := cmd.Run(); err != nil || out.String() != "echo: hello binary\n" {
@@ -237,7 +239,7 @@ func TestE2E_CLIWithAPIKey(t *testing.T) {
 		t.Fatalf("no key: exit %d, %q", code, errb.String())
 	}
 	var out2, errb2 syncBuffer
-	code = d.cli(&out2, &errb2, []string{envAPIKey, "k2"}, "submit", "-m", "beta", "--wait", "--stream", "with", "key")
+	code = d.cli(&out2, &errb2, []string{config.EnvAPIKey, "k2"}, "submit", "-m", "beta", "--wait", "--stream", "with", "key")
 	if code != 0 || out2.String() != "echo: with key\n" {
 		t.Fatalf("with key: exit %d, stdout %q, stderr %s", code, out2.String(), errb2.String())
 	}

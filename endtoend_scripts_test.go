@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vramcram/vramcram/config"
+
 	"github.com/vramcram/vramcram/scheduler"
 )
 
@@ -76,7 +78,7 @@ func TestE2E_Scripts(t *testing.T) {
 	s := writeE2EConfig(t, engine)
 	d := startDaemon(t, bin, s.cfg, s.port)
 	stopAtCleanup(t, d)
-	env := []string{envURL + "=" + d.url, "VRAMCRAM=" + bin}
+	env := []string{config.EnvURL + "=" + d.url, "VRAMCRAM=" + bin}
 
 	t.Run("Smoke", func(t *testing.T) {
 		out := runScript(t, "scripts/smoke.sh", env)
@@ -86,7 +88,7 @@ func TestE2E_Scripts(t *testing.T) {
 	})
 	t.Run("SmokeFailsWithoutServer", func(t *testing.T) {
 		cmd := exec.Command("bash", "scripts/smoke.sh")
-		cmd.Env = append(cleanEnv(), envURL+"=http://127.0.0.1:1", "VRAMCRAM="+bin)
+		cmd.Env = append(cleanEnv(), config.EnvURL+"=http://127.0.0.1:1", "VRAMCRAM="+bin)
 		out, err := cmd.CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "FAIL  health: GET http://127.0.0.1:1/health: server not reachable") {
 			t.Fatalf("smoke.sh without a server: %v\n%s", err, out)
@@ -219,7 +221,7 @@ func TestScripts_LLMToImage(t *testing.T) {
 	defer srv.Close()
 	dir := t.TempDir()
 	out := filepath.Join(dir, "lighthouse.png")
-	text := runScript(t, "scripts/llm-to-image.sh", []string{envURL + "=" + srv.URL, "VRAMCRAM=" + bin, "OUT=" + out},
+	text := runScript(t, "scripts/llm-to-image.sh", []string{config.EnvURL + "=" + srv.URL, "VRAMCRAM=" + bin, "OUT=" + out},
 		"a lighthouse")
 	if want := "A white lighthouse on a black cliff, dusk sky in violet and orange."; f.imagePrompt != want {
 		t.Errorf("the diffusion model was asked to draw %q, want %q", f.imagePrompt, want)
@@ -248,7 +250,7 @@ func TestScripts_LLMToImageAgainstDaemon(t *testing.T) {
 	d := startDaemon(t, bin, s.cfg, s.port)
 	stopAtCleanup(t, d)
 	const script = "scripts/llm-to-image.sh"
-	env := []string{envURL + "=" + d.url, "VRAMCRAM=" + bin}
+	env := []string{config.EnvURL + "=" + d.url, "VRAMCRAM=" + bin}
 	// The stand-in LLM answers "echo: " and the words of the script's request.
 	const asked = "echo: Describe, in one vivid sentence of at most 60 words, a picture of %s. Reply with the sentence only."
 

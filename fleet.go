@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vramcram/vramcram/config"
+
 	"github.com/vramcram/vramcram/api"
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/store"
@@ -31,8 +33,8 @@ type jobQueue interface {
 
 // openQueue opens the backend storage.backend names. For redis it also
 // returns the fleet node, which main starts once the scheduler exists.
-func openQueue(ctx context.Context, cfg *Config, log *slog.Logger) (jobQueue, *fleetNode, error) {
-	if cfg.Storage.Backend != backendRedis {
+func openQueue(ctx context.Context, cfg *config.Config, log *slog.Logger) (jobQueue, *fleetNode, error) {
+	if cfg.Storage.Backend != config.BackendRedis {
 		st, err := store.Open(filepath.Join(cfg.Storage.DataDir, storeFile), store.Options{MaxQueued: cfg.Scheduling.MaxQueue, Aging: seconds(cfg.Scheduling.AgingSeconds)})
 		if err != nil {
 			return nil, nil, fmt.Errorf("open store: %w", err)

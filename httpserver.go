@@ -5,11 +5,13 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/vramcram/vramcram/config"
+
 	"github.com/vramcram/vramcram/api"
 )
 
 // guardAPIConfig adds the server's browser guards and request limits to ac.
-func guardAPIConfig(ac *api.Config, cfg *Config) {
+func guardAPIConfig(ac *api.Config, cfg *config.Config) {
 	s := cfg.Server
 	ac.ListenHost, ac.AllowedHosts, ac.CORSOrigins = s.Host, s.AllowedHosts, s.CORSOrigins
 	ac.BodyIdleTimeout = seconds(s.BodyIdleTimeoutSeconds)
@@ -34,7 +36,7 @@ func newAPIServer(h http.Handler) *http.Server {
 
 // listenAPI listens on addr with at most server.max_connections open
 // connections.
-func listenAPI(addr string, cfg *Config) (net.Listener, error) {
+func listenAPI(addr string, cfg *config.Config) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err

@@ -27,6 +27,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vramcram/vramcram/config"
+
 	"github.com/lmittmann/tint"
 
 	"github.com/vramcram/vramcram/api"
@@ -96,7 +98,7 @@ Global flags may come before or after the command: vramcram --url URL ps.
 // configFromFlags parses cmd's -config flag and loads the config; on
 // failure it has printed why and returns the exit code (2 usage or no config
 // file, 1 config).
-func configFromFlags(cmd string, args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (*Config, int) {
+func configFromFlags(cmd string, args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (*config.Config, int) {
 	cfg, _, code := loadConfigFlags(cmd, args, stderr, extra...)
 	return cfg, code
 }
@@ -105,7 +107,7 @@ func configFromFlags(cmd string, args []string, stderr io.Writer, extra ...func(
 // neither -config nor VRAMCRAM_CONFIG it uses the first file of
 // configSearchPath that exists; with none it prints how to start and
 // returns 2.
-func loadConfigFlags(cmd string, args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (*Config, string, int) {
+func loadConfigFlags(cmd string, args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (*config.Config, string, int) {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", os.Getenv("VRAMCRAM_CONFIG"), "config file (YAML); default $VRAMCRAM_CONFIG, else the first of\n"+strings.Join(configSearchPath(os.Getenv), ", "))
@@ -126,7 +128,7 @@ func loadConfigFlags(cmd string, args []string, stderr io.Writer, extra ...func(
 		}
 		*path = found
 	}
-	cfg, err := LoadConfig(*path, os.Environ())
+	cfg, err := config.Load(*path, os.Environ())
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return nil, "", 1
@@ -154,7 +156,7 @@ func serveCmd(args []string, stderr io.Writer) int {
 
 // newLogger returns tint on a terminal and JSON otherwise (logging.format
 // auto). tint leaves colours out when NO_COLOR is set (https://no-color.org).
-func newLogger(c LoggingConfig, w io.Writer) *slog.Logger {
+func newLogger(c config.LoggingConfig, w io.Writer) *slog.Logger {
 	format := c.Format
 	if format == "auto" || format == "" {
 		format = "json"
@@ -186,7 +188,7 @@ func seconds(n int) time.Duration { return time.Duration(n) * time.Second }
 // serve runs the daemon until ctx ends, then shuts down in order: stop
 // accepting requests, let running jobs finish (graceful_shutdown_timeout),
 // requeue the rest, stop every engine, close the store.
-func serve(ctx context.Context, cfg *Config, log *slog.Logger, ro reloadOpts) error {
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ro reloadOpts) error {
 	dataDir := cfg.Storage.DataDir
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
@@ -303,7 +305,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ro reloadOpts) er
 
 // shutdown stops the API, then the scheduler (which stops the engines). A
 // second SIGINT/SIGTERM cuts the wait for running jobs short.
-func shutdown(srv *http.Server, sched *scheduler.Scheduler, cfg *Config, log *slog.Logger, cause error) error {
+func shutdown(srv *http.Server, sched *scheduler.Scheduler, cfg *config.Config, log *slog.Logger, cause error) error {
 	hctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	if err := srv.Shutdown(hctx); err != nil {
 		_ = srv.Close() // event streams do not end by themselves

@@ -9,11 +9,13 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/vramcram/vramcram/config"
+
 	"github.com/vramcram/vramcram/api"
 )
 
 // metricsConfig maps the config onto the metrics' settings.
-func metricsConfig(cfg *Config, log *slog.Logger) api.MetricsConfig {
+func metricsConfig(cfg *config.Config, log *slog.Logger) api.MetricsConfig {
 	var names []string
 	for _, m := range cfg.Models.LLM {
 		names = append(names, m.Name)
@@ -28,7 +30,7 @@ func metricsConfig(cfg *Config, log *slog.Logger) api.MetricsConfig {
 // listener of its own (no API key: scrapers rarely have one, and no prompt or
 // result is exposed). Port 0 disables it. The returned stop closes the
 // listener; it is safe to call when nothing was started.
-func serveMetrics(cfg *Config, m *api.Metrics, log *slog.Logger) (stop func(), err error) {
+func serveMetrics(cfg *config.Config, m *api.Metrics, log *slog.Logger) (stop func(), err error) {
 	if cfg.Server.MetricsPort == 0 {
 		return func() {}, nil
 	}

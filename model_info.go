@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/vramcram/vramcram/config"
+
 	"github.com/vramcram/vramcram/api"
 	"github.com/vramcram/vramcram/vram"
 )
@@ -13,7 +15,7 @@ import (
 // (Ollama's /api/tags and /api/show): size and time from the file system,
 // family, parameter count and quantization from GGUF metadata when the file
 // has them; empty otherwise.
-func modelFileInfo(cfg *Config) map[string]api.ModelInfo {
+func modelFileInfo(cfg *config.Config) map[string]api.ModelInfo {
 	out := map[string]api.ModelInfo{}
 	for _, m := range cfg.Models.LLM {
 		info := fileInfo(m.ModelPath)

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/vramcram/vramcram/config"
+
 	"github.com/vramcram/vramcram/engine/llamacpp"
 	"github.com/vramcram/vramcram/vram"
 )
@@ -16,7 +18,7 @@ const defaultPooling = "mean"
 // llmPooling is the --pooling an embeddings model runs with and where it
 // comes from: config.pooling, else the GGUF's own pooling type, else mean.
 // A model without embeddings gets none ("").
-func llmPooling(m LLMModel) (pooling, from string) {
+func llmPooling(m config.LLMModel) (pooling, from string) {
 	if !m.Config.Embeddings {
 		return "", ""
 	}
@@ -31,7 +33,7 @@ func llmPooling(m LLMModel) (pooling, from string) {
 
 // printPooling lists, for vramcram check, the pooling of each embeddings
 // model.
-func printPooling(cfg *Config, w io.Writer) {
+func printPooling(cfg *config.Config, w io.Writer) {
 	first := true
 	for _, m := range cfg.Models.LLM {
 		pooling, from := llmPooling(m)

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vramcram/vramcram/config"
+
 	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/engine/llamacpp"
 	"github.com/vramcram/vramcram/runner"
@@ -26,11 +28,11 @@ func TestPooling_ArgvAndCheck(t *testing.T) {
 	if err := os.WriteFile(file, []byte("not a GGUF"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	llm := func(name string, emb bool, pooling string) LLMModel {
-		return LLMModel{Name: name, ModelPath: file, Config: LLMEngineConfig{ContextSize: 512, Parallel: 1,
+	llm := func(name string, emb bool, pooling string) config.LLMModel {
+		return config.LLMModel{Name: name, ModelPath: file, Config: config.LLMEngineConfig{ContextSize: 512, Parallel: 1,
 			Engine: llamacpp.Name, Embeddings: emb, Pooling: pooling}}
 	}
-	cfg := &Config{Models: ModelsConfig{LLM: []LLMModel{
+	cfg := &config.Config{Models: config.ModelsConfig{LLM: []config.LLMModel{
 		llm("dflt", true, ""), llm("cls", true, "cls"), llm("chat", false, ""),
 	}}}
 	l := llamaLauncher(cfg, nil, runner.Config{})
@@ -68,8 +70,8 @@ func TestPooling_RealLlamaServer(t *testing.T) {
 	if bin == "" || model == "" {
 		t.Skip("set LLAMA_SERVER and LLAMA_MODEL to run against a real llama-server")
 	}
-	cfg := &Config{Inference: InferenceConfig{LlamaServerPath: bin}, Models: ModelsConfig{LLM: []LLMModel{{Name: "emb", ModelPath: model,
-		Config: LLMEngineConfig{ContextSize: 512, Parallel: 1, Engine: llamacpp.Name, Embeddings: true}}}}}
+	cfg := &config.Config{Inference: config.InferenceConfig{LlamaServerPath: bin}, Models: config.ModelsConfig{LLM: []config.LLMModel{{Name: "emb", ModelPath: model,
+		Config: config.LLMEngineConfig{ContextSize: 512, Parallel: 1, Engine: llamacpp.Name, Embeddings: true}}}}}
 	l := llamaLauncher(cfg, nil, runner.Config{ReadyTimeout: time.Minute, HeartbeatInterval: time.Second,
 		HeartbeatTimeout: 10 * time.Second, StopGrace: 5 * time.Second})
 	eng, err := l.Launch(context.Background(), engine.Spec{Model: "emb", Engine: llamacpp.Name, Kind: engine.KindLLM})

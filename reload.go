@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vramcram/vramcram/config"
+
 	"github.com/vramcram/vramcram/api"
 	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/runner"
@@ -97,8 +99,8 @@ type reloader struct {
 	fleet   *fleetNode  // nil on one machine
 
 	mu   sync.Mutex
-	boot *Config // what the daemon started with: keys that need a restart compare to it
-	cur  *Config
+	boot *config.Config // what the daemon started with: keys that need a restart compare to it
+	cur  *config.Config
 	sum  [32]byte // of the file last loaded (applied or rejected)
 
 	cfgErr atomic.Pointer[string] // the last rejected reload's error, until one is applied
@@ -113,7 +115,7 @@ type reloadReport struct {
 }
 
 // newAPI builds the API server for cfg, with the admin hooks.
-func (r *reloader) newAPI(cfg *Config, reg *engine.Registry) *api.Server {
+func (r *reloader) newAPI(cfg *config.Config, reg *engine.Registry) *api.Server {
 	ac := apiConfig(cfg, reg, r.log)
 	ac.Metrics = r.met
 	ac.Batches = r.batches
@@ -169,7 +171,7 @@ func (r *reloader) reload(ctx context.Context, why string) (reloadReport, error)
 	if err == nil {
 		r.sum = sha256.Sum256(raw)
 	}
-	next, err := LoadConfig(r.opts.path, os.Environ())
+	next, err := config.Load(r.opts.path, os.Environ())
 	if err != nil {
 		return r.reject(why, err)
 	}
@@ -215,7 +217,7 @@ func (r *reloader) reject(why string, err error) (reloadReport, error) {
 }
 
 // models builds the scheduler's models for cfg as serve does at start.
-func (r *reloader) models(cfg *Config) []scheduler.Model {
+func (r *reloader) models(cfg *config.Config) []scheduler.Model {
 	models := schedulerConfig(cfg).Models
 	quiet := r.log.With("component", "reload")
 	estimateModels(cfg, models, quiet)
@@ -299,7 +301,7 @@ func (r *reloader) fileChanged() bool {
 }
 
 // startReloader builds the reloader for the daemon's first config.
-func startReloader(ctx context.Context, r *reloader, cfg *Config) {
+func startReloader(ctx context.Context, r *reloader, cfg *config.Config) {
 	r.opts.path = r.opts.configPath()
 	r.boot, r.cur = cfg, cfg
 	if raw, err := os.ReadFile(r.opts.path); err == nil {

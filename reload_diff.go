@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+
+	"github.com/vramcram/vramcram/config"
 )
 
 // configDiff is what a new config changes against the running one.
@@ -48,7 +50,7 @@ func liveKey(k string) bool {
 }
 
 // diffConfigs compares a new config with the running one.
-func diffConfigs(old, cur *Config) configDiff {
+func diffConfigs(old, cur *config.Config) configDiff {
 	var d configDiff
 	changedKeys("", reflect.ValueOf(*old), reflect.ValueOf(*cur), &d.Keys)
 	for _, k := range d.Keys {
@@ -103,7 +105,7 @@ func changedKeys(prefix string, a, b reflect.Value, out *[]string) {
 // modelEntries maps each model's name to what decides its engine: its
 // entry with the keys that apply live (aliases, pinned, preload, ttl)
 // cleared, tagged with its kind.
-func modelEntries(c *Config) map[string]any {
+func modelEntries(c *config.Config) map[string]any {
 	out := map[string]any{}
 	for _, m := range c.Models.LLM {
 		m.Aliases, m.Pinned, m.Preload, m.TTLSeconds = nil, false, false, 0
@@ -116,7 +118,7 @@ func modelEntries(c *Config) map[string]any {
 	return out
 }
 
-func modelOrder(c *Config) []string {
+func modelOrder(c *config.Config) []string {
 	var out []string
 	for _, m := range c.Models.LLM {
 		out = append(out, m.Name)

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/vramcram/vramcram/config"
+
 	"github.com/vramcram/vramcram/api"
 	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/engine/command"
@@ -23,7 +25,7 @@ const estimateMarginMB = 512
 // estimateModels fills EstimateMB of LLMs from their GGUF files: the
 // reservation used when vram_mb is not configured. A file that cannot be
 // estimated is logged; the model then reserves the whole budget.
-func estimateModels(cfg *Config, models []scheduler.Model, log *slog.Logger) {
+func estimateModels(cfg *config.Config, models []scheduler.Model, log *slog.Logger) {
 	for k := range models {
 		m := &models[k]
 		if d, ok := cfg.DiffusionByName(m.Name); ok {
@@ -52,7 +54,7 @@ func estimateModels(cfg *Config, models []scheduler.Model, log *slog.Logger) {
 }
 
 // schedulerConfig maps the file's keys onto the scheduler's settings.
-func schedulerConfig(cfg *Config) scheduler.Config {
+func schedulerConfig(cfg *config.Config) scheduler.Config {
 	sc := scheduler.Config{
 		TotalMB:        cfg.VRAM.TotalMB,
 		SafetyMarginMB: cfg.VRAM.SafetyMarginMB,
@@ -81,7 +83,7 @@ func schedulerConfig(cfg *Config) scheduler.Config {
 
 // apiConfig maps the file's keys onto the API's settings; reg answers which
 // OpenAI paths each model's engine serves.
-func apiConfig(cfg *Config, reg *engine.Registry, log *slog.Logger) api.Config {
+func apiConfig(cfg *config.Config, reg *engine.Registry, log *slog.Logger) api.Config {
 	types := api.ModelKinds{}
 	embeddings := map[string]bool{}
 	endpoints := map[string][]string{}
@@ -98,8 +100,8 @@ func apiConfig(cfg *Config, reg *engine.Registry, log *slog.Logger) api.Config {
 		APIKeys: cfg.Server.APIKeys, MaxBodyBytes: cfg.Server.MaxBodyBytes, MaxPromptChars: cfg.Server.MaxPromptChars,
 		MaxAttempts: cfg.Scheduling.MaxAttempts, ModelTypes: types, Version: version, Logger: log.With("component", "api"),
 		InteractivePriority: cfg.Scheduling.InteractivePriority, Embeddings: embeddings,
-		ImageDir: imageDir(cfg), Endpoints: endpoints, Aliases: modelAliases(cfg),
-		ServesRoute: servesRoute(cfg, endpoints), ModelInfo: modelFileInfo(cfg),
+		ImageDir: imageDir(cfg), Endpoints: endpoints, Aliases: config.Aliases(cfg),
+		ServesRoute: config.ServesRoute(cfg, endpoints), ModelInfo: modelFileInfo(cfg),
 		Logs: daemonLogs,
 	}
 }
@@ -107,7 +109,7 @@ func apiConfig(cfg *Config, reg *engine.Registry, log *slog.Logger) api.Config {
 // newRegistry builds every engine's launcher from the config and registers
 // it by name: the scheduler starts each model with the engine its
 // config.engine names.
-func newRegistry(cfg *Config, records *runner.Records, log *slog.Logger) (*engine.Registry, error) {
+func newRegistry(cfg *config.Config, records *runner.Records, log *slog.Logger) (*engine.Registry, error) {
 	a := cfg.Agents
 	rc := runner.Config{
 		ReadyTimeout:      seconds(a.WorkerReadyTimeoutSeconds),
@@ -135,7 +137,7 @@ func newRegistry(cfg *Config, records *runner.Records, log *slog.Logger) (*engin
 }
 
 // llamaLauncher maps the llama-server models' config onto their engine.
-func llamaLauncher(cfg *Config, records *runner.Records, rc runner.Config) *llamacpp.Launcher {
+func llamaLauncher(cfg *config.Config, records *runner.Records, rc runner.Config) *llamacpp.Launcher {
 	opts := map[string]llamacpp.Options{}
 	for _, m := range cfg.Models.LLM {
 		if m.Config.Engine != llamacpp.Name {
@@ -158,7 +160,7 @@ func llamaLauncher(cfg *Config, records *runner.Records, rc runner.Config) *llam
 
 // commandLauncher maps the command models' config (in either list) onto
 // the command engine.
-func commandLauncher(cfg *Config, records *runner.Records, rc runner.Config) *command.Launcher {
+func commandLauncher(cfg *config.Config, records *runner.Records, rc runner.Config) *command.Launcher {
 	opts := map[string]command.Options{}
 	for _, m := range cfg.Models.LLM {
 		if c := m.Config; c.Engine == command.Name {
@@ -176,10 +178,10 @@ func commandLauncher(cfg *Config, records *runner.Records, rc runner.Config) *co
 }
 
 // imageDir is where diffusion jobs' images are written: DATA_DIR/images/JOB_ID/.
-func imageDir(cfg *Config) string { return filepath.Join(cfg.Storage.DataDir, "images") }
+func imageDir(cfg *config.Config) string { return filepath.Join(cfg.Storage.DataDir, "images") }
 
 // diffusionLauncher maps the diffusion models' config onto their engines.
-func diffusionLauncher(cfg *Config, records *runner.Records, rc runner.Config) *sdcpp.Launcher {
+func diffusionLauncher(cfg *config.Config, records *runner.Records, rc runner.Config) *sdcpp.Launcher {
 	opts := map[string]sdcpp.Options{}
 	for _, m := range cfg.Models.Diffusion {
 		c := m.Config

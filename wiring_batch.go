@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"github.com/vramcram/vramcram/config"
+
 	"github.com/vramcram/vramcram/api"
 	"github.com/vramcram/vramcram/batch"
 	"github.com/vramcram/vramcram/scheduler"
@@ -13,7 +15,7 @@ import (
 
 // startBatches builds the OpenAI batch manager from the config and runs it
 // until ctx ends. Its files live in DATA_DIR/files.
-func startBatches(ctx context.Context, cfg *Config, st *store.Store, sched *scheduler.Scheduler, ac *api.Config, log *slog.Logger) *batch.Manager {
+func startBatches(ctx context.Context, cfg *config.Config, st *store.Store, sched *scheduler.Scheduler, ac *api.Config, log *slog.Logger) *batch.Manager {
 	kinds := map[string]string{}
 	for name, k := range ac.ModelTypes {
 		kinds[name] = string(k)

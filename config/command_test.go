@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"slices"
@@ -35,23 +35,6 @@ models:
 	}
 	if o, _ := cfg.LLMByName("own"); o.Config.Engine != "llama-server" || o.Config.Binary != "/opt/llama-cuda/bin/llama-server" {
 		t.Fatalf("own config %+v", o.Config)
-	}
-	// The wiring gives each model its engine.
-	reg, err := newRegistry(cfg, nil, discardLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ac := apiConfig(cfg, reg, discardLog())
-	if !slices.Equal(ac.Endpoints["whisper"], []string{"/v1/audio/transcriptions"}) ||
-		!slices.Equal(ac.Endpoints["imgsrv"], []string{"/v1/images/generations"}) ||
-		!slices.Equal(ac.Endpoints["own"], []string{"/v1/chat/completions", "/v1/completions"}) || ac.Embeddings["whisper"] {
-		t.Fatalf("endpoints %v embeddings %v", ac.Endpoints, ac.Embeddings)
-	}
-	for _, m := range schedulerConfig(cfg).Models {
-		want := map[string]string{"whisper": "command", "own": "llama-server", "imgsrv": "command"}[m.Name]
-		if m.Engine != want {
-			t.Errorf("%s: engine %q, want %q", m.Name, m.Engine, want)
-		}
 	}
 }
 

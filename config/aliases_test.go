@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"reflect"
@@ -15,10 +15,10 @@ models:
     - {name: sd, aliases: [dall-e-3], model_path: ./sd.safetensors}
 `, nil)
 	want := map[string]string{"qwen2.5:7b": "qwen", "gpt-4o-mini": "qwen", "dall-e-3": "sd"}
-	if got := modelAliases(cfg); !reflect.DeepEqual(got, want) {
+	if got := Aliases(cfg); !reflect.DeepEqual(got, want) {
 		t.Fatalf("aliases = %v, want %v", got, want)
 	}
-	serves := servesRoute(cfg, map[string][]string{"sd": {"/v1/images/generations"}})
+	serves := ServesRoute(cfg, map[string][]string{"sd": {"/v1/images/generations"}})
 	if !serves("qwen", "/v1/messages") || serves("sd", "/v1/messages") {
 		t.Fatal("servesRoute: llama-server models serve llama-server's routes, diffusion models do not")
 	}
@@ -30,7 +30,7 @@ models:
       vram_mb: 600
       config: {engine: command, cmd: [/bin/true, "${PORT}"], routes: [/v1/audio/transcriptions]}
 `, nil)
-	serves = servesRoute(cmdCfg, map[string][]string{"whisper": {"/v1/audio/transcriptions"}})
+	serves = ServesRoute(cmdCfg, map[string][]string{"whisper": {"/v1/audio/transcriptions"}})
 	if !serves("whisper", "/v1/audio/transcriptions") || serves("whisper", "/tokenize") {
 		t.Fatal("servesRoute: a command model serves exactly its config.routes")
 	}

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"errors"
@@ -28,7 +28,7 @@ func mustLoad(t *testing.T, body string, environ []string) *Config {
 	if body != "" {
 		path = writeConfig(t, body)
 	}
-	cfg, err := LoadConfig(path, environ)
+	cfg, err := Load(path, environ)
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
 	}
@@ -43,14 +43,14 @@ func loadProblems(t *testing.T, body string, environ []string) []string {
 	if body != "" {
 		path = writeConfig(t, body)
 	}
-	cfg, err := LoadConfig(path, environ)
+	cfg, err := Load(path, environ)
 	if err == nil {
 		t.Fatalf("LoadConfig succeeded, want a *ConfigError; config: %+v", cfg)
 	}
 	if cfg != nil {
 		t.Errorf("LoadConfig returned a config with error %v", err)
 	}
-	var cerr *ConfigError
+	var cerr *Error
 	if !errors.As(err, &cerr) {
 		t.Fatalf("LoadConfig error is %T (%v), want *ConfigError", err, err)
 	}
@@ -79,7 +79,7 @@ func requireProblems(t *testing.T, got []string, want ...string) {
 
 func TestLoadConfig_Defaults(t *testing.T) {
 	t.Parallel()
-	want := DefaultConfig()
+	want := Default()
 	for _, tc := range []struct {
 		name    string
 		body    string
@@ -102,7 +102,7 @@ func TestLoadConfig_Defaults(t *testing.T) {
 	}
 
 	// Spot-check the documented values, so DefaultConfig itself is pinned.
-	d := DefaultConfig()
+	d := Default()
 	for _, c := range []struct {
 		key       string
 		got, want any
@@ -171,7 +171,7 @@ models:
       config: {steps: 4, cfg_scale: 1}
 `, nil)
 
-	want := DefaultConfig()
+	want := Default()
 	want.Server.Port = 8080
 	want.Server.APIKeys = []string{"k1", "k2"}
 	want.Server.MaxBodyBytes = 2 << 20
@@ -488,8 +488,8 @@ models:
       model_path: ""
       config: {width: 500, engine: sd, steps: 0, cfg_scale: 31}
 `)
-	_, err := LoadConfig(path, []string{"VRAMCRAM_LOGGING__LEVEL=verbose", "VRAMCRAM_NOPE=1"})
-	var cerr *ConfigError
+	_, err := Load(path, []string{"VRAMCRAM_LOGGING__LEVEL=verbose", "VRAMCRAM_NOPE=1"})
+	var cerr *Error
 	if !errors.As(err, &cerr) {
 		t.Fatalf("error = %v, want *ConfigError", err)
 	}
@@ -533,12 +533,12 @@ func TestConfigError_Error(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name string
-		err  *ConfigError
+		err  *Error
 		want string
 	}{
-		{"NoFile", &ConfigError{Problems: []string{"a: x", "b: y"}}, "config: a: x\nconfig: b: y"},
-		{"File", &ConfigError{Path: "/etc/v.yaml", Problems: []string{"a: x"}}, "/etc/v.yaml: a: x"},
-		{"Empty", &ConfigError{Path: "v.yaml"}, "v.yaml: invalid configuration"},
+		{"NoFile", &Error{Problems: []string{"a: x", "b: y"}}, "config: a: x\nconfig: b: y"},
+		{"File", &Error{Path: "/etc/v.yaml", Problems: []string{"a: x"}}, "/etc/v.yaml: a: x"},
+		{"Empty", &Error{Path: "v.yaml"}, "v.yaml: invalid configuration"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.err.Error(); got != tc.want {
@@ -550,11 +550,11 @@ func TestConfigError_Error(t *testing.T) {
 
 func TestLoadConfig_MissingFile(t *testing.T) {
 	t.Parallel()
-	_, err := LoadConfig(filepath.Join(t.TempDir(), "absent.yaml"), nil)
+	_, err := Load(filepath.Join(t.TempDir(), "absent.yaml"), nil)
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("error = %v, want fs.ErrNotExist", err)
 	}
-	var cerr *ConfigError
+	var cerr *Error
 	if errors.As(err, &cerr) {
 		t.Errorf("a missing file is not a *ConfigError: %v", err)
 	}
@@ -618,7 +618,7 @@ models:
 
 func TestLoadConfig_Example(t *testing.T) {
 	t.Parallel()
-	cfg, err := LoadConfig("config.example.yaml", nil)
+	cfg, err := Load("../config.example.yaml", nil)
 	if err != nil {
 		t.Fatalf("config.example.yaml: %v", err)
 	}
@@ -633,7 +633,7 @@ func TestLoadConfig_Example(t *testing.T) {
 	}
 
 	// The example documents every key: each one the decoder knows appears in it.
-	body, err := os.ReadFile("config.example.yaml")
+	body, err := os.ReadFile("../config.example.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -687,7 +687,7 @@ func TestConfig_ValidateHost(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c := DefaultConfig()
+			c := Default()
 			c.Server.Host, c.Server.APIKeys, c.Server.AllowInsecureRemote = tc.host, tc.apiKeys, tc.insecure
 			got := c.Validate()
 			if tc.want == "" {
@@ -819,7 +819,7 @@ func TestConfig_Validate(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c := DefaultConfig()
+			c := Default()
 			tc.modify(&c)
 			got := c.Validate()
 			if tc.want == "" {
@@ -843,7 +843,7 @@ func nan() float64 {
 // FuzzLoadConfig feeds arbitrary bytes as the config file: LoadConfig must
 // not panic and must return either a valid config or a *ConfigError.
 func FuzzLoadConfig(f *testing.F) {
-	example, err := os.ReadFile("config.example.yaml")
+	example, err := os.ReadFile("../config.example.yaml")
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -869,12 +869,12 @@ func FuzzLoadConfig(f *testing.F) {
 			t.Fatal(err)
 		}
 		for _, env := range [][]string{nil, environ} {
-			cfg, err := LoadConfig(path, env)
+			cfg, err := Load(path, env)
 			if err != nil {
 				if cfg != nil {
 					t.Fatalf("config and error both returned: %v", err)
 				}
-				var cerr *ConfigError
+				var cerr *Error
 				if !errors.As(err, &cerr) || len(cerr.Problems) == 0 {
 					t.Fatalf("error %T %q, want a *ConfigError with problems", err, err)
 				}

@@ -1,4 +1,4 @@
-package main
+package config
 
 // config.schema.json is generated from the Config struct by reflection (the
 // same koanf tags the decoder walks), with defaults from DefaultConfig and the
@@ -29,7 +29,7 @@ import (
 	"github.com/vramcram/vramcram/engine/llamacpp"
 )
 
-const schemaFile = "config.schema.json"
+const schemaFile = "../config.schema.json"
 
 var updateSchema = flag.Bool("update-schema", false, "rewrite "+schemaFile+" from the Config struct")
 
@@ -88,7 +88,7 @@ type jsonSchema struct {
 // generateConfigSchema returns the schema of Config as indented JSON.
 func generateConfigSchema(t *testing.T) []byte {
 	t.Helper()
-	root := schemaOf(t, "", reflect.TypeFor[Config](), reflect.ValueOf(DefaultConfig()))
+	root := schemaOf(t, "", reflect.TypeFor[Config](), reflect.ValueOf(Default()))
 	root.Schema = "https://json-schema.org/draft/2020-12/schema"
 	root.Title = "VramCram configuration"
 	root.Default = nil
@@ -199,7 +199,7 @@ func TestConfigSchema_UpToDate(t *testing.T) {
 		t.Fatalf("%v; create it with: go test -run TestConfigSchema_UpToDate -update-schema .", err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Fatalf("%s is not what the Config struct generates (a config key was added or changed); regenerate it with:\n\tgo test -run TestConfigSchema_UpToDate -update-schema .", schemaFile)
+		t.Fatalf("%s is not what the Config struct generates (a config key was added or changed); regenerate it with:\n\tgo test -run TestConfigSchema_UpToDate -update-schema ./config", schemaFile)
 	}
 }
 
@@ -229,11 +229,11 @@ func parseYAML(t *testing.T, body []byte) map[string]any {
 func TestConfigSchema_Example(t *testing.T) {
 	t.Parallel()
 	schema := loadSchemaFile(t)
-	body, err := os.ReadFile("config.example.yaml")
+	body, err := os.ReadFile("../config.example.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	const modeline = "# yaml-language-server: $schema=./" + schemaFile + "\n"
+	const modeline = "# yaml-language-server: $schema=./config.schema.json\n"
 	if !bytes.HasPrefix(body, []byte(modeline)) {
 		t.Errorf("config.example.yaml must start with the editor modeline %q", modeline)
 	}
@@ -286,7 +286,7 @@ func TestConfigSchema_EnumsMatchValidation(t *testing.T) {
 	t.Parallel()
 	for path, values := range schemaEnums {
 		for _, v := range append(slices.Clone(values), "not-a-value") {
-			cfg := DefaultConfig()
+			cfg := Default()
 			cfg.Models.LLM = []LLMModel{{Name: "l", ModelPath: "./l"}}
 			cfg.Models.LLM[0].setDefaults()
 			cfg.Models.Diffusion = []DiffusionModel{{Name: "d", ModelPath: "./d"}}

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"strings"
@@ -29,7 +29,7 @@ func TestLoadConfig_StorageBackendProblems(t *testing.T) {
 		"storage: {backend: bbolt, redis: {lease_seconds: 1}}",
 		"storage: {backend: redis, redis: {url: 'redis://10.0.0.5:6379/0', lease_seconds: 30, node: gpu-1}}",
 	} {
-		if _, err := LoadConfig(writeConfig(t, body), nil); err != nil {
+		if _, err := Load(writeConfig(t, body), nil); err != nil {
 			t.Errorf("%s: %v", body, err)
 		}
 	}

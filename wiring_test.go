@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -16,55 +14,46 @@ import (
 	"github.com/vramcram/vramcram/runner"
 )
 
-func TestLoadConfig_DiffusionModel(t *testing.T) {
+// The wiring gives each model its engine, its endpoints and its kind.
+func TestWiring_CommandModels(t *testing.T) {
 	t.Parallel()
 	cfg := mustLoad(t, `
 models:
-  diffusion:
-    - name: flux
+  llm:
+    - name: whisper
+      vram_mb: 600
       config:
-        engine: sd-server
-        diffusion_model: ./flux.gguf
-        vae: ./ae.sft
-        clip_l: ./clip_l.sft
-        clip_g: ./clip_g.sft
-        t5xxl: ./t5.gguf
-        llm: ./qwen.gguf
-        scheduler: karras
-        sampling_method: dpm++2m
-        timeout_seconds: 0
-`, nil)
-	m := cfg.Models.Diffusion[0]
-	want := DiffusionEngineConfig{Engine: "sd-server", Width: 512, Height: 512, Steps: 20, CFGScale: 7,
-		SamplingMethod: "dpm++2m", Scheduler: "karras", DiffusionModel: "./flux.gguf", VAE: "./ae.sft",
-		ClipL: "./clip_l.sft", ClipG: "./clip_g.sft", T5XXL: "./t5.gguf", LLM: "./qwen.gguf"}
-	if m.ModelPath != "" || !reflect.DeepEqual(m.Config, want) {
-		t.Fatalf("config %+v", m)
-	}
-	if d := mustLoad(t, "models: {diffusion: [{name: sd, model_path: ./sd}]}", nil).Models.Diffusion[0]; d.Config.TimeoutSeconds != 600 {
-		t.Fatalf("default timeout %d", d.Config.TimeoutSeconds)
-	}
-
-	problems := loadProblems(t, `
-models:
+        engine: command
+        cmd: [/opt/whisper/server, --host, "${HOST}", --port, "${PORT}", -m, "${MODEL_PATH}"]
+        env: {OMP_NUM_THREADS: "4", VISIBLE: "${GPUS}"}
+        health_path: /ready
+        routes: [/v1/audio/transcriptions]
+    - name: own
+      model_path: ./own.gguf
+      config: {binary: /opt/llama-cuda/bin/llama-server}
   diffusion:
-    - name: none
-    - name: bad
-      model_path: ./x
-      config: {sampling_method: "euler a", scheduler: "-x", timeout_seconds: -1}
+    - name: imgsrv
+      vram_mb: 4000
+      config: {engine: command, cmd: [/opt/img/server, "--port=${PORT}"]}
 `, nil)
-	requireProblems(t, problems,
-		"models.diffusion[0].model_path: required (or config.diffusion_model",
-		`models.diffusion[1].config.sampling_method: unknown name "euler a"; one of euler, euler_a`,
-		`models.diffusion[1].config.scheduler: unknown name "-x"`,
-		"models.diffusion[1].config.timeout_seconds: must be at least 0, got -1",
-	)
-	if len(problems) != 4 {
-		t.Fatalf("problems %q", problems)
+	// The wiring gives each model its engine.
+	reg, err := newRegistry(cfg, nil, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac := apiConfig(cfg, reg, discardLog())
+	if !slices.Equal(ac.Endpoints["whisper"], []string{"/v1/audio/transcriptions"}) ||
+		!slices.Equal(ac.Endpoints["imgsrv"], []string{"/v1/images/generations"}) ||
+		!slices.Equal(ac.Endpoints["own"], []string{"/v1/chat/completions", "/v1/completions"}) || ac.Embeddings["whisper"] {
+		t.Fatalf("endpoints %v embeddings %v", ac.Endpoints, ac.Embeddings)
+	}
+	for _, m := range schedulerConfig(cfg).Models {
+		want := map[string]string{"whisper": "command", "own": "llama-server", "imgsrv": "command"}[m.Name]
+		if m.Engine != want {
+			t.Errorf("%s: engine %q, want %q", m.Name, m.Engine, want)
+		}
 	}
 }
-
-func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func TestDiffusionLauncher_Wiring(t *testing.T) {
 	t.Parallel()
@@ -104,5 +93,20 @@ models:
 	}
 	if _, err := os.Stat(l.ImageDir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("image dir created before any job: %v", err)
+	}
+}
+
+// The server guard keys reach the API's config.
+func TestWiring_ServerGuards(t *testing.T) {
+	t.Parallel()
+	cfg := mustLoad(t, `server:
+  body_idle_timeout_seconds: 2
+  max_inflight_body_mb: 8
+  max_event_clients: 4
+`, []string{"VRAMCRAM_SERVER__MAX_EVENT_CLIENTS=5"})
+	ac := apiConfig(cfg, engine.NewRegistry(), discardLog())
+	guardAPIConfig(&ac, cfg)
+	if ac.ListenHost != "127.0.0.1" || ac.BodyIdleTimeout != 2*time.Second || ac.MaxInflightBodyBytes != 8<<20 || ac.MaxEventClients != 5 {
+		t.Fatalf("api config: %+v", ac)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"fmt"
@@ -38,7 +38,7 @@ func validateAliases(p *problems, c *Config, seen map[string]string) {
 }
 
 // modelAliases maps every alias to its model's name.
-func modelAliases(c *Config) map[string]string {
+func Aliases(c *Config) map[string]string {
 	out := map[string]string{}
 	for _, m := range c.Models.LLM {
 		for _, a := range m.Aliases {
@@ -57,7 +57,7 @@ func modelAliases(c *Config) map[string]string {
 // engine serves: llama-server serves them all; any other engine serves the
 // OpenAI paths it lists (a command engine's config.routes), the diffusion
 // engines none of llama-server's own.
-func servesRoute(cfg *Config, endpoints map[string][]string) func(model, path string) bool {
+func ServesRoute(cfg *Config, endpoints map[string][]string) func(model, path string) bool {
 	llama := map[string]bool{}
 	for _, m := range cfg.Models.LLM {
 		llama[m.Name] = m.Config.Engine == "" || m.Config.Engine == llamacpp.Name
