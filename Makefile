@@ -34,7 +34,7 @@ test: ## all tests with -race (end-to-end included)
 
 .PHONY: test-dashboard
 test-dashboard: ## only the dashboard's headless-Chromium test, verbose (prints the screenshot's path)
-	$(GO) test -race -count=1 -v -run '^TestE2E_Dashboard' .
+	$(GO) test -race -count=1 -v -run '^TestE2E_Dashboard' ./e2e
 
 test-short: ## unit tests only
 	$(GO) test -race -count=1 -short -timeout 5m ./...
@@ -42,9 +42,9 @@ test-short: ## unit tests only
 bench: ## benchmarks: durable enqueue (bbolt, and Redis at 64 clients), claim→complete and Redis claim latency, scheduler decisions, HTTP submit throughput, proxy overhead, a 10,000-line batch
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./store/ ./scheduler/
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./api/
-	$(GO) test -run '^$$' -bench Submit -benchtime 3s -count $(BENCHCOUNT) .
-	$(GO) test -run '^$$' -bench ProxyOverhead -benchtime 5000x -count $(BENCHCOUNT) .
-	$(GO) test -run '^$$' -bench Batch10k -benchtime 1x -count $(BENCHCOUNT) .
+	$(GO) test -run '^$$' -bench Submit -benchtime 3s -count $(BENCHCOUNT) ./e2e
+	$(GO) test -run '^$$' -bench ProxyOverhead -benchtime 5000x -count $(BENCHCOUNT) ./e2e
+	$(GO) test -run '^$$' -bench Batch10k -benchtime 1x -count $(BENCHCOUNT) ./e2e
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./store/redisstore/
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
@@ -58,7 +58,7 @@ lint: ## gofmt, go vet, dependency rule
 	$(GO) vet ./...
 	@$(MAKE) -s deps
 
-deps: ## leaves (store, runner, vram, engine, logring) import nothing of ours; scheduler knows engines only through engine/
+deps: ## leaves (store, runner, vram, engine, logring) import nothing of ours; scheduler knows engines only through engine/; config, cli and api/wire stay apart from the API server and the engines
 	@for p in store runner vram engine logring; do \
 	  if $(GO) list -f '{{join .Imports "\n"}}' ./$$p | grep -q 'vramcram/vramcram/'; then echo "$$p imports project packages"; exit 1; fi; done
 	@bad=$$($(GO) list -deps ./scheduler | grep -E '^(os/exec|image/png)$$|vramcram/vramcram/(engine/.+|runner|api)$$'); \
@@ -66,6 +66,11 @@ deps: ## leaves (store, runner, vram, engine, logring) import nothing of ours; s
 	@for p in $$($(GO) list ./engine/... | grep -v '/enginetest$$'); do \
 	  bad=$$($(GO) list -f '{{join .Imports "\n"}}' $$p | grep 'vramcram/vramcram/' | grep -vE 'vramcram/vramcram/(engine(/[a-z]+)?|runner)$$'); \
 	  if [ -n "$$bad" ]; then echo "$$p imports" $$bad; exit 1; fi; done
+	@for p in config cli api/wire; do \
+	  bad=$$($(GO) list -f '{{join .Imports "\n"}}' ./$$p | grep -E 'vramcram/vramcram/(api|cli|runner|e2e)$$|labstack/echo'); \
+	  if [ -n "$$bad" ]; then echo "$$p imports" $$bad; exit 1; fi; done
+	@bad=$$($(GO) list -deps ./cli | grep -E '^os/exec$$|labstack/echo|vramcram/vramcram/(api|runner|engine/.+)$$'); \
+	  if [ -n "$$bad" ]; then echo "cli depends on:" $$bad; exit 1; fi
 	@echo "deps ok"
 
 tidy: ## go mod tidy
@@ -78,10 +83,10 @@ cover: ## coverage report
 	$(GO) test -count=1 -coverprofile=cover.out ./... && $(GO) tool cover -func=cover.out | tail -1
 
 stress: ## crash test: 1000 jobs while VramCram is SIGKILLed 20 times (STRESS_JOBS, STRESS_KILLS)
-	STRESS_JOBS=$${STRESS_JOBS:-1000} STRESS_KILLS=$${STRESS_KILLS:-20} $(GO) test -race -count=1 -timeout 20m -run 'TestE2E_CrashStress$$' -v .
+	STRESS_JOBS=$${STRESS_JOBS:-1000} STRESS_KILLS=$${STRESS_KILLS:-20} $(GO) test -race -count=1 -timeout 20m -run 'TestE2E_CrashStress$$' -v ./e2e
 
 loadtest: ## load test: 500 clients submit and poll 20,000 jobs (LOAD_CLIENTS, LOAD_JOBS, LOAD_MAX_QUEUE)
-	LOAD_CLIENTS=$${LOAD_CLIENTS:-500} LOAD_JOBS=$${LOAD_JOBS:-20000} LOAD_MAX_QUEUE=$${LOAD_MAX_QUEUE:-300} $(GO) test -count=1 -timeout 20m -run 'TestE2E_Load$$' -v .
+	LOAD_CLIENTS=$${LOAD_CLIENTS:-500} LOAD_JOBS=$${LOAD_JOBS:-20000} LOAD_MAX_QUEUE=$${LOAD_MAX_QUEUE:-300} $(GO) test -count=1 -timeout 20m -run 'TestE2E_Load$$' -v ./e2e
 
 sim: ## deterministic scheduler simulation over SEEDS random seeds (default 2000)
 	$(GO) test -race -count=1 -run 'TestSim$$' ./scheduler -sim.seeds=$(SEEDS)
@@ -114,11 +119,11 @@ demo: build testengine ## try it without a GPU: a daemon on 127.0.0.1:8000 (DEMO
 
 metrics-check: ## workload on a daemon, then promtool check metrics on the scrape (needs promtool)
 	@command -v promtool >/dev/null || { echo "promtool missing: apt-get install --no-install-recommends prometheus"; exit 1; }
-	$(GO) test -race -count=1 -v -run 'TestE2E_Metrics$$|TestMetrics_Promtool$$' . ./api/
+	$(GO) test -race -count=1 -v -run 'TestE2E_Metrics$$|TestMetrics_Promtool$$' ./e2e ./api/
 
 systemd-check: ## systemd-analyze verify deploy/systemd/vramcram.service (needs systemd)
 	@command -v systemd-analyze >/dev/null || { echo "systemd-analyze missing: apt-get install systemd"; exit 1; }
-	$(GO) test -count=1 -v -run 'TestSystemdUnit' .
+	$(GO) test -count=1 -v -run 'TestSystemdUnit' ./e2e
 
 smoke: build ## scripts/smoke.sh against the server at VRAMCRAM_URL (default http://127.0.0.1:8000)
 	VRAMCRAM=./bin/vramcram bash scripts/smoke.sh

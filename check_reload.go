@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/vramcram/vramcram/cli"
 	"github.com/vramcram/vramcram/config"
 )
 
@@ -17,30 +18,27 @@ type checkOpts struct {
 
 func (o *checkOpts) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.url, "url", "",
-		"also show what a reload of the running daemon at this address would change (GET /admin/config; API key from $"+config.EnvAPIKey+")")
+		"also show what a reload of the running daemon at this address would change (GET /admin/config; API key from $"+cli.EnvAPIKey+")")
 }
 
 // printReloadDiff asks the daemon at rawURL for its running config and
 // prints what applying cfg would change.
 func printReloadDiff(ctx context.Context, cfg *config.Config, rawURL string, getenv func(string) string, w io.Writer) error {
-	c, err := newClient(rawURL, clientIO{stdout: w, stderr: io.Discard, getenv: getenv})
-	if err != nil {
-		return err
-	}
 	var running struct {
 		Path   string         `json:"path"`
 		Config *config.Config `json:"config"`
 	}
-	if _, err := c.getJSON(ctx, "/admin/config", &running); err != nil {
-		return fmt.Errorf("running config: %w", err)
+	base, err := cli.RunningConfig(ctx, rawURL, getenv, &running)
+	if err != nil {
+		return err
 	}
 	if running.Config == nil {
-		return fmt.Errorf("running config: the daemon at %s sent none", c.base)
+		return fmt.Errorf("running config: the daemon at %s sent none", base)
 	}
 	next := *cfg
 	next.Server.APIKeys = hashKeys(cfg.Server.APIKeys) // the daemon shows its keys hashed
 	d := diffConfigs(running.Config, &next)
-	fmt.Fprintf(w, "\nagainst the daemon at %s (config %s):\n", c.base, running.Path)
+	fmt.Fprintf(w, "\nagainst the daemon at %s (config %s):\n", base, running.Path)
 	if d.empty() {
 		fmt.Fprintln(w, "  a reload changes nothing")
 		return nil

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/vramcram/vramcram/cli"
 )
 
 // Command-line dispatch and config discovery: what a first run meets.
@@ -15,7 +17,7 @@ import (
 var serverCommands = []string{"serve", "check", "version", "help"}
 
 func isCommand(name string) bool {
-	return slices.Contains(serverCommands, name) || clientCommands[name] != nil
+	return slices.Contains(serverCommands, name) || cli.Has(name)
 }
 
 // Flags that may come before the command. valueFlags take the next

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/vramcram/vramcram/cli"
 )
 
 func TestSplitCommand(t *testing.T) {
@@ -89,7 +91,7 @@ func TestRun_HelpListsEveryCommand(t *testing.T) {
 				t.Errorf("%q: %q missing from\n%s", args, name, out.String())
 			}
 		}
-		for name := range clientCommands {
+		for _, name := range cli.Names() {
 			if !strings.Contains(out.String(), "vramcram "+name+" ") {
 				t.Errorf("%q: %q missing from\n%s", args, name, out.String())
 			}

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vramcram/vramcram/api/wire"
 	"github.com/vramcram/vramcram/config"
 
 	"github.com/vramcram/vramcram/api"
@@ -58,20 +59,6 @@ func openQueue(ctx context.Context, cfg *config.Config, log *slog.Logger) (jobQu
 	return rs, f, nil
 }
 
-// nodeInfo is one node as its heartbeat describes it (GET /health "fleet").
-type nodeInfo struct {
-	Node       string                   `json:"node"`
-	URL        string                   `json:"url"`
-	Seen       time.Time                `json:"seen"`
-	GPUs       []scheduler.DeviceStatus `json:"gpus"`
-	BudgetMB   int                      `json:"vram_budget_mb"`
-	Loaded     []string                 `json:"loaded_models"`
-	Loading    []string                 `json:"loading_models,omitempty"`
-	Fits       []string                 `json:"fits_models"`
-	QueueDepth int                      `json:"queue_depth"`
-	Running    int                      `json:"running"`
-}
-
 // fleetNode is this daemon as a member of a fleet sharing one Redis: it
 // beats (its GPUs, budgets and models), keeps a view of the other live
 // nodes for the scheduler (scheduler.Fleet), and bridges the event bus
@@ -85,7 +72,7 @@ type fleetNode struct {
 	interval time.Duration
 
 	sched  atomic.Pointer[scheduler.Scheduler]
-	others atomic.Pointer[[]nodeInfo] // written by the heartbeat goroutine only
+	others atomic.Pointer[[]wire.Node] // written by the heartbeat goroutine only
 }
 
 // start runs the heartbeat and the event bridge until ctx ends.
@@ -125,13 +112,13 @@ func (f *fleetNode) beatOnce(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	nodes = slices.DeleteFunc(nodes, func(n nodeInfo) bool { return n.Node == f.name })
+	nodes = slices.DeleteFunc(nodes, func(n wire.Node) bool { return n.Node == f.name })
 	f.others.Store(&nodes)
 }
 
 // info describes this node from a scheduler snapshot.
-func (f *fleetNode) info(snap scheduler.Snapshot) nodeInfo {
-	n := nodeInfo{Node: f.name, URL: f.url, Seen: time.Now().UTC(), GPUs: snap.Devices, Loaded: snap.Loaded(),
+func (f *fleetNode) info(snap scheduler.Snapshot) wire.Node {
+	n := wire.Node{Node: f.name, URL: f.url, Seen: time.Now().UTC(), GPUs: snap.Devices, Loaded: snap.Loaded(),
 		Fits: []string{}, QueueDepth: snap.QueueDepth, Running: snap.Running}
 	for _, d := range snap.Devices {
 		n.BudgetMB = max(n.BudgetMB, d.BudgetMB)
@@ -154,21 +141,21 @@ func (f *fleetNode) info(snap scheduler.Snapshot) nodeInfo {
 }
 
 // nodes reads every live node's heartbeat.
-func (f *fleetNode) nodes(ctx context.Context) ([]nodeInfo, error) {
+func (f *fleetNode) nodes(ctx context.Context) ([]wire.Node, error) {
 	raw, err := f.rs.Nodes(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]nodeInfo, 0, len(raw))
+	out := make([]wire.Node, 0, len(raw))
 	for name, b := range raw {
-		var n nodeInfo
+		var n wire.Node
 		if err := json.Unmarshal(b, &n); err != nil {
 			f.log.Warn("fleet: bad heartbeat", "node", name, "err", err)
 			continue
 		}
 		out = append(out, n)
 	}
-	slices.SortFunc(out, func(a, b nodeInfo) int {
+	slices.SortFunc(out, func(a, b wire.Node) int {
 		if a.Node < b.Node {
 			return -1
 		}
@@ -178,12 +165,8 @@ func (f *fleetNode) nodes(ctx context.Context) ([]nodeInfo, error) {
 }
 
 // fleetView answers /health's "fleet": every live node.
-func (f *fleetNode) fleetView(ctx context.Context) any {
-	nodes, err := f.nodes(ctx)
-	if err != nil {
-		return map[string]string{"error": err.Error()}
-	}
-	return nodes
+func (f *fleetNode) fleetView(ctx context.Context) ([]wire.Node, error) {
+	return f.nodes(ctx)
 }
 
 // MayLoad implements scheduler.Fleet: not while another live node holds or

@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vramcram/vramcram/cli"
 	"github.com/vramcram/vramcram/config"
 
 	"github.com/lmittmann/tint"
@@ -55,14 +56,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		printVersion(stdout)
 		return 0
 	case "help":
-		if len(args) > 0 && clientCommands[args[0]] != nil {
-			return clientMain(args[0], []string{"-h"}, clientIO{stdin: os.Stdin, stdout: stdout, stderr: stdout, getenv: os.Getenv})
+		if len(args) > 0 && cli.Has(args[0]) {
+			return cli.Main(args[0], []string{"-h"}, cli.NewIO(os.Stdin, stdout, stdout, os.Getenv))
 		}
 		usage(stdout)
 		return 0
 	}
-	if _, ok := clientCommands[cmd]; ok {
-		return clientMain(cmd, args, clientIO{stdin: os.Stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv})
+	if cli.Has(cmd) {
+		return cli.Main(cmd, args, cli.NewIO(os.Stdin, stdout, stderr, os.Getenv))
 	}
 	fmt.Fprintf(stderr, "vramcram: unknown command %q\n", cmd)
 	usage(stderr)
@@ -88,7 +89,7 @@ or model files, run "make demo" in the source tree.
 Client commands (they talk to a running server: --url or VRAMCRAM_URL,
 default http://127.0.0.1:8000; API key from VRAMCRAM_API_KEY):
 `)
-	clientUsage(w)
+	cli.Usage(w)
 	fmt.Fprint(w, `
 Global flags may come before or after the command: vramcram --url URL ps.
   -h, --help      this text          -v, --version   print the version

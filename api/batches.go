@@ -12,6 +12,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/vramcram/vramcram/api/wire"
 	"github.com/vramcram/vramcram/batch"
 	"github.com/vramcram/vramcram/store"
 )
@@ -75,35 +76,6 @@ func unix(t time.Time) *int64 {
 	return &u
 }
 
-// batchView is a batch in OpenAI's shape.
-type batchView struct {
-	ID               string            `json:"id"`
-	Object           string            `json:"object"`
-	Endpoint         string            `json:"endpoint"`
-	Errors           *batchErrorsView  `json:"errors"`
-	InputFileID      string            `json:"input_file_id"`
-	CompletionWindow string            `json:"completion_window"`
-	Status           store.BatchStatus `json:"status"`
-	OutputFileID     *string           `json:"output_file_id"`
-	ErrorFileID      *string           `json:"error_file_id"`
-	CreatedAt        int64             `json:"created_at"`
-	InProgressAt     *int64            `json:"in_progress_at"`
-	ExpiresAt        *int64            `json:"expires_at"`
-	FinalizingAt     *int64            `json:"finalizing_at"`
-	CompletedAt      *int64            `json:"completed_at"`
-	FailedAt         *int64            `json:"failed_at"`
-	ExpiredAt        *int64            `json:"expired_at"`
-	CancellingAt     *int64            `json:"cancelling_at"`
-	CancelledAt      *int64            `json:"cancelled_at"`
-	RequestCounts    store.BatchCounts `json:"request_counts"`
-	Metadata         map[string]string `json:"metadata"`
-}
-
-type batchErrorsView struct {
-	Object string             `json:"object"`
-	Data   []store.BatchError `json:"data"`
-}
-
 func optString(s string) *string {
 	if s == "" {
 		return nil
@@ -111,8 +83,8 @@ func optString(s string) *string {
 	return &s
 }
 
-func viewBatch(b store.Batch) batchView {
-	v := batchView{
+func viewBatch(b store.Batch) wire.Batch {
+	v := wire.Batch{
 		ID: b.ID, Object: "batch", Endpoint: b.Endpoint, InputFileID: b.InputFileID, CompletionWindow: b.CompletionWindow,
 		Status: b.Status, OutputFileID: optString(b.OutputFileID), ErrorFileID: optString(b.ErrorFileID),
 		CreatedAt: b.CreatedAt.Unix(), InProgressAt: unix(b.InProgressAt), ExpiresAt: unix(b.ExpiresAt),
@@ -121,7 +93,7 @@ func viewBatch(b store.Batch) batchView {
 		RequestCounts: b.Counts, Metadata: b.Metadata,
 	}
 	if len(b.Errors) > 0 {
-		v.Errors = &batchErrorsView{Object: "list", Data: b.Errors}
+		v.Errors = &wire.BatchErrors{Object: "list", Data: b.Errors}
 	}
 	if v.Metadata == nil {
 		v.Metadata = map[string]string{}
@@ -197,11 +169,11 @@ func (s *Server) listBatches(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("list batches: %w", err)
 	}
-	views := make([]batchView, len(bs))
+	views := make([]wire.Batch, len(bs))
 	for k, b := range bs {
 		views[k] = viewBatch(b)
 	}
-	return c.JSON(http.StatusOK, newPage(views, limit, func(v batchView) string { return v.ID }))
+	return c.JSON(http.StatusOK, newPage(views, limit, func(v wire.Batch) string { return v.ID }))
 }
 
 // cancelBatch handles POST /v1/batches/{id}/cancel.

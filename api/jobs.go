@@ -12,11 +12,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/vramcram/vramcram/api/wire"
 	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/engine/llamacpp"
 	"github.com/vramcram/vramcram/engine/sdcpp"
@@ -38,27 +38,6 @@ type submitRequest struct {
 	// is the engine's JSON answer.
 	Endpoint *string         `json:"endpoint"`
 	Body     json.RawMessage `json:"body"`
-}
-
-// jobView is the JSON of GET /jobs/{id}.
-type jobView struct {
-	JobID         string     `json:"job_id"`
-	Status        string     `json:"status"`
-	Model         string     `json:"model"`
-	Type          string     `json:"type"`
-	Endpoint      string     `json:"endpoint,omitempty"` // a durable OpenAI request's path
-	Priority      int        `json:"priority"`
-	Attempts      int        `json:"attempts"`
-	MaxAttempts   int        `json:"max_attempts"`
-	Error         string     `json:"error,omitempty"`
-	CreatedAt     time.Time  `json:"created_at"`
-	StartedAt     *time.Time `json:"started_at,omitempty"`
-	FinishedAt    *time.Time `json:"finished_at,omitempty"`
-	QueuePosition *int       `json:"queue_position,omitempty"`
-	// ETASeconds estimates when a queued job will be done, from the model's
-	// recent job and load times; absent until the model has finished a job.
-	ETASeconds *float64            `json:"eta_seconds,omitempty"`
-	Progress   *scheduler.Progress `json:"progress,omitempty"`
 }
 
 // readJSON reads a body of at most MaxBodyBytes and decodes it strictly into v.
@@ -366,7 +345,7 @@ func (s *Server) jobByID(id string) (store.Job, error) {
 	return j, nil
 }
 
-func (s *Server) view(ctx context.Context, j store.Job) jobView {
+func (s *Server) view(ctx context.Context, j store.Job) wire.Job {
 	return s.viewWith(ctx, j, s.snapshotOnce(ctx))
 }
 
@@ -387,8 +366,8 @@ func (s *Server) snapshotOnce(ctx context.Context) func() *scheduler.Snapshot {
 }
 
 // viewWith is view with a shared snapshot source (for ETAs).
-func (s *Server) viewWith(ctx context.Context, j store.Job, snap func() *scheduler.Snapshot) jobView {
-	v := jobView{
+func (s *Server) viewWith(ctx context.Context, j store.Job, snap func() *scheduler.Snapshot) wire.Job {
+	v := wire.Job{
 		JobID: j.ID, Status: string(j.State), Model: j.Model, Type: j.Type, Endpoint: j.Endpoint, Priority: j.Priority,
 		Attempts: j.Attempts, MaxAttempts: j.MaxAttempts, Error: j.Error, CreatedAt: j.CreatedAt,
 	}
@@ -494,7 +473,7 @@ func (s *Server) listJobs(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("list jobs: %w", err)
 	}
-	out := make([]jobView, 0, len(jobs))
+	out := make([]wire.Job, 0, len(jobs))
 	snap := s.snapshotOnce(c.Request().Context())
 	for _, j := range jobs {
 		out = append(out, s.viewWith(c.Request().Context(), j, snap))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/vramcram/vramcram/api/wire"
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/store"
 )
@@ -101,7 +102,7 @@ type Config struct {
 	// Node names this node and FleetFunc describes every live node sharing
 	// the queue, for /health (storage.backend redis); nil on one machine.
 	Node      string
-	FleetFunc func(ctx context.Context) any
+	FleetFunc func(ctx context.Context) ([]wire.Node, error)
 	// RemoteFor, if set, names another live node (its base URL) that has
 	// model loaded while this node has not: the OpenAI routes relay the
 	// request there (remote.go). nil on one machine.

@@ -30,18 +30,12 @@ import (
 // VRAMCRAM_SERVER__PORT=9000 sets server.port.
 const envPrefix = "VRAMCRAM_"
 
-// Environment variables of the client commands (they are not config keys).
-const (
-	EnvURL    = "VRAMCRAM_URL"     // server address; default http://127.0.0.1:8000
-	EnvAPIKey = "VRAMCRAM_API_KEY" // Bearer key when the server sets server.api_keys
-)
-
 // envNotKeys are VRAMCRAM_ variables that are not config keys and so are
 // neither applied nor reported as unknown. VRAMCRAM_CONFIG names the file.
 var envNotKeys = map[string]bool{
-	"VRAMCRAM_CONFIG": true,
-	EnvURL:            true, // client commands: the server's address
-	EnvAPIKey:         true, // client commands: the Bearer key
+	"VRAMCRAM_CONFIG":  true,
+	"VRAMCRAM_URL":     true, // client commands: the server's address (cli.EnvURL)
+	"VRAMCRAM_API_KEY": true, // client commands: the Bearer key (cli.EnvAPIKey)
 }
 
 // Error lists every problem found while loading a configuration.
