@@ -55,7 +55,12 @@ func anthropicErrorBody(ae *Error) map[string]any {
 }
 
 // anthropicType is Anthropic's error type for an HTTP status.
-func anthropicType(status int) string {
+func anthropicType(status int) string { return errorType(doorAnthropic, status) }
+
+// errorType names an HTTP status in the error vocabulary of OpenAI's or
+// Anthropic's API; they agree but for 413, 503 and other 5xx.
+func errorType(d door, status int) string {
+	anthropic := d == doorAnthropic
 	switch {
 	case status == http.StatusUnauthorized:
 		return "authentication_error"
@@ -63,14 +68,16 @@ func anthropicType(status int) string {
 		return "permission_error"
 	case status == http.StatusNotFound:
 		return "not_found_error"
-	case status == http.StatusRequestEntityTooLarge:
-		return "request_too_large"
 	case status == http.StatusTooManyRequests:
 		return "rate_limit_error"
-	case status == http.StatusServiceUnavailable:
+	case anthropic && status == http.StatusRequestEntityTooLarge:
+		return "request_too_large"
+	case anthropic && status == http.StatusServiceUnavailable:
 		return "overloaded_error"
-	case status >= 500:
+	case anthropic && status >= 500:
 		return "api_error"
+	case status >= 500:
+		return "server_error"
 	}
 	return "invalid_request_error"
 }

@@ -276,13 +276,13 @@ func (s *Server) submit(c echo.Context) error {
 	}
 	c.Response().Header()["Location"] = []string{"/jobs/" + job.ID}
 	if c.Request().URL.RawQuery != "" { // ?pretty: echo indents
-		return c.JSON(http.StatusAccepted, map[string]string{"job_id": job.ID, "status": string(store.JobStateQueued)})
+		return c.JSON(http.StatusAccepted, wire.Accepted{JobID: job.ID, Status: string(store.JobStateQueued)})
 	}
 	return c.JSONBlob(http.StatusAccepted, acceptedBody(job.ID))
 }
 
 // acceptedBody is the answer to an accepted submit, byte for byte what
-// c.JSON writes for {"job_id": id, "status": "queued"} (keys sorted, a
+// c.JSON writes for wire.Accepted{id, "queued"} (keys sorted, a
 // newline after), without the encoder and the map on the busiest path. A
 // server-made ID needs no escaping (store.ValidID).
 func acceptedBody(id string) []byte {
@@ -419,7 +419,7 @@ func (s *Server) cancelJob(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]string{"job_id": c.Param("id"), "status": string(store.JobStateCancelled), "previous_status": string(prev)})
+	return c.JSON(http.StatusOK, wire.Cancelled{JobID: c.Param("id"), Status: string(store.JobStateCancelled), PreviousStatus: string(prev)})
 }
 
 // cancel cancels a queued or running job (DELETE /jobs/{id} and /ws) and

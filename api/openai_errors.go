@@ -55,21 +55,7 @@ func writeOpenAIError(c echo.Context, ae *Error) {
 }
 
 // openAIType is the OpenAI error type for an HTTP status.
-func openAIType(status int) string {
-	switch {
-	case status == http.StatusUnauthorized:
-		return "authentication_error"
-	case status == http.StatusForbidden:
-		return "permission_error"
-	case status == http.StatusNotFound:
-		return "not_found_error"
-	case status == http.StatusTooManyRequests:
-		return "rate_limit_error"
-	case status >= 500:
-		return "server_error"
-	}
-	return "invalid_request_error"
-}
+func openAIType(status int) string { return errorType(doorOpenAI, status) }
 
 // fieldErr is a 400 naming the request field at fault.
 func fieldErr(param, msg string) *Error {

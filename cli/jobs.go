@@ -128,9 +128,7 @@ func submitCmd(ctx context.Context, c *client, o *submitOpts, args []string) err
 			c.printJSON(b)
 			return nil
 		}
-		var out struct {
-			JobID string `json:"job_id"`
-		}
+		var out wire.Accepted
 		if err := json.Unmarshal(b, &out); err != nil || out.JobID == "" {
 			return fmt.Errorf("unexpected answer to POST /jobs: %s", b)
 		}
@@ -288,10 +286,8 @@ func cancelCmd(ctx context.Context, c *client, _ *flag.FlagSet, args []string) e
 		c.printJSON(b)
 		return nil
 	}
-	var out struct {
-		Previous string `json:"previous_status"`
-	}
+	var out wire.Cancelled
 	_ = json.Unmarshal(b, &out)
-	fmt.Fprintf(c.stdout, "cancelled %s (was %s)\n", id, out.Previous)
+	fmt.Fprintf(c.stdout, "cancelled %s (was %s)\n", id, out.PreviousStatus)
 	return nil
 }

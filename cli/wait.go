@@ -118,9 +118,7 @@ func (c *client) submitAndWait(ctx context.Context, o *submitOpts, body map[stri
 		}
 		return err
 	}
-	var sub struct {
-		JobID string `json:"job_id"`
-	}
+	var sub wire.Accepted
 	if err := json.Unmarshal(b, &sub); err != nil || sub.JobID == "" {
 		return fmt.Errorf("unexpected answer to POST /jobs: %s", b)
 	}

@@ -5,87 +5,41 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/vramcram/vramcram/engine/enginetest"
 	"go.uber.org/goleak"
 )
 
-// testEngine is the path of the stand-in engine built by TestMain.
-var testEngine string
+// standIn is the stand-in engine (runner/testengine), built once per test
+// binary; it plays llama-server unless --test-role says otherwise.
+func standIn(t *testing.T) string {
+	t.Helper()
+	return filepath.Join(enginetest.StandIn(t), "llama-server")
+}
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "runner-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	testEngine = filepath.Join(dir, "testengine")
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	build := exec.Command(goBin, "build", "-o", testEngine, "./testengine")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build testengine: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
 	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		os.RemoveAll(dir)
+		enginetest.Cleanup()
 		os.Exit(code)
 	}))
 }
 
 // testLogger logs to t.Log until the test's cleanups have run.
-func testLogger(t *testing.T) *slog.Logger {
-	w := &testWriter{t: t}
-	t.Cleanup(w.close) // registered first, so it runs last
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
+func testLogger(t *testing.T) *slog.Logger { return enginetest.Logger(t) }
 
-type testWriter struct {
-	mu     sync.Mutex
-	t      *testing.T
-	closed bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.closed {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func (w *testWriter) close() {
-	w.mu.Lock()
-	w.closed = true
-	w.mu.Unlock()
-}
-
-// modelFile creates an empty stand-in model file.
-func modelFile(t *testing.T) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "tiny.gguf")
-	if err := os.WriteFile(path, []byte("GGUF"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
+// modelFile creates a stand-in model file.
+func modelFile(t *testing.T) string { return enginetest.ModelFile(t, "tiny.gguf") }
 
 // testConfig returns a config running the stand-in with extra flags.
 func testConfig(t *testing.T, extra ...string) Config {
 	t.Helper()
 	return Config{
 		Name:              "llama-a",
-		Binary:            testEngine,
+		Binary:            standIn(t),
 		ArgsFunc:          standInArgs(modelFile(t), extra...),
 		PortTakenMarker:   "couldn't bind HTTP server socket",
 		ReadyTimeout:      20 * time.Second,

@@ -13,7 +13,7 @@ func oneShot(t *testing.T, extra ...string) Config {
 	t.Helper()
 	args := append([]string{"--test-role", "sd-cli", "-m", modelFile(t), "-p", "a fox", "-o", filepath.Join(t.TempDir(), "out.png"),
 		"-W", "64", "-H", "64", "--steps", "3", "--cfg-scale", "1", "-s", "1", "-b", "1"}, extra...)
-	return Config{Name: "sd-a", Binary: testEngine, ArgsFunc: func(int) []string { return args }, Logger: testLogger(t), TermOutput: true}
+	return Config{Name: "sd-a", Binary: standIn(t), ArgsFunc: func(int) []string { return args }, Logger: testLogger(t), TermOutput: true}
 }
 
 func TestRun_OneShot(t *testing.T) {

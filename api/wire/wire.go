@@ -147,3 +147,16 @@ func deref(s *string) string {
 	}
 	return *s
 }
+
+// Accepted is the answer to POST /jobs (202).
+type Accepted struct {
+	JobID  string `json:"job_id"`
+	Status string `json:"status"`
+}
+
+// Cancelled is the answer to DELETE /jobs/{id}.
+type Cancelled struct {
+	JobID          string `json:"job_id"`
+	Status         string `json:"status"`
+	PreviousStatus string `json:"previous_status"`
+}
