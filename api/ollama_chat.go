@@ -86,6 +86,7 @@ type ollamaCall struct {
 	stream bool
 	keep   keepAlive
 	start  time.Time
+	raw    []byte // the request's body, as another node gets it (serveRemote)
 }
 
 // ollamaStart reads the body into req (whose common fields are cr),
@@ -108,7 +109,7 @@ func (s *Server) ollamaStart(c echo.Context, req any, cr *ollamaCommon) (ollamaC
 	if x.keep, err = parseKeepAlive(cr.KeepAlive); err != nil {
 		return x, err
 	}
-	x.name, x.stream = cr.Model, cr.stream()
+	x.name, x.stream, x.raw = cr.Model, cr.stream(), body
 	return x, nil
 }
 
@@ -214,6 +215,9 @@ func (s *Server) ollamaLoadOnly(c echo.Context, x ollamaCall) error {
 
 // ollamaGenerateOn runs a chat or generate call on the engine.
 func (s *Server) ollamaGenerateOn(c echo.Context, x ollamaCall, body map[string]any) error {
+	if s.serveRemote(c, x.model, x.raw) {
+		return nil
+	}
 	return s.withEngine(c, x, body, func(resp *http.Response, load time.Duration) error {
 		t := &ollamaTranscript{s: s, c: c, x: x, load: load}
 		return t.relay(resp.Body)

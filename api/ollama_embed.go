@@ -63,6 +63,9 @@ func (s *Server) ollamaEmbedOn(c echo.Context, x ollamaCall, body map[string]any
 		return apiErr(http.StatusBadRequest, CodeWrongModel,
 			fmt.Sprintf("model '%s' does not serve embeddings (set models.llm[].config.embeddings: true)", x.name))
 	}
+	if s.serveRemote(c, x.model, x.raw) {
+		return nil
+	}
 	x.path = "/v1/embeddings"
 	return s.withEngine(c, x, body, func(resp *http.Response, load time.Duration) error {
 		var out struct {

@@ -76,10 +76,18 @@ func openStream(c echo.Context) {
 }
 
 // writeStreamError ends an open event stream with an error event in the
-// OpenAI error shape, as llama-server does for errors mid-stream.
+// OpenAI error shape, as llama-server does for errors mid-stream (the
+// Anthropic door's in Anthropic's; the Ollama door's NDJSON stream, relayed
+// from another node, with Ollama's error line).
 func writeStreamError(c echo.Context, ae *Error) {
-	if doorOf(c.Request().URL.Path) == doorAnthropic {
+	switch doorOf(c.Request().URL.Path) {
+	case doorAnthropic:
 		writeAnthropicStreamError(c, ae)
+		return
+	case doorOllama:
+		b, _ := json.Marshal(map[string]string{"error": ae.Message})
+		_, _ = c.Response().Write(append(b, '\n'))
+		_ = http.NewResponseController(c.Response().Writer).Flush()
 		return
 	}
 	e := openAIError{Message: ae.Message, Type: openAIType(ae.Status), Code: ae.Code}

@@ -109,6 +109,9 @@ func (s *Server) passthrough(r passRoute) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
+		if s.serveRemote(c, model, call.body) {
+			return nil
+		}
 		call.model = model
 		return s.serveLeased(c, call)
 	}

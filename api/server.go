@@ -104,8 +104,9 @@ type Config struct {
 	Node      string
 	FleetFunc func(ctx context.Context) ([]wire.Node, error)
 	// RemoteFor, if set, names another live node (its base URL) that has
-	// model loaded while this node has not: the OpenAI routes relay the
-	// request there (remote.go). nil on one machine.
+	// model loaded while this node has not: the interactive doors (OpenAI,
+	// passthrough, Anthropic, Ollama) relay the request there (remote.go).
+	// nil on one machine.
 	RemoteFor func(ctx context.Context, model string) (baseURL string, ok bool)
 	// Logs holds the daemon's recent log lines for GET /logs/stream (logs.go).
 	Logs *LogRing

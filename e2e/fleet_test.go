@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"mime/multipart"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -71,10 +74,14 @@ type loadLog struct {
 	loaders map[string]map[string]bool // model → nodes that started loading it
 }
 
-func followLoads(t *testing.T, d *daemon, self string) *loadLog {
+func followLoads(t *testing.T, d *daemon, self string, key ...string) *loadLog {
 	t.Helper()
 	l := &loadLog{loaders: map[string]map[string]bool{}}
-	resp, err := http.Get(d.url + "/events")
+	req, _ := http.NewRequest("GET", d.url+"/events", nil)
+	for _, k := range key {
+		req.Header.Set("Authorization", "Bearer "+k)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,9 +317,34 @@ func TestE2E_FleetRedisOutage(t *testing.T) {
 	t.Logf("%d submits refused with 503 during the 10 s outage; %d accepted jobs all completed", refused, len(prompts))
 }
 
-// TestE2E_FleetProxiesInteractive: a chat request sent to a node that
-// lacks the model is answered by the node that has it loaded, and the
-// node it was sent to does not load the model.
+// fleetKey is the API key of the nodes of TestE2E_FleetProxiesInteractive.
+const fleetKey = "fleet-e2e-key-4f1c9a"
+
+// keyedCall sends body to url with fleetKey in the header hdr (Authorization
+// gets "Bearer KEY"), answering the status, content type and body.
+func keyedCall(t *testing.T, url, contentType, hdr string, body []byte) (int, string, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", contentType)
+	if hdr == "Authorization" {
+		req.Header.Set(hdr, "Bearer "+fleetKey)
+	} else {
+		req.Header.Set(hdr, fleetKey)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Content-Type"), b
+}
+
+// TestE2E_FleetProxiesInteractive: interactive requests through every door
+// (OpenAI, Anthropic, Responses, a passthrough route with a multipart body,
+// Ollama), sent with the client's key to a node that lacks the model, are
+// answered by the node that has it loaded, and the node they were sent to
+// never loads the model.
 func TestE2E_FleetProxiesInteractive(t *testing.T) {
 	bin, engine := buildBinaries(t)
 	srv := redistest.Start(t)
@@ -320,10 +352,21 @@ func TestE2E_FleetProxiesInteractive(t *testing.T) {
 	var nodes []*daemon
 	for _, name := range names {
 		cfg, _, port := fleetNodeConfig(t, engine, srv.URL(), name, 7000)
+		b, err := os.ReadFile(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyed := strings.Replace(string(b), "metrics_port: 0}", "metrics_port: 0, api_keys: ["+fleetKey+"]}", 1)
+		if err := os.WriteFile(cfg, []byte(keyed), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		nodes = append(nodes, startDaemon(t, bin, cfg, port))
 	}
-	if js := nodes[0].waitJob(nodes[0].submit("m0", "warm up"), 60*time.Second); js.Status != "completed" {
-		t.Fatalf("warm-up job: %+v", js)
+	chat := []byte(`{"model":"m0","messages":[{"role":"user","content":"hello there"}]}`)
+	// A chat request sent to node-a loads m0 there: no node had it.
+	holder, other := 0, 1
+	if code, _, b := keyedCall(t, nodes[holder].url+"/v1/chat/completions", "application/json", "Authorization", chat); code != http.StatusOK {
+		t.Fatalf("warm-up chat via %s: %d %s", names[holder], code, b)
 	}
 	type node struct {
 		Node   string    `json:"node"`
@@ -334,18 +377,11 @@ func TestE2E_FleetProxiesInteractive(t *testing.T) {
 		Loaded []string `json:"loaded_models"`
 		Fleet  []node   `json:"fleet"`
 	}
-	holder, other := -1, -1
-	for k, d := range nodes {
-		var h health
-		d.do("GET", "/health", nil, &h)
-		if slices.Contains(h.Loaded, "m0") {
-			holder, other = k, 1-k
-		}
+	var h health
+	if nodes[holder].do("GET", "/health", nil, &h); !slices.Contains(h.Loaded, "m0") {
+		t.Fatalf("%s does not hold m0 after its chat: %v", names[holder], h.Loaded)
 	}
-	if holder < 0 {
-		t.Fatal("no node holds m0 after its job")
-	}
-	loads := followLoads(t, nodes[other], names[other])
+	loads := followLoads(t, nodes[other], names[other], fleetKey)
 	// Wait until the other node has beaten twice since it could read the
 	// holder's beat with m0 loaded: its view of the fleet then has it.
 	deadline := time.Now().Add(30 * time.Second)
@@ -366,19 +402,57 @@ func TestE2E_FleetProxiesInteractive(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	var out struct {
-		Choices []struct {
-			Message struct{ Content string } `json:"message"`
-		} `json:"choices"`
+	var form bytes.Buffer
+	mw := multipart.NewWriter(&form)
+	_ = mw.WriteField("model", "m0")
+	fw, _ := mw.CreateFormFile("file", "clip.wav")
+	_, _ = fw.Write([]byte("RIFF-stand-in-audio"))
+	_ = mw.Close()
+	tests := []struct {
+		door, path, ctype, hdr string
+		body                   []byte
+		want                   func(ctype string, b []byte) bool
+	}{
+		{"OpenAI", "/v1/chat/completions", "application/json", "Authorization", chat, func(_ string, b []byte) bool {
+			var out struct {
+				Choices []struct {
+					Message struct{ Content string } `json:"message"`
+				} `json:"choices"`
+			}
+			return json.Unmarshal(b, &out) == nil && len(out.Choices) == 1 && out.Choices[0].Message.Content != ""
+		}},
+		{"Anthropic", "/v1/messages", "application/json", "X-Api-Key",
+			[]byte(`{"model":"m0","max_tokens":8,"messages":[{"role":"user","content":"hello there"}]}`), func(_ string, b []byte) bool {
+				var out struct {
+					Type    string
+					Content []struct{ Type, Text string }
+				}
+				return json.Unmarshal(b, &out) == nil && out.Type == "message" && len(out.Content) == 1 && out.Content[0].Text != ""
+			}},
+		{"Responses", "/v1/responses", "application/json", "Authorization",
+			[]byte(`{"model":"m0","input":"hello there","stream":true}`), func(ct string, b []byte) bool {
+				return strings.HasPrefix(ct, "text/event-stream") && bytes.Contains(b, []byte("event: response.completed"))
+			}},
+		{"Passthrough", "/v1/audio/transcriptions", mw.FormDataContentType(), "Authorization", form.Bytes(), func(_ string, b []byte) bool {
+			return bytes.Contains(b, []byte("transcript of clip.wav (19 bytes)"))
+		}},
+		{"Ollama", "/api/chat", "application/json", "Authorization",
+			[]byte(`{"model":"m0","messages":[{"role":"user","content":"hello there"}]}`), func(ct string, b []byte) bool {
+				lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
+				var last struct{ Done bool }
+				return ct == "application/x-ndjson" && len(lines) > 1 && json.Unmarshal(lines[len(lines)-1], &last) == nil && last.Done
+			}},
 	}
-	body := map[string]any{"model": "m0", "messages": []map[string]string{{"role": "user", "content": "hello there"}}}
-	if code := nodes[other].do("POST", "/v1/chat/completions", body, &out); code != http.StatusOK || len(out.Choices) == 0 || out.Choices[0].Message.Content == "" {
-		t.Fatalf("chat via %s: %d %+v", names[other], code, out)
-	}
-	var h health
-	nodes[other].do("GET", "/health", nil, &h)
-	if slices.Contains(h.Loaded, "m0") {
-		t.Fatalf("%s loaded m0 itself: %v", names[other], h.Loaded)
+	for _, tc := range tests {
+		code, ct, b := keyedCall(t, nodes[other].url+tc.path, tc.ctype, tc.hdr, tc.body)
+		if code != http.StatusOK || !tc.want(ct, b) {
+			t.Fatalf("%s door via %s: %d %s %s", tc.door, names[other], code, ct, b)
+		}
+		var h health
+		nodes[other].do("GET", "/health", nil, &h)
+		if slices.Contains(h.Loaded, "m0") {
+			t.Fatalf("%s door: %s loaded m0 itself: %v", tc.door, names[other], h.Loaded)
+		}
 	}
 	if got := loads.nodes("m0"); slices.Contains(got, names[other]) {
 		t.Fatalf("m0 loading on %v; want only %s", got, names[holder])
