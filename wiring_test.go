@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vramcram/vramcram/config"
 	"github.com/vramcram/vramcram/engine"
 	"github.com/vramcram/vramcram/engine/sdcpp"
 	"github.com/vramcram/vramcram/runner"
@@ -17,25 +18,10 @@ import (
 // The wiring gives each model its engine, its endpoints and its kind.
 func TestWiring_CommandModels(t *testing.T) {
 	t.Parallel()
-	cfg := mustLoad(t, `
-models:
-  llm:
-    - name: whisper
-      vram_mb: 600
-      config:
-        engine: command
-        cmd: [/opt/whisper/server, --host, "${HOST}", --port, "${PORT}", -m, "${MODEL_PATH}"]
-        env: {OMP_NUM_THREADS: "4", VISIBLE: "${GPUS}"}
-        health_path: /ready
-        routes: [/v1/audio/transcriptions]
-    - name: own
-      model_path: ./own.gguf
-      config: {binary: /opt/llama-cuda/bin/llama-server}
-  diffusion:
-    - name: imgsrv
-      vram_mb: 4000
-      config: {engine: command, cmd: [/opt/img/server, "--port=${PORT}"]}
-`, nil)
+	cfg, err := config.Load("config/testdata/command.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// The wiring gives each model its engine.
 	reg, err := newRegistry(cfg, nil, discardLog())
 	if err != nil {

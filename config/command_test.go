@@ -8,25 +8,10 @@ import (
 
 func TestLoadConfig_CommandModel(t *testing.T) {
 	t.Parallel()
-	cfg := mustLoad(t, `
-models:
-  llm:
-    - name: whisper
-      vram_mb: 600
-      config:
-        engine: command
-        cmd: [/opt/whisper/server, --host, "${HOST}", --port, "${PORT}", -m, "${MODEL_PATH}"]
-        env: {OMP_NUM_THREADS: "4", VISIBLE: "${GPUS}"}
-        health_path: /ready
-        routes: [/v1/audio/transcriptions]
-    - name: own
-      model_path: ./own.gguf
-      config: {binary: /opt/llama-cuda/bin/llama-server}
-  diffusion:
-    - name: imgsrv
-      vram_mb: 4000
-      config: {engine: command, cmd: [/opt/img/server, "--port=${PORT}"]}
-`, nil)
+	cfg, err := Load("testdata/command.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	w, _ := cfg.LLMByName("whisper")
 	c := w.Config
 	if c.Engine != "command" || len(c.Cmd) != 7 || c.Cmd[4] != "${PORT}" || c.Env["OMP_NUM_THREADS"] != "4" ||
