@@ -3,7 +3,7 @@ package main
 import (
 	"log/slog"
 
-	"github.com/vramcram/vramcram/logring"
+	"github.com/vramcram/vramcram/api/logring"
 )
 
 // daemonLogLines is how many of the daemon's log lines GET /logs/stream

@@ -8,7 +8,7 @@ import (
 	"github.com/vramcram/vramcram/config"
 
 	"github.com/vramcram/vramcram/api"
-	"github.com/vramcram/vramcram/batch"
+	"github.com/vramcram/vramcram/api/batch"
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/store"
 )

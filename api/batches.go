@@ -12,8 +12,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/vramcram/vramcram/api/batch"
 	"github.com/vramcram/vramcram/api/wire"
-	"github.com/vramcram/vramcram/batch"
 	"github.com/vramcram/vramcram/store"
 )
 

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/vramcram/vramcram/api"
-	"github.com/vramcram/vramcram/batch"
+	"github.com/vramcram/vramcram/api/batch"
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/store"
 )

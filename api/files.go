@@ -10,7 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/vramcram/vramcram/batch"
+	"github.com/vramcram/vramcram/api/batch"
 	"github.com/vramcram/vramcram/store"
 )
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/vramcram/vramcram/logring"
+	"github.com/vramcram/vramcram/api/logring"
 	"github.com/vramcram/vramcram/scheduler"
 )
 

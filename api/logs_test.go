@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/vramcram/vramcram/api"
-	"github.com/vramcram/vramcram/logring"
+	"github.com/vramcram/vramcram/api/logring"
 )
 
 func TestLogs_DaemonStream(t *testing.T) {

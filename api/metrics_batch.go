@@ -3,7 +3,7 @@ package api
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/vramcram/vramcram/batch"
+	"github.com/vramcram/vramcram/api/batch"
 	"github.com/vramcram/vramcram/store"
 )
 
