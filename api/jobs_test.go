@@ -11,9 +11,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/vramcram/vramcram/api"
+	"github.com/vramcram/vramcram/api/wire"
 	"github.com/vramcram/vramcram/engine/llamacpp"
 	"github.com/vramcram/vramcram/scheduler"
 	"github.com/vramcram/vramcram/store"
@@ -335,22 +335,7 @@ func TestRoutes_Unknown(t *testing.T) {
 }
 
 // jobJSON is GET /jobs/{id} as a client reads it.
-type jobJSON struct {
-	JobID         string              `json:"job_id"`
-	Status        string              `json:"status"`
-	Model         string              `json:"model"`
-	Type          string              `json:"type"`
-	Priority      int                 `json:"priority"`
-	Attempts      int                 `json:"attempts"`
-	MaxAttempts   int                 `json:"max_attempts"`
-	Error         string              `json:"error"`
-	CreatedAt     time.Time           `json:"created_at"`
-	StartedAt     *time.Time          `json:"started_at"`
-	FinishedAt    *time.Time          `json:"finished_at"`
-	QueuePosition *int                `json:"queue_position"`
-	ETASeconds    *float64            `json:"eta_seconds"`
-	Progress      *scheduler.Progress `json:"progress"`
-}
+type jobJSON = wire.Job
 
 func (b *testBundle) getJob(t *testing.T, id string) jobJSON {
 	t.Helper()

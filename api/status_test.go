@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vramcram/vramcram/api"
+	"github.com/vramcram/vramcram/api/wire"
 	"github.com/vramcram/vramcram/scheduler"
 )
 
@@ -29,22 +30,7 @@ func testSnapshot() scheduler.Snapshot {
 }
 
 // healthJSON is GET /health as a client reads it.
-type healthJSON struct {
-	Status        string   `json:"status"`
-	Reason        string   `json:"reason"`
-	Version       string   `json:"version"`
-	UptimeSeconds float64  `json:"uptime_seconds"`
-	VRAMSource    string   `json:"vram_source"`
-	VRAMTotalMB   int      `json:"vram_total_mb"`
-	VRAMBudgetMB  int      `json:"vram_budget_mb"`
-	VRAMReserved  int      `json:"vram_reserved_mb"`
-	VRAMFreeMB    int      `json:"vram_free_mb"`
-	VRAMNotOurs   int      `json:"vram_not_ours_mb"`
-	LoadedModels  []string `json:"loaded_models"`
-	QueueDepth    int      `json:"queue_depth"`
-	Running       int      `json:"running"`
-	Policy        string   `json:"policy"`
-}
+type healthJSON = wire.Health
 
 func TestHealth(t *testing.T) {
 	t.Parallel()
