@@ -143,7 +143,7 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 			}
 			continue
 		}
-		r, ok := s.makeRoom(m, opts, ruleFor(s.cfg.Policy, c, now, s.cfg.MaxWait))
+		r, ok := s.makeRoom(m, opts, ruleFor(s.cfg.Policy, c, now))
 		if ok && r.wait {
 			return // memory is already on its way back; wait for it
 		}

@@ -26,6 +26,8 @@ const (
 	scopeIdleNoWork evictScope = iota
 	// scopeAny: any unpinned instance; busy ones are drained, not killed.
 	scopeAny
+	// scopeNone: nothing; the load takes only memory that is free.
+	scopeNone
 )
 
 // evictRule is what a load may displace and in which order.
@@ -39,11 +41,9 @@ type evictRule struct {
 	// wait, not another load; the model in steady use that stays would
 	// cost one.
 	byDemand bool
-	// capped admits only victims whose demand is at most maxDemand and
-	// that were last used before usedBefore.
-	capped     bool
-	maxDemand  float64
-	usedBefore time.Time
+	// capped admits only victims whose demand is at most maxDemand.
+	capped    bool
+	maxDemand float64
 }
 
 // rank orders victims by class: the lower, the sooner evicted.
@@ -75,10 +75,10 @@ func chooseVictims(cands []victim, needMB int, rule evictRule) ([]victim, bool) 
 		if v.Pinned {
 			continue
 		}
-		if rule.scope == scopeIdleNoWork && (v.Busy || v.Queued > 0) {
+		if rule.scope == scopeNone || rule.scope == scopeIdleNoWork && (v.Busy || v.Queued > 0) {
 			continue
 		}
-		if rule.capped && (v.Demand > rule.maxDemand || !v.LastUsed.Before(rule.usedBefore)) {
+		if rule.capped && v.Demand > rule.maxDemand {
 			continue
 		}
 		pool = append(pool, v)
@@ -128,6 +128,7 @@ type candidate struct {
 	HasHead  bool      // false for a preload wish without jobs
 	Full     bool      // its backlog alone keeps its slots busy for a load time
 	Demand   float64   // its recent arrivals (see demand)
+	Rivals   int       // other models with jobs waiting for a load
 	// Swap is how long its load would keep the memory it takes from
 	// another waiting model: its load time and its backlog's run.
 	Swap time.Duration
@@ -137,7 +138,7 @@ type candidate struct {
 }
 
 // setDue sets when each head's load is due under policy batch, given that
-// about lanes waiting models fit side by side. A head is due when its
+// about lanes waiting models fit side by side, and counts its rivals. A head is due when its
 // oldest job has waited maxWait less dueLead, or earlier when the heads
 // due after it would otherwise find every lane still busy with an earlier
 // swap and start late: working back from the last, each takes the lane
@@ -151,6 +152,9 @@ func setDue(cs []candidate, maxWait time.Duration, lanes int) {
 			cs[k].Due = cs[k].Since.Add(maxWait - dueLead)
 			heads = append(heads, &cs[k])
 		}
+	}
+	for _, c := range heads {
+		c.Rivals = len(heads) - 1
 	}
 	sort.SliceStable(heads, func(a, b int) bool { return heads[a].Due.After(heads[b].Due) })
 	next := make([]time.Time, max(lanes, 1)) // per lane: when its next swap starts (zero: none)
@@ -209,13 +213,15 @@ const dueLead = 200 * time.Millisecond
 // ruleFor says how far a load for c may go to make room under policy p.
 // Fifo displaces anything for the oldest job. Batch displaces anything,
 // least demand first (see evictRule), once c is due (see setDue: its
-// oldest job has waited maxWait less dueLead, or earlier when waiting
+// oldest job has waited max_wait less dueLead, or earlier when waiting
 // models crowd the lanes). Before that it displaces only idle instances
 // with nothing queued: any of them when c's backlog alone is worth a load
-// (c.Full); else only ones unused for maxWait whose model is in no more
-// demand than c's. A model in steady use, even idle for a moment, is not
-// swapped out for a lone job, which waits and gathers company until due.
-func ruleFor(p Policy, c candidate, now time.Time, maxWait time.Duration) evictRule {
+// (c.Full); none while other models wait too (c.Rivals), since memory is
+// then contended and an early load for a few jobs cuts short both its
+// own batch and that of the model it displaces; and when c waits alone,
+// only those whose model is in no more demand than c's: a model in steady
+// use is not swapped out for a lone job, which gathers company until due.
+func ruleFor(p Policy, c candidate, now time.Time) evictRule {
 	switch {
 	case !c.HasHead:
 		return evictRule{scope: scopeIdleNoWork}
@@ -225,8 +231,10 @@ func ruleFor(p Policy, c candidate, now time.Time, maxWait time.Duration) evictR
 		return evictRule{scope: scopeAny, byDemand: true}
 	case c.Full:
 		return evictRule{scope: scopeIdleNoWork, byDemand: true}
+	case c.Rivals > 0:
+		return evictRule{scope: scopeNone}
 	}
-	return evictRule{scope: scopeIdleNoWork, byDemand: true, capped: true, maxDemand: c.Demand, usedBefore: now.Add(-maxWait)}
+	return evictRule{scope: scopeIdleNoWork, byDemand: true, capped: true, maxDemand: c.Demand}
 }
 
 // backoff is the wait after n consecutive failures: 1s, 2s, 4s … 60s.

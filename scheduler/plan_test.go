@@ -38,6 +38,9 @@ func TestChooseVictims(t *testing.T) {
 			{ID: 1, ReservedMB: 8000, LastUsed: at(10), Pinned: true},
 			{ID: 2, ReservedMB: 1000, LastUsed: at(20)},
 		}, 4000, evictRule{scope: scopeAny}, nil, false},
+		{"scope none takes nothing", []victim{
+			{ID: 1, ReservedMB: 8000, LastUsed: at(10)},
+		}, 4000, evictRule{scope: scopeNone}, nil, false},
 		{"narrow scope skips busy and queued", []victim{
 			{ID: 1, ReservedMB: 8000, LastUsed: at(10), Busy: true},
 			{ID: 2, ReservedMB: 8000, LastUsed: at(10), Queued: 1},
@@ -69,16 +72,13 @@ func TestChooseVictims(t *testing.T) {
 			{ID: 1, ReservedMB: 4000, LastUsed: at(10), Demand: 9},
 			{ID: 2, ReservedMB: 4000, LastUsed: at(20), Busy: true, Queued: 3, Demand: 2},
 		}, 4000, batchAny, []int{2}, true},
-		{"batch before max_wait: only models in no more demand, unused since", []victim{
+		{"batch before max_wait: only models in no more demand", []victim{
 			{ID: 1, ReservedMB: 4000, LastUsed: at(10), Demand: 3},
 			{ID: 2, ReservedMB: 4000, LastUsed: at(20), Demand: 2},
-		}, 4000, evictRule{scope: scopeIdleNoWork, byDemand: true, capped: true, maxDemand: 2, usedBefore: at(25)}, []int{2}, true},
+		}, 4000, evictRule{scope: scopeIdleNoWork, byDemand: true, capped: true, maxDemand: 2}, []int{2}, true},
 		{"batch before max_wait: a model in more demand stays", []victim{
 			{ID: 1, ReservedMB: 8000, LastUsed: at(10), Demand: 3},
-		}, 4000, evictRule{scope: scopeIdleNoWork, byDemand: true, capped: true, maxDemand: 2, usedBefore: at(25)}, nil, false},
-		{"batch before max_wait: a model used lately stays", []victim{
-			{ID: 1, ReservedMB: 8000, LastUsed: at(20), Demand: 1},
-		}, 4000, evictRule{scope: scopeIdleNoWork, byDemand: true, capped: true, maxDemand: 2, usedBefore: at(15)}, nil, false},
+		}, 4000, evictRule{scope: scopeIdleNoWork, byDemand: true, capped: true, maxDemand: 2}, nil, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -125,21 +125,26 @@ func TestRuleFor(t *testing.T) {
 	full := candidate{HasHead: true, Since: now.Add(-time.Second), Due: later, Full: true, Demand: 2}
 	due := candidate{HasHead: true, Since: now.Add(-30*time.Second + dueLead), Due: now}
 	early := candidate{HasHead: true, Since: now.Add(-time.Second), Due: past, Demand: 2} // due ahead of max_wait (setDue)
+	rivalled := candidate{HasHead: true, Since: now.Add(-time.Second), Due: later, Demand: 2, Rivals: 1}
+	fullRivalled := candidate{HasHead: true, Since: now.Add(-time.Second), Due: later, Demand: 2, Rivals: 1, Full: true}
 	tests := []struct {
 		p    Policy
 		c    candidate
 		want evictRule
 	}{
 		{PolicyFIFO, fresh, evictRule{scope: scopeAny}},
-		{PolicyBatch, fresh, evictRule{scope: scopeIdleNoWork, byDemand: true, capped: true, maxDemand: 2, usedBefore: now.Add(-30 * time.Second)}},
+		{PolicyBatch, fresh, evictRule{scope: scopeIdleNoWork, byDemand: true, capped: true, maxDemand: 2}},
 		{PolicyBatch, full, evictRule{scope: scopeIdleNoWork, byDemand: true}},
 		{PolicyBatch, due, evictRule{scope: scopeAny, byDemand: true}},
 		{PolicyBatch, early, evictRule{scope: scopeAny, byDemand: true}},
+		{PolicyBatch, rivalled, evictRule{scope: scopeNone}},
+		{PolicyBatch, fullRivalled, evictRule{scope: scopeIdleNoWork, byDemand: true}},
+		{PolicyFIFO, rivalled, evictRule{scope: scopeAny}},
 		{PolicyFIFO, candidate{}, evictRule{scope: scopeIdleNoWork}},
 		{PolicyBatch, candidate{}, evictRule{scope: scopeIdleNoWork}},
 	}
 	for _, tt := range tests {
-		if got := ruleFor(tt.p, tt.c, now, 30*time.Second); got != tt.want {
+		if got := ruleFor(tt.p, tt.c, now); got != tt.want {
 			t.Errorf("ruleFor(%s, %+v) = %+v, want %+v", tt.p, tt.c, got, tt.want)
 		}
 	}
@@ -176,9 +181,18 @@ func TestSetDue(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cs := slices.Clone(tt.cands)
 			setDue(cs, maxWait, tt.lanes)
+			heads := 0
+			for _, c := range cs {
+				if c.HasHead {
+					heads++
+				}
+			}
 			for k, c := range cs {
 				if !c.Due.Equal(tt.want[k]) {
 					t.Errorf("%s: due %v, want %v", c.Model, c.Due.Sub(t0), tt.want[k].Sub(t0))
+				}
+				if c.HasHead && c.Rivals != heads-1 {
+					t.Errorf("%s: %d rivals, want %d", c.Model, c.Rivals, heads-1)
 				}
 			}
 		})
