@@ -72,3 +72,18 @@ func (st *state) meanFigures() figures {
 	}
 	return f
 }
+
+// swapTime is how long a load of m would hold the memory it takes before
+// another model could have it: its load time and its backlog's run over
+// its slots, by its own figures or the others' (prior).
+func (m *modelState) swapTime(prior figures) time.Duration {
+	run, load := m.avgRun, m.avgLoad
+	if run == 0 {
+		run = prior.run
+	}
+	if load == 0 {
+		load = prior.load
+	}
+	batches := (m.waiting() + max(m.Slots, 1) - 1) / max(m.Slots, 1)
+	return time.Duration((load + float64(batches)*run) * float64(time.Second))
+}

@@ -122,6 +122,10 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 			}
 		}
 	}
+	for k := range cands {
+		cands[k].Swap = st.models[cands[k].Model].swapTime(prior)
+	}
+	setDue(cands, s.cfg.MaxWait, s.lanes(cands))
 	orderCandidates(cands)
 	for _, c := range cands {
 		m := st.models[c.Model]
@@ -139,7 +143,7 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 			}
 			continue
 		}
-		r, ok := s.makeRoom(m, opts, ruleFor(s.cfg.Policy, c, now, s.cfg.MaxWait))
+		r, ok := s.makeRoom(m, opts, ruleFor(s.cfg.Policy, c, now))
 		if ok && r.wait {
 			return // memory is already on its way back; wait for it
 		}
@@ -563,4 +567,22 @@ func (s *Scheduler) headsFunc() func(model string) headInfo {
 		j, ok := heads[model]
 		return headInfo{ok: ok, priority: s.effective(j.Priority, j.CreatedAt), since: j.CreatedAt}
 	}
+}
+
+// lanes is about how many of the waiting models fit side by side: each
+// device's capacity beside pinned engines over their mean reservation.
+func (s *Scheduler) lanes(cands []candidate) int {
+	need := 0
+	for _, c := range cands {
+		need += s.reservation(s.st.models[c.Model])
+	}
+	if len(cands) == 0 || need <= 0 {
+		return 1
+	}
+	need = max(need/len(cands), 1)
+	n := 0
+	for d := range s.st.devs {
+		n += max(s.capacityOn(d)-s.pinnedOn(d, nil), 0) / need
+	}
+	return max(n, 1)
 }

@@ -38,6 +38,9 @@ func TestChooseVictims(t *testing.T) {
 			{ID: 1, ReservedMB: 8000, LastUsed: at(10), Pinned: true},
 			{ID: 2, ReservedMB: 1000, LastUsed: at(20)},
 		}, 4000, evictRule{scope: scopeAny}, nil, false},
+		{"scope none takes nothing", []victim{
+			{ID: 1, ReservedMB: 8000, LastUsed: at(10)},
+		}, 4000, evictRule{scope: scopeNone}, nil, false},
 		{"narrow scope skips busy and queued", []victim{
 			{ID: 1, ReservedMB: 8000, LastUsed: at(10), Busy: true},
 			{ID: 2, ReservedMB: 8000, LastUsed: at(10), Queued: 1},
@@ -60,18 +63,14 @@ func TestChooseVictims(t *testing.T) {
 			{ID: 1, ReservedMB: 4000, LastUsed: at(20), Demand: 2},
 			{ID: 2, ReservedMB: 4000, LastUsed: at(10), Demand: 2},
 		}, 4000, batchAny, []int{2}, true},
-		{"batch: busy with nothing queued before idle with queued work", []victim{
-			{ID: 1, ReservedMB: 4000, LastUsed: at(10), Queued: 2},
+		{"batch: least demand first, queued work or not", []victim{
+			{ID: 1, ReservedMB: 4000, LastUsed: at(10), Queued: 2, Demand: 1},
 			{ID: 2, ReservedMB: 4000, LastUsed: at(20), Busy: true, Demand: 3},
-		}, 4000, batchAny, []int{2}, true},
-		{"batch: nothing queued, then the least demand", []victim{
-			{ID: 1, ReservedMB: 4000, LastUsed: at(10), Busy: true, Demand: 5},
-			{ID: 2, ReservedMB: 4000, LastUsed: at(20), Demand: 1, Queued: 1},
 			{ID: 3, ReservedMB: 4000, LastUsed: at(30), Demand: 4},
-		}, 4000, batchAny, []int{3}, true},
-		{"batch: busy with queued work last", []victim{
-			{ID: 1, ReservedMB: 4000, LastUsed: at(10), Busy: true, Queued: 1},
-			{ID: 2, ReservedMB: 4000, LastUsed: at(20), Queued: 1, Demand: 8},
+		}, 4000, batchAny, []int{1}, true},
+		{"batch: a model in steady use stays though idle, a busy one in less demand is drained", []victim{
+			{ID: 1, ReservedMB: 4000, LastUsed: at(10), Demand: 9},
+			{ID: 2, ReservedMB: 4000, LastUsed: at(20), Busy: true, Queued: 3, Demand: 2},
 		}, 4000, batchAny, []int{2}, true},
 		{"batch before max_wait: only models in no more demand", []victim{
 			{ID: 1, ReservedMB: 4000, LastUsed: at(10), Demand: 3},
@@ -121,10 +120,13 @@ func TestOrderCandidates(t *testing.T) {
 
 func TestRuleFor(t *testing.T) {
 	now := time.Unix(100, 0)
-	fresh := candidate{HasHead: true, Since: now.Add(-time.Second), Demand: 2}
-	full := candidate{HasHead: true, Since: now.Add(-time.Second), Full: true, Demand: 2}
-	due := candidate{HasHead: true, Since: now.Add(-30*time.Second + dueLead)}
-	stale := candidate{HasHead: true, Since: now.Add(-time.Minute)}
+	later, past := now.Add(time.Second), now.Add(-time.Second)
+	fresh := candidate{HasHead: true, Since: now.Add(-time.Second), Due: later, Demand: 2}
+	full := candidate{HasHead: true, Since: now.Add(-time.Second), Due: later, Full: true, Demand: 2}
+	due := candidate{HasHead: true, Since: now.Add(-30*time.Second + dueLead), Due: now}
+	early := candidate{HasHead: true, Since: now.Add(-time.Second), Due: past, Demand: 2} // due ahead of max_wait (setDue)
+	rivalled := candidate{HasHead: true, Since: now.Add(-time.Second), Due: later, Demand: 2, Rivals: 1}
+	fullRivalled := candidate{HasHead: true, Since: now.Add(-time.Second), Due: later, Demand: 2, Rivals: 1, Full: true}
 	tests := []struct {
 		p    Policy
 		c    candidate
@@ -134,14 +136,66 @@ func TestRuleFor(t *testing.T) {
 		{PolicyBatch, fresh, evictRule{scope: scopeIdleNoWork, byDemand: true, capped: true, maxDemand: 2}},
 		{PolicyBatch, full, evictRule{scope: scopeIdleNoWork, byDemand: true}},
 		{PolicyBatch, due, evictRule{scope: scopeAny, byDemand: true}},
-		{PolicyBatch, stale, evictRule{scope: scopeAny, byDemand: true}},
+		{PolicyBatch, early, evictRule{scope: scopeAny, byDemand: true}},
+		{PolicyBatch, rivalled, evictRule{scope: scopeNone}},
+		{PolicyBatch, fullRivalled, evictRule{scope: scopeIdleNoWork, byDemand: true}},
+		{PolicyFIFO, rivalled, evictRule{scope: scopeAny}},
 		{PolicyFIFO, candidate{}, evictRule{scope: scopeIdleNoWork}},
 		{PolicyBatch, candidate{}, evictRule{scope: scopeIdleNoWork}},
 	}
 	for _, tt := range tests {
-		if got := ruleFor(tt.p, tt.c, now, 30*time.Second); got != tt.want {
+		if got := ruleFor(tt.p, tt.c, now); got != tt.want {
 			t.Errorf("ruleFor(%s, %+v) = %+v, want %+v", tt.p, tt.c, got, tt.want)
 		}
+	}
+}
+
+// setDue: a head is due at max_wait less dueLead, and earlier when the
+// heads due after it would find every lane busy with earlier swaps.
+func TestSetDue(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	const maxWait = 10 * time.Second
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	head := func(model string, since int) candidate {
+		return candidate{Model: model, HasHead: true, Since: at(since), Swap: 2 * time.Second}
+	}
+	due := func(since int) time.Time { return at(since).Add(maxWait - dueLead) }
+	tests := []struct {
+		name  string
+		cands []candidate
+		lanes int
+		want  []time.Time // per candidate; zero for one without a head
+	}{
+		{"apart: each at max_wait", []candidate{head("a", 0), head("b", 5000)}, 1, []time.Time{due(0), due(5000)}},
+		{"two close, one lane: the first a swap ahead of the second",
+			[]candidate{head("a", 0), head("b", 500)}, 1, []time.Time{due(500).Add(-2 * time.Second), due(500)}},
+		{"two close, two lanes: side by side", []candidate{head("a", 0), head("b", 500)}, 2, []time.Time{due(0), due(500)}},
+		{"three close, two lanes: the first a swap ahead of the third",
+			[]candidate{head("a", 0), head("b", 400), head("c", 800)}, 2,
+			[]time.Time{due(800).Add(-2 * time.Second), due(400), due(800)}},
+		{"a chain: each a swap ahead of the next", []candidate{head("a", 0), head("b", 100), head("c", 200)}, 1,
+			[]time.Time{due(200).Add(-4 * time.Second), due(200).Add(-2 * time.Second), due(200)}},
+		{"a load wish has no due time", []candidate{{Model: "w"}, head("a", 0)}, 1, []time.Time{{}, due(0)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cs := slices.Clone(tt.cands)
+			setDue(cs, maxWait, tt.lanes)
+			heads := 0
+			for _, c := range cs {
+				if c.HasHead {
+					heads++
+				}
+			}
+			for k, c := range cs {
+				if !c.Due.Equal(tt.want[k]) {
+					t.Errorf("%s: due %v, want %v", c.Model, c.Due.Sub(t0), tt.want[k].Sub(t0))
+				}
+				if c.HasHead && c.Rivals != heads-1 {
+					t.Errorf("%s: %d rivals, want %d", c.Model, c.Rivals, heads-1)
+				}
+			}
+		})
 	}
 }
 

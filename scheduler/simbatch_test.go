@@ -56,3 +56,90 @@ func TestSim_BatchSwapsAtMaxWait(t *testing.T) {
 		t.Fatalf("%d loads, want 2: b swapped in before max_wait and a came back", x.loads)
 	}
 }
+
+// threeExclusive are three models of which only one fits at a time.
+func threeExclusive() []simModel {
+	return append(twoExclusive(), simModel{name: "c", mb: 6000, loadTime: 500 * time.Millisecond, slots: 2})
+}
+
+// startWait is how long model's first job waited to start.
+func startWait(t *testing.T, x *sim, model string) time.Duration {
+	t.Helper()
+	for _, id := range x.st.ids {
+		if j := x.st.jobs[id]; j.Model == model {
+			return j.StartedAt.Sub(j.CreatedAt)
+		}
+	}
+	t.Fatalf("no job for %s", model)
+	return 0
+}
+
+func runBatchModels(t *testing.T, models []simModel, maxWait time.Duration, arrivals []simArrival) *sim {
+	t.Helper()
+	x := newSim(simSpec{seed: 1, models: models, budget: 10000, policy: PolicyBatch, maxWait: maxWait,
+		maxAttempts: 3, arrivals: arrivals, limit: time.Hour})
+	if errs := x.run(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if len(x.waits) != len(arrivals) {
+		t.Fatalf("%d of %d jobs started", len(x.waits), len(arrivals))
+	}
+	return x
+}
+
+// A lone job for a model not loaded swaps out at once an idle model in no
+// more demand: nothing else waits for the memory.
+func TestSim_BatchLoneJobSwapsAtOnce(t *testing.T) {
+	x := runBatchModels(t, threeExclusive(), 10*time.Second, []simArrival{
+		{model: "a", duration: 100 * time.Millisecond},
+		{at: 3 * time.Second, model: "b", duration: 100 * time.Millisecond},
+	})
+	if w := startWait(t, x, "b"); w > 2*time.Second {
+		t.Fatalf("b waited %v with a idle: want a swap at once", w)
+	}
+}
+
+// While several models wait for the memory, none swaps out the idle model
+// early: each waits until it is due, so it gathers company. b and c come
+// while a is busy; a is idle from 1.4 s, and neither takes its place then.
+func TestSim_BatchNoEarlySwapWhileOthersWait(t *testing.T) {
+	x := runBatchModels(t, threeExclusive(), 10*time.Second, []simArrival{
+		{model: "a", duration: 900 * time.Millisecond},
+		{at: time.Second, model: "b", duration: 100 * time.Millisecond},
+		{at: 1100 * time.Millisecond, model: "c", duration: 100 * time.Millisecond},
+	})
+	if w := startWait(t, x, "b"); w < 5*time.Second {
+		t.Fatalf("b waited only %v: it swapped a out early while c waited too", w)
+	}
+	if w := startWait(t, x, "c"); w > 10*time.Second+time.Second {
+		t.Fatalf("c waited %v: past max_wait and its load", w)
+	}
+	if x.loads != 3 {
+		t.Fatalf("%d loads, want one each", x.loads)
+	}
+}
+
+// Two models falling due close together with room for one at a time: the
+// first loads ahead of its due time, so that the second still loads by
+// its own and starts within max_wait and one load, not after both loads.
+func TestSim_BatchSpreadsSwapsFallingDueTogether(t *testing.T) {
+	var models []simModel
+	for _, n := range []string{"a", "b", "c"} {
+		models = append(models, simModel{name: n, mb: 6000, loadTime: 2 * time.Second, slots: 2})
+	}
+	var arrivals []simArrival
+	for k := range 8 { // a in steady use until b and c are due
+		arrivals = append(arrivals, simArrival{at: time.Duration(k) * 500 * time.Millisecond, model: "a", duration: 100 * time.Millisecond})
+	}
+	arrivals = append(arrivals,
+		simArrival{at: time.Second, model: "b", duration: 100 * time.Millisecond},
+		simArrival{at: 1200 * time.Millisecond, model: "c", duration: 100 * time.Millisecond})
+	const maxWait = 5 * time.Second
+	x := runBatchModels(t, models, maxWait, arrivals)
+	if w := startWait(t, x, "c"); w > maxWait+2*time.Second+500*time.Millisecond {
+		t.Fatalf("c waited %v: more than max_wait and one load, it queued behind b's swap", w)
+	}
+	if w := startWait(t, x, "b"); w < 3*time.Second {
+		t.Fatalf("b waited only %v: it swapped a out while a was in steady use", w)
+	}
+}
