@@ -87,6 +87,7 @@ func apiConfig(cfg *config.Config, reg *engine.Registry, log *slog.Logger) api.C
 	types := api.ModelKinds{}
 	embeddings := map[string]bool{}
 	endpoints := map[string][]string{}
+	relayImages := map[string]bool{}
 	for _, m := range cfg.Models.LLM {
 		types[m.Name] = engine.KindLLM
 		endpoints[m.Name] = reg.Routes(m.Config.Engine, m.Name)
@@ -95,12 +96,13 @@ func apiConfig(cfg *config.Config, reg *engine.Registry, log *slog.Logger) api.C
 	for _, m := range cfg.Models.Diffusion {
 		types[m.Name] = engine.KindDiffusion
 		endpoints[m.Name] = reg.Routes(m.Config.Engine, m.Name)
+		relayImages[m.Name] = m.Config.Engine == command.Name && slices.Contains(endpoints[m.Name], api.ImagesPath)
 	}
 	return api.Config{
 		APIKeys: cfg.Server.APIKeys, MaxBodyBytes: cfg.Server.MaxBodyBytes, MaxPromptChars: cfg.Server.MaxPromptChars,
 		MaxAttempts: cfg.Scheduling.MaxAttempts, ModelTypes: types, Version: version, Logger: log.With("component", "api"),
 		InteractivePriority: cfg.Scheduling.InteractivePriority, Embeddings: embeddings,
-		ImageDir: imageDir(cfg), Endpoints: endpoints, Aliases: config.Aliases(cfg),
+		ImageDir: imageDir(cfg), Endpoints: endpoints, RelayImages: relayImages, Aliases: config.Aliases(cfg),
 		ServesRoute: config.ServesRoute(cfg, endpoints), ModelInfo: modelFileInfo(cfg),
 		Logs: daemonLogs,
 	}

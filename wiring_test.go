@@ -33,6 +33,9 @@ func TestWiring_CommandModels(t *testing.T) {
 		!slices.Equal(ac.Endpoints["own"], []string{"/v1/chat/completions", "/v1/completions"}) || ac.Embeddings["whisper"] {
 		t.Fatalf("endpoints %v embeddings %v", ac.Endpoints, ac.Embeddings)
 	}
+	if !ac.RelayImages["imgsrv"] || ac.RelayImages["own"] || len(ac.RelayImages) != 1 {
+		t.Fatalf("relay images %v; want imgsrv alone (an images server on the command engine)", ac.RelayImages)
+	}
 	for _, m := range schedulerConfig(cfg).Models {
 		want := map[string]string{"whisper": "command", "own": "llama-server", "imgsrv": "command"}[m.Name]
 		if m.Engine != want {

@@ -215,11 +215,18 @@ func (s *Server) imagesGenerations(c echo.Context) error {
 }
 
 func (s *Server) generateImages(c echo.Context) error {
-	var req imagesRequest
-	if err := s.readJSON(c, &req); err != nil {
+	body, err := s.readJSONBody(c, nil)
+	if err != nil {
 		return err
 	}
-	job, err := s.imagesJob(req)
+	job, relayed, err := s.relayedImagesJob(body)
+	if err == nil && job == nil {
+		var req imagesRequest
+		if err := decodeBody(body, &req); err != nil {
+			return err
+		}
+		job, err = s.imagesJob(req)
+	}
 	if err != nil {
 		return err
 	}
@@ -241,6 +248,11 @@ func (s *Server) generateImages(c echo.Context) error {
 	case err != nil:
 		return err
 	}
+	if relayed {
+		return s.relayedAnswer(c, j)
+	}
+	var req imagesRequest
+	_ = decodeBody(body, &req) // decoded above
 	return s.imagesAnswer(c, j, req.ResponseFormat)
 }
 
@@ -395,11 +407,8 @@ func (s *Server) abandon(job *store.Job) {
 
 // imagesAnswer builds the OpenAI answer of a finished job.
 func (s *Server) imagesAnswer(c echo.Context, j store.Job, format string) error {
-	switch j.State {
-	case store.JobStateFailed:
-		return &Error{Status: http.StatusInternalServerError, Code: "job_failed", Message: fmt.Sprintf("job %s failed: %s", j.ID, j.Error)}
-	case store.JobStateCancelled:
-		return &Error{Status: http.StatusConflict, Code: "job_cancelled", Message: fmt.Sprintf("job %s was cancelled", j.ID)}
+	if err := unfinishedError(j); err != nil {
+		return err
 	}
 	res, err := s.store.Result(j.ID)
 	if err != nil {

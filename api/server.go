@@ -74,6 +74,11 @@ type Config struct {
 	// Endpoints lists, per model, the OpenAI paths its engine serves: those
 	// a durable endpoint/body job may name.
 	Endpoints map[string][]string
+	// RelayImages names the image models whose engine answers
+	// /v1/images/generations itself (the command engine): that route queues
+	// the request as a durable endpoint/body job and answers with the
+	// engine's JSON, instead of a prompt job of stable-diffusion.cpp's.
+	RelayImages map[string]bool
 	// Batches, if set, serves the OpenAI Files and Batch routes.
 	Batches Batches
 
