@@ -276,7 +276,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ro reloadO
 		ac.Metrics = met
 		batches = startBatches(ctx, cfg, bolt, sched, &ac, log)
 	} else {
-		log.Warn("the OpenAI Files and Batch API needs storage.backend bbolt: /v1/files and /v1/batches are off on this node")
+		log.Warn(batchesOffReason)
 	}
 	rl := &reloader{opts: ro, log: log, sched: sched, st: st, records: records, launch: launch, handler: &swapHandler{},
 		met: met, started: time.Now(), batches: batches, fleet: fleet}

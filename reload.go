@@ -85,6 +85,10 @@ func (h *swapHandler) closeAll() {
 
 // reloader applies a changed config file to the running daemon. One reload
 // runs at a time (SIGHUP, POST /admin/reload and -watch-config share it).
+// batchesOffReason is why a node of a fleet serves no Files and Batch API.
+const batchesOffReason = "the OpenAI Files and Batch API needs storage.backend bbolt: " +
+	"/v1/files and /v1/batches are off on a node sharing a Redis queue; send batches to a node with its own bbolt store"
+
 type reloader struct {
 	opts    reloadOpts
 	log     *slog.Logger
@@ -119,6 +123,9 @@ func (r *reloader) newAPI(cfg *config.Config, reg *engine.Registry) *api.Server 
 	ac := apiConfig(cfg, reg, r.log)
 	ac.Metrics = r.met
 	ac.Batches = r.batches
+	if r.batches == nil {
+		ac.BatchesOff = batchesOffReason
+	}
 	guardAPIConfig(&ac, cfg)
 	if r.fleet != nil {
 		ac.Node, ac.FleetFunc, ac.RemoteFor = r.fleet.name, r.fleet.fleetView, r.fleet.remoteFor

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -34,18 +35,21 @@ type Batches interface {
 
 // routeBatches registers /v1/files and /v1/batches when a back end is set.
 func (s *Server) routeBatches(e *echo.Echo) {
-	if s.cfg.Batches == nil {
-		return
+	h := map[string]echo.HandlerFunc{
+		"POST /v1/files": s.uploadFile, "GET /v1/files": s.listFiles, "GET /v1/files/:id": s.getFile,
+		"GET /v1/files/:id/content": s.fileContent, "DELETE /v1/files/:id": s.deleteFile,
+		"POST /v1/batches": s.createBatch, "GET /v1/batches": s.listBatches, "GET /v1/batches/:id": s.getBatch,
+		"POST /v1/batches/:id/cancel": s.cancelBatch,
 	}
-	e.POST("/v1/files", s.uploadFile)
-	e.GET("/v1/files", s.listFiles)
-	e.GET("/v1/files/:id", s.getFile)
-	e.GET("/v1/files/:id/content", s.fileContent)
-	e.DELETE("/v1/files/:id", s.deleteFile)
-	e.POST("/v1/batches", s.createBatch)
-	e.GET("/v1/batches", s.listBatches)
-	e.GET("/v1/batches/:id", s.getBatch)
-	e.POST("/v1/batches/:id/cancel", s.cancelBatch)
+	for route, f := range h {
+		method, path, _ := strings.Cut(route, " ")
+		switch {
+		case s.cfg.Batches != nil:
+			e.Add(method, path, f)
+		case s.cfg.BatchesOff != "":
+			e.Add(method, path, s.batchesOff)
+		}
+	}
 	e.GET("/batches", s.dashboardBatches)
 }
 
@@ -206,4 +210,9 @@ func (s *Server) dashboardBatches(c echo.Context) error {
 		out[k] = batchProgress{ID: b.ID, Status: b.Status, Endpoint: b.Endpoint, CreatedAt: b.CreatedAt.Unix(), RequestCounts: b.Counts}
 	}
 	return c.JSON(http.StatusOK, map[string]any{"batches": out, "lines": s.cfg.Batches.Stats().Lines})
+}
+
+// batchesOff answers the Files and Batch routes where they are off.
+func (s *Server) batchesOff(echo.Context) error {
+	return apiErr(http.StatusNotImplemented, CodeNotAvailable, s.cfg.BatchesOff)
 }

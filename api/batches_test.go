@@ -164,3 +164,24 @@ func TestBatchRoutes_Metrics(t *testing.T) {
 		}
 	}
 }
+
+// Where batches are off (a fleet node), the routes say why in OpenAI's
+// shape rather than 404.
+func TestBatchRoutes_Off(t *testing.T) {
+	b := setupWith(t, setupOpts{config: func(c *api.Config) { c.BatchesOff = "needs storage.backend bbolt" }})
+	for _, r := range []struct{ method, path string }{
+		{http.MethodPost, "/v1/batches"}, {http.MethodGet, "/v1/batches/batch_x"}, {http.MethodGet, "/v1/files"},
+	} {
+		rec := httptest.NewRecorder()
+		b.handler.ServeHTTP(rec, httptest.NewRequest(r.method, r.path, nil))
+		batchOAIErr(t, rec, http.StatusNotImplemented, "")
+		if !strings.Contains(rec.Body.String(), "needs storage.backend bbolt") {
+			t.Fatalf("%s %s: %s", r.method, r.path, rec.Body)
+		}
+	}
+	rec := httptest.NewRecorder() // with neither, no routes
+	setup(t).handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/batches", nil))
+	if rec.Code != http.StatusNotFound {
+		t.Fatalf("no batches configured: %d %s", rec.Code, rec.Body)
+	}
+}

@@ -81,6 +81,9 @@ type Config struct {
 	RelayImages map[string]bool
 	// Batches, if set, serves the OpenAI Files and Batch routes.
 	Batches Batches
+	// BatchesOff, when Batches is nil, says why those routes are off: they
+	// answer 501 with it instead of 404.
+	BatchesOff string
 
 	// ListenHost is server.host. On a loopback host only loopback Host
 	// names and AllowedHosts are answered (DNS rebinding; guard.go).

@@ -362,6 +362,11 @@ func TestE2E_FleetProxiesInteractive(t *testing.T) {
 		}
 		nodes = append(nodes, startDaemon(t, bin, cfg, port))
 	}
+	// The Batch API needs a bbolt store: a fleet node says so.
+	if code, _, b := keyedCall(t, nodes[0].url+"/v1/batches", "application/json", "Authorization", []byte(`{}`)); code != http.StatusNotImplemented ||
+		!strings.Contains(string(b), "storage.backend bbolt") {
+		t.Fatalf("POST /v1/batches on a fleet node: %d %s, want 501 naming storage.backend", code, b)
+	}
 	chat := []byte(`{"model":"m0","messages":[{"role":"user","content":"hello there"}]}`)
 	// A chat request sent to node-a loads m0 there: no node had it.
 	holder, other := 0, 1
