@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -160,32 +161,34 @@ func (c *snapshotCollector) collectDepths(ch chan<- prometheus.Metric, models []
 	}
 }
 
-// Middleware counts API requests by method, route template (/jobs/:id, not
-// the job ID) and status code. Install it first so that it sees the status of
-// errors (it hands them to echo's error handler itself) and of 401s.
-func (m *Metrics) Middleware(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		if err := next(c); err != nil {
-			c.Error(err)
+// Middleware counts the requests of e's routes by method, route template
+// (/jobs/:id, not the job ID) and status code. Install it first so that it
+// sees the status of errors (it hands them to echo's error handler itself)
+// and of 401s.
+func (m *Metrics) Middleware(e *echo.Echo) echo.MiddlewareFunc {
+	// e's routes, read once, after they are all registered: a 404 whose
+	// path is none of them matched no route (echo then reports the request
+	// path, or a catch-all, as the route).
+	routes := sync.OnceValue(func() map[string]bool {
+		set := map[string]bool{}
+		for _, r := range e.Routes() {
+			set[r.Method+" "+r.Path] = true
 		}
-		route := c.Path()
-		if route == "" || c.Response().Status == http.StatusNotFound && isNotFoundRoute(c) {
-			route = "unmatched"
+		return set
+	})
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if err := next(c); err != nil {
+				c.Error(err)
+			}
+			route := c.Path()
+			if route == "" || c.Response().Status == http.StatusNotFound && !routes()[c.Request().Method+" "+route] {
+				route = "unmatched"
+			}
+			m.httpRequests.WithLabelValues(methodLabel(c.Request().Method), route, strconv.Itoa(c.Response().Status)).Inc()
+			return nil
 		}
-		m.httpRequests.WithLabelValues(methodLabel(c.Request().Method), route, strconv.Itoa(c.Response().Status)).Inc()
-		return nil
 	}
-}
-
-// isNotFoundRoute reports whether echo matched no route (it then reports the
-// request path, or a catch-all, as the route).
-func isNotFoundRoute(c echo.Context) bool {
-	for _, r := range c.Echo().Routes() {
-		if r.Path == c.Path() && r.Method == c.Request().Method {
-			return false
-		}
-	}
-	return true
 }
 
 // methodLabel keeps the label's values bounded: clients may send any method.

@@ -192,7 +192,7 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	e.HTTPErrorHandler = s.handleError
 	e.Pre(retryAfter, s.guard)
 	if cfg.Metrics != nil {
-		e.Use(cfg.Metrics.Middleware)
+		e.Use(cfg.Metrics.Middleware(e))
 	}
 	e.Use(s.recoverPanics, s.auth)
 	e.GET("/health", s.health)
