@@ -91,13 +91,26 @@ func sdRole(args []string) string {
 // runSD plays role with args (without the program name) and returns the
 // exit code.
 func runSD(role string, args []string) int {
+	if len(args) > 0 && args[0] == "--version" { // only as the first argument
+		fmt.Println(sdVersion)
+		return 0
+	}
 	o, err := parseSDArgs(args)
+	if err == nil && !o.help {
+		err = o.validate(role)
+	}
 	if err != nil {
-		// The real programs: the error line on stderr, then the whole usage
+		// The real programs: the error lines on stderr, then the whole usage
 		// (some 250 lines) on stdout, exit 1.
-		sdLog("ERROR", "common.cpp", 325, "%v", err)
+		for _, line := range strings.Split(err.Error(), "\n") {
+			sdLog("ERROR", "common.cpp", 325, "%s", line)
+		}
 		printUsage(role)
 		return 1
+	}
+	if o.help {
+		printUsage(role)
+		return 0
 	}
 	if o.ignoreSigterm {
 		signal.Ignore(syscall.SIGTERM, syscall.SIGINT)
@@ -138,6 +151,7 @@ type sdOptions struct {
 	scheduler      string
 	listenIP       string
 	listenPort     int
+	help           bool // -h/--help: the usage on stdout, exit 0
 
 	loadDelay, stepDelay    time.Duration
 	exitAfter               time.Duration
@@ -176,13 +190,17 @@ func parseSDArgs(args []string) (sdOptions, error) {
 		name := args[i]
 		value := func() (string, error) {
 			if i+1 >= len(args) {
-				return "", fmt.Errorf("error: invalid parameter for argument: %s", name)
+				return "", errors.New(invalidParam(name))
 			}
 			i++
 			return args[i], nil
 		}
 		var err error
 		var v string
+		if name == "-h" || name == "--help" {
+			o.help = true // the real parser stops here
+			return o, nil
+		}
 		if canon, ok := sdFileFlags[name]; ok {
 			if v, err = value(); err == nil {
 				o.files = append(o.files, [2]string{canon, v})
@@ -254,7 +272,7 @@ func (o *sdOptions) setFlag(name string, value func() (string, error)) error {
 			return err
 		}
 		if !slices.Contains(sdSampleMethods, o.samplingMethod) {
-			return fmt.Errorf("error: invalid sample method %s", o.samplingMethod)
+			return fmt.Errorf("error: invalid sample method %s\n%s", o.samplingMethod, invalidParam(name))
 		}
 		return nil
 	case "--scheduler":
@@ -262,13 +280,13 @@ func (o *sdOptions) setFlag(name string, value func() (string, error)) error {
 			return err
 		}
 		if o.scheduler != "normal" && !slices.Contains(sdSchedulers, o.scheduler) { // "normal" is discrete
-			return fmt.Errorf("error: invalid scheduler %s", o.scheduler)
+			return fmt.Errorf("error: invalid scheduler %s\n%s", o.scheduler, invalidParam(name))
 		}
 		return nil
 	case "--prompt-file":
-		return readFileFlag(value, &o.prompt, "prompt")
+		return readFileFlag(name, value, &o.prompt, "prompt")
 	case "--negative-prompt-file":
-		return readFileFlag(value, &o.negative, "negative prompt")
+		return readFileFlag(name, value, &o.negative, "negative prompt")
 	case "--test-role":
 		var role string
 		return str(&role)
@@ -307,8 +325,12 @@ func bad(name string, err error) error {
 	if err == nil || strings.HasPrefix(err.Error(), "error: ") {
 		return err
 	}
-	return fmt.Errorf("error: invalid parameter for argument: %s", name)
+	return errors.New(invalidParam(name))
 }
+
+// invalidParam is the parser's line for a flag whose value it refused;
+// a refused name or file is reported first on a line of its own.
+func invalidParam(name string) string { return "error: invalid parameter for argument: " + name }
 
 // sdSampleMethods and sdSchedulers are stable-diffusion.cpp's names
 // (sample_method_to_str and scheduler_to_str in src/stable-diffusion.cpp);
@@ -322,14 +344,14 @@ var (
 )
 
 // readFileFlag reads a --prompt-file or --negative-prompt-file argument.
-func readFileFlag(value func() (string, error), dst *string, what string) error {
+func readFileFlag(name string, value func() (string, error), dst *string, what string) error {
 	path, err := value()
 	if err != nil {
 		return err
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("error: failed to read %s file '%s'", what, path)
+		return fmt.Errorf("error: failed to read %s file '%s'\n%s", what, path, invalidParam(name))
 	}
 	*dst = string(b)
 	return nil
@@ -338,7 +360,7 @@ func readFileFlag(value func() (string, error), dst *string, what string) error 
 // printUsage prints a usage text as long as the real one (its option
 // lines), to stdout.
 func printUsage(role string) {
-	fmt.Println("stable-diffusion.cpp version testengine")
+	fmt.Println(sdVersion)
 	fmt.Printf("Usage: %s [options]\n\nCLI Options:\n", role)
 	for i := range usageLines {
 		fmt.Printf("  --option-%03d <string>   stand-in usage line %d of the real program's option list\n", i, i)
@@ -369,10 +391,6 @@ func loadModel(o sdOptions) error {
 		if f[0] == "-m" || f[0] == "--diffusion-model" {
 			main = f[1]
 		}
-	}
-	if main == "" {
-		sdLog("ERROR", "common.cpp", 742, "error: the following arguments are required: model_path/diffusion_model")
-		return errLoad
 	}
 	for _, f := range o.files {
 		sdLog("INFO", "stable-diffusion.cpp", 713, "loading model from '%s'", f[1])

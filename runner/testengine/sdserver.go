@@ -22,7 +22,6 @@ import (
 // runSDServer plays sd-server: load the model, then listen and serve until
 // killed (it installs no signal handler).
 func runSDServer(o sdOptions) int {
-	sdLog("INFO", "main.cpp", 70, "stable-diffusion.cpp version testengine")
 	if err := loadModel(o); err != nil {
 		sdLog("ERROR", "main.cpp", 92, "new_sd_ctx_t failed")
 		return 1
