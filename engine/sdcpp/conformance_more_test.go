@@ -1,11 +1,15 @@
 package sdcpp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -146,4 +150,78 @@ func freePort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// checkNotANumber: a numeric flag whose value is no number, or one out of
+// range, is read by std::stoi (stof, stoll) and nothing catches the
+// exception: the program aborts (SIGABRT) with the C++ runtime's two lines
+// on stderr and no usage. RunCLI takes it for bad input.
+func checkNotANumber(t *testing.T, tg sdTarget) {
+	for role, bin := range tg.programs() {
+		for _, c := range []struct{ flag, value, exc, what string }{
+			{"-W", "abc", "invalid_argument", "stoi"},
+			{"--steps", "99999999999", "out_of_range", "stoi"},
+			{"--cfg-scale", "x", "invalid_argument", "stof"},
+			{"-s", "seed", "invalid_argument", "stoll"},
+		} {
+			cmd := exec.Command(bin, "-m", notAModel(t), "-p", "x", c.flag, c.value)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			_ = cmd.Run()
+			ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			want := "terminate called after throwing an instance of 'std::" + c.exc + "'\n  what():  " + c.what + "\n"
+			if !ws.Signaled() || ws.Signal() != syscall.SIGABRT || stderr.String() != want || stdout.Len() != 0 {
+				t.Errorf("%s %s %s: %v, stderr %q, %d bytes on stdout; want SIGABRT, %q, nothing",
+					role, c.flag, c.value, cmd.ProcessState, stderr.String(), stdout.Len(), want)
+			}
+		}
+	}
+	if tg.cli == "" {
+		return
+	}
+	err := RunCLI(context.Background(), CLIRun{Name: "conf", Binary: tg.cli, Args: []string{"-m", notAModel(t), "-W", "64px", "-H", "x"}})
+	var ce *CLIError
+	if !errors.As(err, &ce) || !ce.BadInput() || !strings.Contains(ce.Error(), "killed by signal aborted") ||
+		!strings.Contains(ce.Error(), "std::invalid_argument") {
+		t.Errorf("RunCLI = %v; want bad input, aborted with std::invalid_argument", err)
+	}
+}
+
+// checkLoadLines: the loader tries every model file, in its own order, and
+// says which failed: "loading diffusion model from 'X'" … "loading
+// diffusion model from 'X' failed", a failed -m as "init model loader from
+// file failed", then "get sd version from file failed: '<-m path>'"; a
+// diffusers directory needs unet/diffusion_pytorch_model.safetensors. Each
+// is bad input.
+func checkLoadLines(t *testing.T, tg sdTarget) {
+	tg.needCLI(t)
+	junk, dir := notAModel(t), t.TempDir()
+	for _, c := range []struct {
+		args  []string
+		lines []string
+	}{
+		{[]string{"--vae", "/nonexistent/vae.sft", "--diffusion-model", "/nonexistent/d.gguf"}, []string{
+			"loading diffusion model from '/nonexistent/d.gguf'", "file /nonexistent/d.gguf not found",
+			"loading diffusion model from '/nonexistent/d.gguf' failed", "loading vae from '/nonexistent/vae.sft' failed",
+			"get sd version from file failed: ''"}},
+		{append([]string{"--vae", "/nonexistent/vae.sft", "-m", junk}, tg.junk...), []string{
+			"loading model from '" + junk + "'", "unknown format " + junk, "init model loader from file failed: '" + junk + "'",
+			"loading vae from '/nonexistent/vae.sft' failed", "get sd version from file failed: '" + junk + "'"}},
+		{[]string{"-m", dir}, []string{"load " + dir + " using diffusers format",
+			"failed to open '" + filepath.Join(dir, "unet", "diffusion_pytorch_model.safetensors") + "'",
+			"get sd version from file failed: '" + dir + "'"}},
+	} {
+		args := append(append([]string(nil), c.args...), small(t)...)
+		code, stdout, stderr := runSD(t, tg.cli, args...)
+		for _, l := range c.lines {
+			if code != 1 || !strings.Contains(stdout+stderr, l) {
+				t.Errorf("%q: exit %d, no %q in\n%s%s", c.args, code, l, stdout, stderr)
+			}
+		}
+		err := RunCLI(context.Background(), CLIRun{Name: "conf", Binary: tg.cli, Args: args})
+		var ce *CLIError
+		if !errors.As(err, &ce) || !ce.BadInput() {
+			t.Errorf("%q: RunCLI = %v; want bad input", c.args, err)
+		}
+	}
 }

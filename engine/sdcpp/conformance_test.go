@@ -61,6 +61,8 @@ func TestConformance_StableDiffusion(t *testing.T) {
 			t.Run("Validation", func(t *testing.T) { t.Parallel(); checkValidation(t, tg) })
 			t.Run("ServerArgumentError", func(t *testing.T) { t.Parallel(); checkServerArgumentError(t, tg) })
 			t.Run("ServerLoadFails", func(t *testing.T) { t.Parallel(); checkServerLoadFails(t, tg) })
+			t.Run("NotANumber", func(t *testing.T) { t.Parallel(); checkNotANumber(t, tg) })
+			t.Run("LoadLines", func(t *testing.T) { t.Parallel(); checkLoadLines(t, tg) })
 		})
 	}
 }

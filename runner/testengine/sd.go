@@ -56,7 +56,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -96,6 +95,10 @@ func runSD(role string, args []string) int {
 		return 0
 	}
 	o, err := parseSDArgs(args)
+	var exc *cppException
+	if errors.As(err, &exc) {
+		exc.abort()
+	}
 	if err == nil && !o.help {
 		err = o.validate(role)
 	}
@@ -171,11 +174,17 @@ var sdFileFlags = map[string]string{
 // sdValueFlags are other real flags that take a value; sdBoolFlags take
 // none. Anything else is an unknown argument, as for the real programs.
 var sdValueFlags = map[string]bool{
-	"-t": true, "--threads": true, "--type": true, "--rng": true, "--sampler-rng": true, "--prediction": true,
-	"--lora-model-dir": true, "--embd-dir": true, "--clip-skip": true, "--guidance": true, "--eta": true,
-	"--flow-shift": true, "--strength": true, "--vae-tile-size": true, "--backend": true, "--max-vram": true,
+	"--type": true, "--rng": true, "--sampler-rng": true, "--prediction": true,
+	"--lora-model-dir": true, "--embd-dir": true, "--vae-tile-size": true, "--backend": true, "--max-vram": true,
 	"--lora-apply-mode": true, "--vae-format": true, "--serve-html-path": true, "--preview": true,
 }
+
+// sdIntFlags and sdFloatFlags take a number, read with std::stoi and
+// std::stof: a value that is none aborts the program (see cppInt).
+var (
+	sdIntFlags   = map[string]bool{"-t": true, "--threads": true, "--clip-skip": true}
+	sdFloatFlags = map[string]bool{"--guidance": true, "--eta": true, "--flow-shift": true, "--strength": true}
+)
 
 var sdBoolFlags = map[string]bool{
 	"-v": true, "--verbose": true, "--color": true, "--fa": true, "--diffusion-fa": true, "--offload-to-cpu": true,
@@ -222,12 +231,22 @@ func (o *sdOptions) setFlag(name string, value func() (string, error)) error {
 		*dst = v
 		return err
 	}
-	num := func(dst *int) error {
+	num := func(dst *int) error { // std::stoi
 		v, err := value()
-		if err == nil {
-			*dst, err = strconv.Atoi(v)
+		if err != nil {
+			return err
 		}
-		return bad(name, err)
+		n, err := cppInt(v, 32, "stoi")
+		*dst = int(n)
+		return err
+	}
+	float := func(dst *float64) error { // std::stof
+		v, err := value()
+		if err != nil {
+			return err
+		}
+		*dst, err = cppFloat(v)
+		return err
 	}
 	dur := func(dst *time.Duration) error {
 		v, err := value()
@@ -256,17 +275,13 @@ func (o *sdOptions) setFlag(name string, value func() (string, error)) error {
 	case "--listen-ip":
 		return str(&o.listenIP)
 	case "--cfg-scale":
-		v, err := value()
-		if err == nil {
-			o.cfg, err = strconv.ParseFloat(v, 64)
-		}
-		return bad(name, err)
+		return float(&o.cfg)
 	case "-s", "--seed":
 		v, err := value()
 		if err == nil {
-			o.seed, err = strconv.ParseInt(v, 10, 64)
+			o.seed, err = cppInt(v, 64, "stoll")
 		}
-		return bad(name, err)
+		return err
 	case "--sampling-method":
 		if err := str(&o.samplingMethod); err != nil {
 			return err
@@ -310,8 +325,15 @@ func (o *sdOptions) setFlag(name string, value func() (string, error)) error {
 		if strings.HasPrefix(name, "--test-role=") {
 			return nil
 		}
-		if sdValueFlags[name] {
-			var ignored string
+		var ignoredInt int
+		var ignoredFloat float64
+		var ignored string
+		switch {
+		case sdIntFlags[name]:
+			return num(&ignoredInt)
+		case sdFloatFlags[name]:
+			return float(&ignoredFloat)
+		case sdValueFlags[name]:
 			return str(&ignored)
 		}
 		if !sdBoolFlags[name] {
@@ -382,40 +404,6 @@ func sdLog(level, file string, line int, format string, args ...any) {
 
 // errLoad is a model that did not load; the messages are printed already.
 var errLoad = errors.New("load failed")
-
-// loadModel checks the model files as the real loader does and spends the
-// load delay. Failures print the real messages.
-func loadModel(o sdOptions) error {
-	main := ""
-	for _, f := range o.files {
-		if f[0] == "-m" || f[0] == "--diffusion-model" {
-			main = f[1]
-		}
-	}
-	for _, f := range o.files {
-		sdLog("INFO", "stable-diffusion.cpp", 713, "loading model from '%s'", f[1])
-		fi, err := os.Stat(f[1])
-		switch {
-		case err != nil:
-			sdLog("WARN", "model_loader.cpp", 254, "file %s not found", f[1])
-		case fi.IsDir() && f[0] == "-m" && !o.failLoad:
-			sdLog("INFO", "model_loader.cpp", 233, "load %s using diffusers format", f[1])
-			continue
-		case fi.IsDir() || o.failLoad:
-			sdLog("WARN", "model_loader.cpp", 252, "unknown format %s", f[1])
-		default:
-			sdLog("INFO", "model_loader.cpp", 243, "load %s using safetensors format", f[1])
-			continue
-		}
-		sdLog("ERROR", "stable-diffusion.cpp", 715, "init model loader from file failed: '%s'", f[1])
-		sdLog("ERROR", "stable-diffusion.cpp", 905, "get sd version from file failed: '%s'", main)
-		return errLoad
-	}
-	time.Sleep(o.loadDelay)
-	sdLog("INFO", "stable-diffusion.cpp", 907, "Version: SD 1.x ")
-	sdLog("INFO", "stable-diffusion.cpp", 1120, "total params memory size = 2231.84MB (VRAM 2231.84MB, RAM 0.00MB)")
-	return nil
-}
 
 // stepsDone counts the sampling steps of this process, for the crash and
 // hang flags. Only one generation runs at a time in either role.
