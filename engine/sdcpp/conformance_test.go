@@ -63,6 +63,9 @@ func TestConformance_StableDiffusion(t *testing.T) {
 			t.Run("ServerLoadFails", func(t *testing.T) { t.Parallel(); checkServerLoadFails(t, tg) })
 			t.Run("NotANumber", func(t *testing.T) { t.Parallel(); checkNotANumber(t, tg) })
 			t.Run("LoadLines", func(t *testing.T) { t.Parallel(); checkLoadLines(t, tg) })
+			t.Run("ServerRoutes", func(t *testing.T) { t.Parallel(); checkServerRoutes(t, tg) })
+			t.Run("ServerSharedPort", func(t *testing.T) { t.Parallel(); checkServerSharedPort(t, tg) })
+			t.Run("ServerSigterm", func(t *testing.T) { t.Parallel(); checkServerSigterm(t, tg) })
 		})
 	}
 }
