@@ -8,8 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/vramcram/vramcram/runner"
 )
@@ -208,6 +210,9 @@ func RunCLI(ctx context.Context, r CLIRun) error {
 	return err
 }
 
+// sigAbort is how the runner names SIGABRT in ExitError.Signal.
+var sigAbort = syscall.SIGABRT.String()
+
 // maxMarkedLines bounds the failure lines a run keeps apart from its tail.
 const maxMarkedLines = 32
 
@@ -265,8 +270,14 @@ var sdBadInputMarkers = []string{
 // warning, which must not make a later transient failure permanent.
 var sdMissingFile = regexp.MustCompile(`\bfile .+ not found$`)
 
+// sdNumberException is the C++ runtime's report of an argument whose value
+// is no number, or one out of range: sd-cli reads numeric flags with
+// std::stoi, std::stof and std::stoll, catches nothing and aborts (SIGABRT)
+// before any error line of its own. The second line names the function.
+var sdNumberException = regexp.MustCompile(`^terminate called after throwing an instance of 'std::(invalid_argument|out_of_range)'$|^what\(\):\s+sto(i|f|ll)$`)
+
 func isBadInputLine(l string) bool {
-	if sdMissingFile.MatchString(strings.TrimSpace(l)) {
+	if t := strings.TrimSpace(l); sdMissingFile.MatchString(t) || sdNumberException.MatchString(t) {
 		return true
 	}
 	for _, m := range sdBadInputMarkers {
@@ -284,16 +295,16 @@ func isSDErrorLine(l string) bool {
 // BadInput reports whether the output says the input was wrong (model file,
 // arguments) rather than the run failing (crash, out of memory): running the
 // same job again cannot help. Only exit code 1 counts, which is what sd-cli
-// returns for such input. The failure lines kept apart (Marked) count, and
-// the tail's, for an error built without them.
+// returns for such input, and an abort (SIGABRT) with the C++ runtime's line
+// for a numeric argument that is none. The failure lines kept apart
+// (Marked) count, and the tail's, for an error built without them.
 func (e *CLIError) BadInput() bool {
-	if e.Code != 1 {
-		return false
-	}
-	for _, l := range append(append([]string(nil), e.Marked...), e.Tail...) {
-		if isBadInputLine(l) {
-			return true
-		}
+	lines := append(append([]string(nil), e.Marked...), e.Tail...)
+	switch {
+	case e.Code == 1:
+		return slices.ContainsFunc(lines, isBadInputLine)
+	case e.Signal == sigAbort: // not any marker: a failed GGML_ASSERT aborts too
+		return slices.ContainsFunc(lines, func(l string) bool { return sdNumberException.MatchString(strings.TrimSpace(l)) })
 	}
 	return false
 }

@@ -170,6 +170,9 @@ func TestRunCLI_Failures(t *testing.T) {
 		{"UnknownArgument", Files{Model: model}, []string{"--no-such-flag"}, 1, true, "error: unknown argument: --no-such-flag"},
 		{"UnknownSampler", Files{Model: model}, []string{"--sampling-method", "euler_x"}, 1, true, "error: invalid sample method euler_x"},
 		{"Crash", Files{Model: model}, []string{"--test-crash-at-step", "2"}, 2, false, "simulated crash"},
+		// A numeric flag that is no number: an uncaught std::invalid_argument, SIGABRT.
+		{"NotANumber", Files{Model: model}, []string{"--clip-skip", "two"}, -1, true, "killed by signal aborted: " +
+			"terminate called after throwing an instance of 'std::invalid_argument' | what():  stoi"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -274,6 +277,15 @@ func TestCLIError_Summary(t *testing.T) {
 	if flux.BadInput() {
 		t.Fatalf("flux warning made an out-of-memory failure permanent: %v", flux)
 	}
+	// An abort is bad input only for the C++ runtime's number exception,
+	// not for any marker line (a failed GGML_ASSERT aborts too).
+	assert := &CLIError{ExitError: &runner.ExitError{Name: "m", Code: -1, Signal: "aborted", Tail: []string{
+		"CUDA error: an illegal memory access was encountered", "GGML_ASSERT(x) failed"}}}
+	oor := &CLIError{ExitError: &runner.ExitError{Name: "m", Code: -1, Signal: "aborted", Tail: []string{
+		"terminate called after throwing an instance of 'std::out_of_range'", "  what():  stoi"}}}
+	if assert.BadInput() || !oor.BadInput() {
+		t.Fatalf("abort: assert bad input %v, out of range bad input %v", assert.BadInput(), oor.BadInput())
+	}
 	sig := &CLIError{ExitError: &runner.ExitError{Name: "m", Code: -1, Signal: "killed", Tail: []string{"x"}}}
 	if sig.Error() != "engine m killed by signal killed: x" || sig.BadInput() {
 		t.Fatalf("signal: %v", sig)
@@ -290,10 +302,23 @@ func TestMain(m *testing.M) {
 }
 
 // -m may name a diffusers directory, which stable-diffusion.cpp loads
-// (model_loader.cpp: "load … using diffusers format").
+// (model_loader.cpp: "load … using diffusers format") when it holds
+// unet/diffusion_pytorch_model.safetensors; without it the load fails as
+// for a file that is no model, bad input.
 func TestRunCLI_DiffusersDirectory(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
+	err := RunCLI(context.Background(), cliRun(t, Files{Model: dir}, smallRequest(), t.TempDir()))
+	var ce *CLIError
+	if !errors.As(err, &ce) || !ce.BadInput() || !strings.Contains(ce.Error(), "unet/diffusion_pytorch_model.safetensors") {
+		t.Fatalf("RunCLI with an empty directory: %v; want bad input naming the unet file", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "unet"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "unet", "diffusion_pytorch_model.safetensors"), []byte("stand-in"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out := t.TempDir()
 	if err := RunCLI(context.Background(), cliRun(t, Files{Model: dir}, smallRequest(), out)); err != nil {
 		t.Fatalf("RunCLI with a diffusers directory: %v", err)

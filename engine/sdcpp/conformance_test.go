@@ -30,11 +30,15 @@ type sdTarget struct {
 	cli, server string // binaries; "" skips that program's checks
 	model       string // a loadable model ("" for the real ones without SD_MODEL)
 	real        bool
+	// junk are the arguments that make the program refuse notAModel: none
+	// for the real ones; the stand-in loads any file unless told.
+	junk []string
 }
 
 func sdTargets(t *testing.T) []sdTarget {
 	dir := standIn(t)
-	ts := []sdTarget{{name: "StandIn", cli: filepath.Join(dir, "sd-cli"), server: filepath.Join(dir, "sd-server"), model: sdModel(t)}}
+	ts := []sdTarget{{name: "StandIn", cli: filepath.Join(dir, "sd-cli"), server: filepath.Join(dir, "sd-server"), model: sdModel(t),
+		junk: []string{"--test-fail-load"}}}
 	cli, server := os.Getenv("SD_CLI"), os.Getenv("SD_SERVER")
 	if cli != "" || server != "" {
 		ts = append(ts, sdTarget{name: "Real", cli: cli, server: server, model: os.Getenv("SD_MODEL"), real: true})
@@ -53,6 +57,15 @@ func TestConformance_StableDiffusion(t *testing.T) {
 			t.Run("PromptFlags", func(t *testing.T) { t.Parallel(); checkPromptFlags(t, tg) })
 			t.Run("MissingFile", func(t *testing.T) { t.Parallel(); checkMissingFile(t, tg) })
 			t.Run("ServerPortTaken", func(t *testing.T) { t.Parallel(); checkServerPortTaken(t, tg) })
+			t.Run("HelpAndVersion", func(t *testing.T) { t.Parallel(); checkHelpAndVersion(t, tg) })
+			t.Run("Validation", func(t *testing.T) { t.Parallel(); checkValidation(t, tg) })
+			t.Run("ServerArgumentError", func(t *testing.T) { t.Parallel(); checkServerArgumentError(t, tg) })
+			t.Run("ServerLoadFails", func(t *testing.T) { t.Parallel(); checkServerLoadFails(t, tg) })
+			t.Run("NotANumber", func(t *testing.T) { t.Parallel(); checkNotANumber(t, tg) })
+			t.Run("LoadLines", func(t *testing.T) { t.Parallel(); checkLoadLines(t, tg) })
+			t.Run("ServerRoutes", func(t *testing.T) { t.Parallel(); checkServerRoutes(t, tg) })
+			t.Run("ServerSharedPort", func(t *testing.T) { t.Parallel(); checkServerSharedPort(t, tg) })
+			t.Run("ServerSigterm", func(t *testing.T) { t.Parallel(); checkServerSigterm(t, tg) })
 		})
 	}
 }
@@ -135,11 +148,14 @@ func checkSamplerNames(t *testing.T, tg sdTarget) {
 			t.Errorf("scheduler %q refused", name)
 		}
 	}
-	if !bad("--sampling-method", "euler_x", "invalid sample method euler_x") {
-		t.Error("an unknown sampling method was not refused")
+	// The refused name, then the parser's line for the flag.
+	if !bad("--sampling-method", "euler_x", "invalid sample method euler_x\n") ||
+		!bad("--sampling-method", "euler_x", "error: invalid parameter for argument: --sampling-method") {
+		t.Error("an unknown sampling method was not refused with both lines")
 	}
-	if !bad("--scheduler", "bogus", "invalid scheduler bogus") {
-		t.Error("an unknown scheduler was not refused")
+	if !bad("--scheduler", "bogus", "invalid scheduler bogus\n") ||
+		!bad("--scheduler", "bogus", "error: invalid parameter for argument: --scheduler") {
+		t.Error("an unknown scheduler was not refused with both lines")
 	}
 }
 

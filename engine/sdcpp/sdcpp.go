@@ -385,6 +385,10 @@ func (e *sdServerEngine) Run(ctx context.Context, job engine.Job, progress func(
 	if err != nil {
 		return nil, err
 	}
+	if req.Steps > ServerMaxSteps {
+		return nil, fmt.Errorf("%w: %w", engine.ErrRejected, &engine.FieldError{Field: "params.steps",
+			Msg: fmt.Sprintf("%d steps: sd-server runs at most %d (it would clamp without a word)", req.Steps, ServerMaxSteps)})
+	}
 	if e.o.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, e.o.Timeout, fmt.Errorf("timed out after %s", e.o.Timeout))

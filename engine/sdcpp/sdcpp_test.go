@@ -249,6 +249,13 @@ func TestSDServerEngine_Run(t *testing.T) {
 	if _, err := eng.Run(context.Background(), diffusionJob("x", `{"steps":0}`), func(engine.Progress) {}); !errors.Is(err, engine.ErrRejected) {
 		t.Fatalf("bad params: %v", err)
 	}
+	// sd-server clamps the step count to 100 without a word: more is
+	// refused rather than run with fewer steps than the result would say.
+	_, err = eng.Run(context.Background(), diffusionJob("x", `{"steps":101}`), func(engine.Progress) {})
+	var fe *engine.FieldError
+	if !errors.Is(err, engine.ErrRejected) || !errors.As(err, &fe) || fe.Field != "params.steps" {
+		t.Fatalf("101 steps on sd-server: %v; want rejected naming params.steps", err)
+	}
 }
 
 func TestLauncher_Check(t *testing.T) {

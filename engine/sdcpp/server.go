@@ -21,6 +21,11 @@ import (
 // ready, and /v1/models answers without waiting for a running generation.
 const ServerReadyPath = "/v1/models"
 
+// ServerMaxSteps is the most sampling steps sd-server runs: its routes
+// validate "strictly" and clamp sample_steps to [1, 100] (and n to [1, 8])
+// without a word (examples/common/common.cpp, resolve in strict mode).
+const ServerMaxSteps = 100
+
 // ServerOptions are the sd-server settings VramCram decides per model.
 // The generation defaults apply to requests that do not set a value; every
 // request VramCram sends sets them all, so they matter only to other clients.

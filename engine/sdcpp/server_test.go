@@ -116,7 +116,7 @@ func TestProcess_GenerateImages(t *testing.T) {
 		t.Fatalf("same request, different image (%v)", err)
 	}
 
-	req.Width = 0 // sd-server: 400 {"error":"invalid params"}
+	req.CFGScale = -1 // sd-server: 400 {"error":"invalid params"} (a width of 0 would be 512)
 	_, err = GenerateImages(context.Background(), p, req)
 	var he *runner.HTTPError
 	if !errors.As(err, &he) || he.StatusCode != http.StatusBadRequest || he.Message != "invalid params" {

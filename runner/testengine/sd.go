@@ -56,7 +56,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -91,13 +90,30 @@ func sdRole(args []string) string {
 // runSD plays role with args (without the program name) and returns the
 // exit code.
 func runSD(role string, args []string) int {
+	if len(args) > 0 && args[0] == "--version" { // only as the first argument
+		fmt.Println(sdVersion)
+		return 0
+	}
 	o, err := parseSDArgs(args)
+	var exc *cppException
+	if errors.As(err, &exc) {
+		exc.abort()
+	}
+	if err == nil && !o.help {
+		err = o.validate(role)
+	}
 	if err != nil {
-		// The real programs: the error line on stderr, then the whole usage
+		// The real programs: the error lines on stderr, then the whole usage
 		// (some 250 lines) on stdout, exit 1.
-		sdLog("ERROR", "common.cpp", 325, "%v", err)
+		for _, line := range strings.Split(err.Error(), "\n") {
+			sdLog("ERROR", "common.cpp", 325, "%s", line)
+		}
 		printUsage(role)
 		return 1
+	}
+	if o.help {
+		printUsage(role)
+		return 0
 	}
 	if o.ignoreSigterm {
 		signal.Ignore(syscall.SIGTERM, syscall.SIGINT)
@@ -138,6 +154,7 @@ type sdOptions struct {
 	scheduler      string
 	listenIP       string
 	listenPort     int
+	help           bool // -h/--help: the usage on stdout, exit 0
 
 	loadDelay, stepDelay    time.Duration
 	exitAfter               time.Duration
@@ -157,11 +174,17 @@ var sdFileFlags = map[string]string{
 // sdValueFlags are other real flags that take a value; sdBoolFlags take
 // none. Anything else is an unknown argument, as for the real programs.
 var sdValueFlags = map[string]bool{
-	"-t": true, "--threads": true, "--type": true, "--rng": true, "--sampler-rng": true, "--prediction": true,
-	"--lora-model-dir": true, "--embd-dir": true, "--clip-skip": true, "--guidance": true, "--eta": true,
-	"--flow-shift": true, "--strength": true, "--vae-tile-size": true, "--backend": true, "--max-vram": true,
+	"--type": true, "--rng": true, "--sampler-rng": true, "--prediction": true,
+	"--lora-model-dir": true, "--embd-dir": true, "--vae-tile-size": true, "--backend": true, "--max-vram": true,
 	"--lora-apply-mode": true, "--vae-format": true, "--serve-html-path": true, "--preview": true,
 }
+
+// sdIntFlags and sdFloatFlags take a number, read with std::stoi and
+// std::stof: a value that is none aborts the program (see cppInt).
+var (
+	sdIntFlags   = map[string]bool{"-t": true, "--threads": true, "--clip-skip": true}
+	sdFloatFlags = map[string]bool{"--guidance": true, "--eta": true, "--flow-shift": true, "--strength": true}
+)
 
 var sdBoolFlags = map[string]bool{
 	"-v": true, "--verbose": true, "--color": true, "--fa": true, "--diffusion-fa": true, "--offload-to-cpu": true,
@@ -176,13 +199,17 @@ func parseSDArgs(args []string) (sdOptions, error) {
 		name := args[i]
 		value := func() (string, error) {
 			if i+1 >= len(args) {
-				return "", fmt.Errorf("error: invalid parameter for argument: %s", name)
+				return "", errors.New(invalidParam(name))
 			}
 			i++
 			return args[i], nil
 		}
 		var err error
 		var v string
+		if name == "-h" || name == "--help" {
+			o.help = true // the real parser stops here
+			return o, nil
+		}
 		if canon, ok := sdFileFlags[name]; ok {
 			if v, err = value(); err == nil {
 				o.files = append(o.files, [2]string{canon, v})
@@ -204,12 +231,22 @@ func (o *sdOptions) setFlag(name string, value func() (string, error)) error {
 		*dst = v
 		return err
 	}
-	num := func(dst *int) error {
+	num := func(dst *int) error { // std::stoi
 		v, err := value()
-		if err == nil {
-			*dst, err = strconv.Atoi(v)
+		if err != nil {
+			return err
 		}
-		return bad(name, err)
+		n, err := cppInt(v, 32, "stoi")
+		*dst = int(n)
+		return err
+	}
+	float := func(dst *float64) error { // std::stof
+		v, err := value()
+		if err != nil {
+			return err
+		}
+		*dst, err = cppFloat(v)
+		return err
 	}
 	dur := func(dst *time.Duration) error {
 		v, err := value()
@@ -238,23 +275,19 @@ func (o *sdOptions) setFlag(name string, value func() (string, error)) error {
 	case "--listen-ip":
 		return str(&o.listenIP)
 	case "--cfg-scale":
-		v, err := value()
-		if err == nil {
-			o.cfg, err = strconv.ParseFloat(v, 64)
-		}
-		return bad(name, err)
+		return float(&o.cfg)
 	case "-s", "--seed":
 		v, err := value()
 		if err == nil {
-			o.seed, err = strconv.ParseInt(v, 10, 64)
+			o.seed, err = cppInt(v, 64, "stoll")
 		}
-		return bad(name, err)
+		return err
 	case "--sampling-method":
 		if err := str(&o.samplingMethod); err != nil {
 			return err
 		}
 		if !slices.Contains(sdSampleMethods, o.samplingMethod) {
-			return fmt.Errorf("error: invalid sample method %s", o.samplingMethod)
+			return fmt.Errorf("error: invalid sample method %s\n%s", o.samplingMethod, invalidParam(name))
 		}
 		return nil
 	case "--scheduler":
@@ -262,13 +295,13 @@ func (o *sdOptions) setFlag(name string, value func() (string, error)) error {
 			return err
 		}
 		if o.scheduler != "normal" && !slices.Contains(sdSchedulers, o.scheduler) { // "normal" is discrete
-			return fmt.Errorf("error: invalid scheduler %s", o.scheduler)
+			return fmt.Errorf("error: invalid scheduler %s\n%s", o.scheduler, invalidParam(name))
 		}
 		return nil
 	case "--prompt-file":
-		return readFileFlag(value, &o.prompt, "prompt")
+		return readFileFlag(name, value, &o.prompt, "prompt")
 	case "--negative-prompt-file":
-		return readFileFlag(value, &o.negative, "negative prompt")
+		return readFileFlag(name, value, &o.negative, "negative prompt")
 	case "--test-role":
 		var role string
 		return str(&role)
@@ -292,8 +325,15 @@ func (o *sdOptions) setFlag(name string, value func() (string, error)) error {
 		if strings.HasPrefix(name, "--test-role=") {
 			return nil
 		}
-		if sdValueFlags[name] {
-			var ignored string
+		var ignoredInt int
+		var ignoredFloat float64
+		var ignored string
+		switch {
+		case sdIntFlags[name]:
+			return num(&ignoredInt)
+		case sdFloatFlags[name]:
+			return float(&ignoredFloat)
+		case sdValueFlags[name]:
 			return str(&ignored)
 		}
 		if !sdBoolFlags[name] {
@@ -307,8 +347,12 @@ func bad(name string, err error) error {
 	if err == nil || strings.HasPrefix(err.Error(), "error: ") {
 		return err
 	}
-	return fmt.Errorf("error: invalid parameter for argument: %s", name)
+	return errors.New(invalidParam(name))
 }
+
+// invalidParam is the parser's line for a flag whose value it refused;
+// a refused name or file is reported first on a line of its own.
+func invalidParam(name string) string { return "error: invalid parameter for argument: " + name }
 
 // sdSampleMethods and sdSchedulers are stable-diffusion.cpp's names
 // (sample_method_to_str and scheduler_to_str in src/stable-diffusion.cpp);
@@ -322,14 +366,14 @@ var (
 )
 
 // readFileFlag reads a --prompt-file or --negative-prompt-file argument.
-func readFileFlag(value func() (string, error), dst *string, what string) error {
+func readFileFlag(name string, value func() (string, error), dst *string, what string) error {
 	path, err := value()
 	if err != nil {
 		return err
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("error: failed to read %s file '%s'", what, path)
+		return fmt.Errorf("error: failed to read %s file '%s'\n%s", what, path, invalidParam(name))
 	}
 	*dst = string(b)
 	return nil
@@ -338,7 +382,7 @@ func readFileFlag(value func() (string, error), dst *string, what string) error 
 // printUsage prints a usage text as long as the real one (its option
 // lines), to stdout.
 func printUsage(role string) {
-	fmt.Println("stable-diffusion.cpp version testengine")
+	fmt.Println(sdVersion)
 	fmt.Printf("Usage: %s [options]\n\nCLI Options:\n", role)
 	for i := range usageLines {
 		fmt.Printf("  --option-%03d <string>   stand-in usage line %d of the real program's option list\n", i, i)
@@ -360,44 +404,6 @@ func sdLog(level, file string, line int, format string, args ...any) {
 
 // errLoad is a model that did not load; the messages are printed already.
 var errLoad = errors.New("load failed")
-
-// loadModel checks the model files as the real loader does and spends the
-// load delay. Failures print the real messages.
-func loadModel(o sdOptions) error {
-	main := ""
-	for _, f := range o.files {
-		if f[0] == "-m" || f[0] == "--diffusion-model" {
-			main = f[1]
-		}
-	}
-	if main == "" {
-		sdLog("ERROR", "common.cpp", 742, "error: the following arguments are required: model_path/diffusion_model")
-		return errLoad
-	}
-	for _, f := range o.files {
-		sdLog("INFO", "stable-diffusion.cpp", 713, "loading model from '%s'", f[1])
-		fi, err := os.Stat(f[1])
-		switch {
-		case err != nil:
-			sdLog("WARN", "model_loader.cpp", 254, "file %s not found", f[1])
-		case fi.IsDir() && f[0] == "-m" && !o.failLoad:
-			sdLog("INFO", "model_loader.cpp", 233, "load %s using diffusers format", f[1])
-			continue
-		case fi.IsDir() || o.failLoad:
-			sdLog("WARN", "model_loader.cpp", 252, "unknown format %s", f[1])
-		default:
-			sdLog("INFO", "model_loader.cpp", 243, "load %s using safetensors format", f[1])
-			continue
-		}
-		sdLog("ERROR", "stable-diffusion.cpp", 715, "init model loader from file failed: '%s'", f[1])
-		sdLog("ERROR", "stable-diffusion.cpp", 905, "get sd version from file failed: '%s'", main)
-		return errLoad
-	}
-	time.Sleep(o.loadDelay)
-	sdLog("INFO", "stable-diffusion.cpp", 907, "Version: SD 1.x ")
-	sdLog("INFO", "stable-diffusion.cpp", 1120, "total params memory size = 2231.84MB (VRAM 2231.84MB, RAM 0.00MB)")
-	return nil
-}
 
 // stepsDone counts the sampling steps of this process, for the crash and
 // hang flags. Only one generation runs at a time in either role.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"image/png"
 	"slices"
 	"strings"
@@ -42,9 +43,29 @@ func TestParseSDArgs(t *testing.T) {
 		o.crashAtStep != 7 || o.exitAfter != 2*time.Second || len(o.files) != 2 || o.files[0] != [2]string{"--diffusion-model", "d"} {
 		t.Fatalf("parsed %+v", o)
 	}
-	for _, bad := range []string{"--bogus", "-W", "-W x", "--sampling-method bogus", "--scheduler bad/name"} {
+	for _, bad := range []string{"--bogus", "-W", "--sampling-method bogus", "--scheduler bad/name"} {
 		if _, err := parseSDArgs(strings.Fields(bad)); err == nil || !strings.HasPrefix(err.Error(), "error: ") {
 			t.Errorf("%q: err %v", bad, err)
+		}
+	}
+}
+
+// Numbers are read as std::stoi/stof/stoll read them: a prefix counts, no
+// number or one out of range is an exception (the process aborts).
+func TestParseSDArgs_Numbers(t *testing.T) {
+	t.Parallel()
+	o, err := parseSDArgs(strings.Fields("-W 64px -H +32 --cfg-scale 2.5x -s -7 -t 3"))
+	if err != nil || o.width != 64 || o.height != 32 || o.cfg != 2.5 || o.seed != -7 {
+		t.Fatalf("parsed %+v, err %v", o, err)
+	}
+	for args, want := range map[string]string{
+		"-W x": "std::invalid_argument: stoi", "-H 99999999999": "std::out_of_range: stoi",
+		"--cfg-scale abc": "std::invalid_argument: stof", "--guidance 1e99": "std::out_of_range: stof",
+		"-s zz": "std::invalid_argument: stoll", "--clip-skip -": "std::invalid_argument: stoi",
+	} {
+		var exc *cppException
+		if _, err := parseSDArgs(strings.Fields(args)); !errors.As(err, &exc) || err.Error() != want {
+			t.Errorf("%q: err %v, want %s", args, err, want)
 		}
 	}
 }

@@ -10,15 +10,6 @@ import (
 
 // runSDCLI plays sd-cli: load, sample each image, write the files.
 func runSDCLI(o sdOptions) int {
-	sdLog("INFO", "main.cpp", 672, "stable-diffusion.cpp version testengine")
-	if o.batch <= 0 {
-		sdLog("ERROR", "common.cpp", 2369, "error: batch_count must be greater than 0")
-		return 1
-	}
-	if o.steps <= 0 {
-		sdLog("ERROR", "common.cpp", 2379, "error: the sample_steps must be greater than 0")
-		return 1
-	}
 	if err := loadModel(o); err != nil {
 		sdLog("INFO", "main.cpp", 910, "new_sd_ctx_t failed")
 		return 1

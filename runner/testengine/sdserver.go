@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -22,7 +23,6 @@ import (
 // runSDServer plays sd-server: load the model, then listen and serve until
 // killed (it installs no signal handler).
 func runSDServer(o sdOptions) int {
-	sdLog("INFO", "main.cpp", 70, "stable-diffusion.cpp version testengine")
 	if err := loadModel(o); err != nil {
 		sdLog("ERROR", "main.cpp", 92, "new_sd_ctx_t failed")
 		return 1
@@ -30,8 +30,13 @@ func runSDServer(o sdOptions) int {
 	// The real order: the model is loaded, "listening on" is logged, then
 	// it listens; when that fails (port taken) it returns 0 without a word.
 	sdLog("INFO", "main.cpp", 148, "listening on: http://%s:%d", o.listenIP, o.listenPort)
+	// cpp-httplib sets SO_REUSEPORT: a port held by a socket that set it
+	// too (another sd-server, a llama-server) is shared, both listen and
+	// the kernel splits the connections; only a holder without it makes
+	// the bind fail.
 	addr := net.JoinHostPort(o.listenIP, strconv.Itoa(o.listenPort))
-	ln, err := net.Listen("tcp", addr)
+	lc := net.ListenConfig{Control: reusePort}
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return 0
 	}
@@ -49,6 +54,21 @@ func runSDServer(o sdOptions) int {
 	return 0
 }
 
+// soReusePort is Linux's SO_REUSEPORT (the syscall package lacks it).
+const soReusePort = 0xf
+
+// reusePort sets SO_REUSEPORT on a socket before it binds.
+func reusePort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, soReusePort, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
 // sdServer holds the one "model context"; generations take turns on it.
 type sdServer struct {
 	o  sdOptions
@@ -56,7 +76,7 @@ type sdServer struct {
 }
 
 func (s *sdServer) models(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{
+	sdWriteJSON(w, http.StatusOK, map[string]any{
 		"data": []any{map[string]any{"id": "sd-cpp-local", "object": "model", "owned_by": "local"}},
 	})
 }
@@ -80,23 +100,28 @@ func (s *sdServer) parse(body []byte) (sdGenRequest, int, error) {
 		return sdGenRequest{}, http.StatusBadRequest, errors.New("empty body")
 	}
 	var b struct {
-		Prompt string `json:"prompt"`
-		N      int    `json:"n"`
-		Size   string `json:"size"`
+		Prompt       string `json:"prompt"`
+		N            int    `json:"n"`
+		Size         string `json:"size"`
+		OutputFormat string `json:"output_format"`
 	}
 	if err := json.Unmarshal(body, &b); err != nil {
 		return sdGenRequest{}, http.StatusInternalServerError, err
 	}
 	req := sdGenRequest{n: max(b.N, 1), width: s.o.width, height: s.o.height, steps: s.o.steps, cfg: s.o.cfg, seed: s.o.seed}
-	if w, h, ok := strings.Cut(b.Size, "x"); ok {
-		if wi, err1 := strconv.Atoi(w); err1 == nil {
-			if hi, err2 := strconv.Atoi(h); err2 == nil {
-				req.width, req.height = wi, hi
+	if w, h, ok := strings.Cut(b.Size, "x"); ok { // std::stoi each side; the width stays set if the height fails
+		if wi, err := cppInt(w, 32, "stoi"); err == nil {
+			req.width = int(wi)
+			if hi, err := cppInt(h, 32, "stoi"); err == nil {
+				req.height = int(hi)
 			}
 		}
 	}
 	if b.Prompt == "" {
 		return req, http.StatusBadRequest, errors.New("prompt required")
+	}
+	if f := strings.ToLower(b.OutputFormat); f != "" && f != "png" && f != "jpeg" && f != "jpg" && f != "webp" {
+		return req, http.StatusBadRequest, errors.New("invalid output_format, must be one of [png, jpeg, webp]")
 	}
 	extra := ""
 	if m := extraArgsRE.FindStringSubmatch(b.Prompt); m != nil {
@@ -133,8 +158,18 @@ func (s *sdServer) parse(body []byte) (sdGenRequest, int, error) {
 			req.cfg = *c
 		}
 	}
-	if req.width <= 0 || req.height <= 0 || req.steps <= 0 || req.width > 8192 || req.height > 8192 {
+	// The real route validates "strictly": a negative CFG scale is refused,
+	// the step count is clamped to [1, 100] and n to [1, 8]; a side left
+	// unset (0 or less) is 512.
+	if req.cfg < 0 {
 		return req, http.StatusBadRequest, errors.New("invalid params")
+	}
+	req.steps, req.n = min(max(req.steps, 1), serverMaxSteps), min(req.n, serverMaxImages)
+	if req.width <= 0 {
+		req.width = 512
+	}
+	if req.height <= 0 {
+		req.height = 512
 	}
 	if req.seed < 0 {
 		req.seed = rand.Int64N(1 << 31)
@@ -147,10 +182,10 @@ func (s *sdServer) generations(w http.ResponseWriter, r *http.Request) {
 	req, status, err := s.parse(body)
 	if err != nil {
 		if status == http.StatusInternalServerError {
-			writeJSON(w, status, map[string]any{"error": "server_error", "message": err.Error()})
+			sdWriteJSON(w, status, map[string]any{"error": "server_error", "message": err.Error()})
 			return
 		}
-		writeJSON(w, status, map[string]any{"error": err.Error()})
+		sdWriteJSON(w, status, map[string]any{"error": err.Error()})
 		return
 	}
 	s.mu.Lock()
@@ -161,13 +196,19 @@ func (s *sdServer) generations(w http.ResponseWriter, r *http.Request) {
 		sample(s.o, req.steps)
 		var buf bytes.Buffer
 		if err := renderPNG(&buf, req.prompt, req.negative, req.seed+int64(i), i, req.width, req.height); err != nil {
-			writeJSON(w, http.StatusInternalServerError, map[string]any{"error": "generate_image returned no results"})
+			sdWriteJSON(w, http.StatusInternalServerError, map[string]any{"error": "generate_image returned no results"})
 			return
 		}
 		data = append(data, map[string]any{"b64_json": base64.StdEncoding.EncodeToString(buf.Bytes())})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"created": time.Now().Unix(), "data": data, "output_format": "png"})
+	sdWriteJSON(w, http.StatusOK, map[string]any{"created": time.Now().Unix(), "data": data, "output_format": "png"})
 }
+
+// The clamps of the real route's strict validation.
+const (
+	serverMaxSteps  = 100
+	serverMaxImages = 8
+)
 
 // regexStackLimit is about where the real sd-server's std::regex over the
 // <sd_cpp_extra_args> text (routes_openai.cpp) overflows the stack of its
@@ -180,4 +221,16 @@ func regexCrash(n int) {
 	signal.Reset(syscall.SIGSEGV)
 	_ = syscall.Kill(os.Getpid(), syscall.SIGSEGV)
 	select {}
+}
+
+// sdWriteJSON answers as the real routes do (nlohmann's dump): compact,
+// no HTML escapes, no trailing newline, Content-Type application/json.
+func sdWriteJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
 }
