@@ -327,6 +327,16 @@ func (p *Process) spawnLocked() (*child, error) {
 			return nil, fmt.Errorf("pick port: %w", err)
 		}
 	}
+	c, err := p.startChild(port)
+	if err != nil {
+		releasePort(port)
+		return nil, err
+	}
+	return c, nil
+}
+
+// startChild starts the engine on port with its output on a pipe.
+func (p *Process) startChild(port int) (*child, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("output pipe: %w", err)
@@ -394,18 +404,6 @@ func redactArgs(args []string) []string {
 	return out
 }
 
-// freePort asks the kernel for a free loopback port. Another process may
-// take it before the engine binds it; the supervisor respawns on a new port
-// when that happens.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // readOutput copies the child's merged output into the ring and the log.
 func (p *Process) readOutput(c *child) {
 	defer p.wg.Done()
@@ -459,6 +457,7 @@ func (p *Process) supervise(c *child) {
 		}
 		c.out.Close() // unblocks the reader if something still holds the pipe
 		<-c.outDone
+		releasePort(c.port) // the group is dead: nothing of ours holds it
 		close(c.reapedCh)
 		p.mu.Lock()
 		beforeReady := p.state == StateStarting
