@@ -41,14 +41,21 @@ models:
     - name: bad
       model_path: ./x
       config: {sampling_method: "euler a", scheduler: "-x", timeout_seconds: -1}
+    - name: srv
+      model_path: ./x
+      config: {engine: sd-server, steps: 120}
+    - name: cli
+      model_path: ./x
+      config: {engine: sd-cli, steps: 120}
 `, nil)
 	requireProblems(t, problems,
 		"models.diffusion[0].model_path: required (or config.diffusion_model",
 		`models.diffusion[1].config.sampling_method: unknown name "euler a"; one of euler, euler_a`,
 		`models.diffusion[1].config.scheduler: unknown name "-x"`,
 		"models.diffusion[1].config.timeout_seconds: must be at least 0, got -1",
+		"models.diffusion[2].config.steps: 120 is more than sd-server runs (100",
 	)
-	if len(problems) != 4 {
+	if len(problems) != 5 {
 		t.Fatalf("problems %q", problems)
 	}
 }

@@ -178,6 +178,9 @@ func validateModels(p *problems, c *Config) {
 		p.imageSide(path+".config.width", e.Width)
 		p.imageSide(path+".config.height", e.Height)
 		p.between(path+".config.steps", e.Steps, 1, 150)
+		if e.Engine == "sd-server" && e.Steps > sdcpp.ServerMaxSteps {
+			p.addf("%s.config.steps: %d is more than sd-server runs (%d; it clamps without a word)", path, e.Steps, sdcpp.ServerMaxSteps)
+		}
 		if !(e.CFGScale >= 0 && e.CFGScale <= 30) { // written so that NaN fails
 			p.addf("%s.config.cfg_scale: must be between 0 and 30, got %v", path, e.CFGScale)
 		}
