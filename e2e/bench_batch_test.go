@@ -29,12 +29,7 @@ func BenchmarkBatch10k(b *testing.B) {
 	}
 	const lines = 10_000
 	dir := b.TempDir()
-	bin, engine := filepath.Join(dir, "vramcram"), filepath.Join(dir, "testengine")
-	for _, args := range [][]string{{"build", "-o", bin, "."}, {"build", "-o", engine, "./runner/testengine"}} {
-		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-			b.Fatalf("go %v: %v\n%s", args, err, out)
-		}
-	}
+	bin, engine := buildPlain(b)
 	var ms strings.Builder
 	for _, name := range []string{"alpha", "beta", "gamma"} {
 		path := filepath.Join(dir, name+".gguf")

@@ -29,12 +29,7 @@ func BenchmarkProxyOverhead(b *testing.B) {
 		b.Skip("builds and starts the daemon")
 	}
 	dir := b.TempDir()
-	bin, engine := filepath.Join(dir, "vramcram"), filepath.Join(dir, "testengine")
-	for _, args := range [][]string{{"build", "-o", bin, "."}, {"build", "-o", engine, "./runner/testengine"}} {
-		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-			b.Fatalf("go %v: %v\n%s", args, err, out)
-		}
-	}
+	bin, engine := buildPlain(b)
 	model := filepath.Join(dir, "bench.gguf")
 	if err := os.WriteFile(model, []byte("stand-in"), 0o644); err != nil {
 		b.Fatal(err)

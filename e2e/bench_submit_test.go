@@ -41,13 +41,7 @@ func BenchmarkSubmit(b *testing.B) {
 	if testing.Short() {
 		b.Skip("builds and starts the daemon")
 	}
-	dir := b.TempDir()
-	bin, engine := filepath.Join(dir, "vramcram"), filepath.Join(dir, "testengine")
-	for _, args := range [][]string{{"build", "-o", bin, "."}, {"build", "-o", engine, "./runner/testengine"}} {
-		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-			b.Fatalf("go %v: %v\n%s", args, err, out)
-		}
-	}
+	bin, engine := buildPlain(b)
 	for _, clients := range []int{1, 64, 256} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			d := startSubmitDaemon(b, bin, engine)
@@ -118,7 +112,7 @@ models:
 		b.Fatal(err)
 	}
 	tr := &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512}
-	d := &submitDaemon{bin: bin, cfg: path, url: fmt.Sprintf("http://127.0.0.1:%d", port), db: filepath.Join(dir, "data", "vramcram.db"),
+	d := &submitDaemon{bin: bin, cfg: path, url: fmt.Sprintf("http://127.0.0.1:%d", port), db: filepath.Join(dir, "data", storeFile),
 		tr: tr, client: &http.Client{Transport: tr, Timeout: time.Minute}}
 	b.Cleanup(func() {
 		tr.CloseIdleConnections()

@@ -25,40 +25,54 @@ import (
 // storeFile is the store's file name under storage.data_dir.
 const storeFile = "vramcram.db"
 
-var (
-	buildOnce             sync.Once
-	buildErr              error
-	binVramcram, binStand string
-)
+// built holds binaries built once per test binary, of one flavour.
+type built struct {
+	once       sync.Once
+	err        error
+	bin, stand string
+}
 
-func buildBinaries(t *testing.T) (string, string) {
-	t.Helper()
+// raced is the daemon built with the race detector (the tests); plain is
+// without it, for figures that mean something (benchmarks, memory peaks).
+var raced, plain built
+
+// get builds vramcram (with -race when race) and the stand-in engine once.
+func (bd *built) get(tb testing.TB, race bool) (string, string) {
+	tb.Helper()
 	if testing.Short() {
-		t.Skip("end-to-end test: skipped with -short")
+		tb.Skip("end-to-end: skipped with -short")
 	}
-	buildOnce.Do(func() {
+	bd.once.Do(func() {
 		dir, err := os.MkdirTemp("", "vramcram-e2e-bin")
 		if err != nil {
-			buildErr = err
+			bd.err = err
 			return
 		}
-		binVramcram, binStand = filepath.Join(dir, "vramcram"), filepath.Join(dir, "testengine")
-		for _, b := range [][]string{
-			{"build", "-race", "-o", binVramcram, "."},
-			{"build", "-o", binStand, "./runner/testengine"},
-		} {
-			out, err := exec.Command("go", b...).CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("go %v: %v\n%s", b, err, out)
+		bd.bin, bd.stand = filepath.Join(dir, "vramcram"), filepath.Join(dir, "testengine")
+		daemon := []string{"build", "-o", bd.bin, "."}
+		if race {
+			daemon = []string{"build", "-race", "-o", bd.bin, "."}
+		}
+		for _, args := range [][]string{daemon, {"build", "-o", bd.stand, "./runner/testengine"}} {
+			if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+				bd.err = fmt.Errorf("go %v: %v\n%s", args, err, out)
 				return
 			}
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if bd.err != nil {
+		tb.Fatal(bd.err)
 	}
-	return binVramcram, binStand
+	return bd.bin, bd.stand
 }
+
+// buildBinaries gives the race-detecting daemon and the stand-in engine.
+func buildBinaries(t *testing.T) (string, string) { return raced.get(t, true) }
+
+// buildPlain gives the daemon built without the race detector, whose
+// shadow memory and slowdown would hide what a user's daemon does, and the
+// stand-in engine.
+func buildPlain(tb testing.TB) (string, string) { return plain.get(tb, false) }
 
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -580,4 +594,10 @@ func TestE2E_ExampleConfigStartsWithoutEngines(t *testing.T) {
 		t.Fatalf("submit to unavailable model: %d %+v", code, errBody)
 	}
 	d.signal(syscall.SIGTERM, 30*time.Second)
+}
+
+// buildPlainBin gives the daemon built without the race detector.
+func buildPlainBin(tb testing.TB) string {
+	bin, _ := buildPlain(tb)
+	return bin
 }

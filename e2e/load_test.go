@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,33 +14,6 @@ import (
 	"testing"
 	"time"
 )
-
-var (
-	plainOnce sync.Once
-	plainBin  string
-	plainErr  error
-)
-
-// plainBinary builds vramcram without the race detector, for figures that
-// mean something.
-func plainBinary(t *testing.T) string {
-	t.Helper()
-	plainOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "vramcram-load-bin")
-		if err != nil {
-			plainErr = err
-			return
-		}
-		plainBin = filepath.Join(dir, "vramcram")
-		if out, err := exec.Command("go", "build", "-o", plainBin, ".").CombinedOutput(); err != nil {
-			plainErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if plainErr != nil {
-		t.Fatal(plainErr)
-	}
-	return plainBin
-}
 
 // vmHWM is a process's peak resident set size in KiB.
 func vmHWM(pid int) int {
@@ -63,7 +34,7 @@ func vmHWM(pid int) int {
 // make loadtest runs 500 and 20,000.
 func TestE2E_Load(t *testing.T) {
 	_, engine := buildBinaries(t)
-	bin := plainBinary(t)
+	bin := buildPlainBin(t)
 	clients, total := envInt("LOAD_CLIENTS", 50), envInt("LOAD_JOBS", 1000)
 	maxQueue := envInt("LOAD_MAX_QUEUE", 5000)
 	s := writeSchedConfig(t, engine, 10000, fmt.Sprintf("policy: batch, max_wait_seconds: 2, max_queue: %d", maxQueue),

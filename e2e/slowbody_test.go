@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,33 +14,6 @@ import (
 	"testing"
 	"time"
 )
-
-var (
-	unracedOnce sync.Once
-	unracedBin  string
-	unracedErr  error
-)
-
-// buildUnraced builds vramcram without the race detector, whose shadow
-// memory would hide what a user's daemon holds.
-func buildUnraced(t *testing.T) string {
-	t.Helper()
-	unracedOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "vramcram-e2e-unraced")
-		if err != nil {
-			unracedErr = err
-			return
-		}
-		unracedBin = filepath.Join(dir, "vramcram")
-		if out, err := exec.Command("go", "build", "-o", unracedBin, ".").CombinedOutput(); err != nil {
-			unracedErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if unracedErr != nil {
-		t.Fatal(unracedErr)
-	}
-	return unracedBin
-}
 
 // procStatusKB reads a "Name: N kB" line of /proc/PID/status.
 func procStatusKB(t *testing.T, pid int, name string) int {
@@ -113,7 +84,7 @@ func slowBody(addr string) (string, bool, error) {
 // 1 MiB per connection (3.1 GB) and held them all for ever.
 func TestE2E_SlowBodiesAreBoundedAndClosed(t *testing.T) {
 	_, engine := buildBinaries(t)
-	bin := buildUnraced(t)
+	bin := buildPlainBin(t)
 	const clients = 3000
 	raiseFileLimit(t, clients+1000)
 	s := writeSchedConfig(t, engine, 10000, "policy: batch", schedModel{name: "m", mb: 1000})
