@@ -2,11 +2,9 @@ package cli
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"image"
 	"image/color"
 	"image/png"
 	"net/http"
@@ -19,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vramcram/vramcram/api/wire/wiretest"
 	"github.com/vramcram/vramcram/config"
 
 	"github.com/vramcram/vramcram/scheduler"
@@ -135,30 +134,6 @@ func runCLI(t *testing.T, url string, args ...string) (code int, stdout, stderr 
 	return code, out.String(), errb.String()
 }
 
-// testPNG returns a small PNG of one colour.
-func testPNG(t *testing.T, c color.RGBA) []byte {
-	t.Helper()
-	img := image.NewRGBA(image.Rect(0, 0, 4, 3))
-	for x := range 4 {
-		for y := range 3 {
-			img.Set(x, y, c)
-		}
-	}
-	var b bytes.Buffer
-	if err := png.Encode(&b, img); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
-}
-
-func diffusionResult(imgs ...[]byte) map[string]any {
-	var list []map[string]string
-	for _, b := range imgs {
-		list = append(list, map[string]string{"format": "png", "b64": base64.StdEncoding.EncodeToString(b)})
-	}
-	return map[string]any{"type": "diffusion", "images": list, "width": 4, "height": 3}
-}
-
 func completedJob(typ string) map[string]any {
 	now := time.Now().UTC()
 	return map[string]any{
@@ -168,10 +143,10 @@ func completedJob(typ string) map[string]any {
 }
 
 func TestCLI_SubmitWaitDiffusionWritesImages(t *testing.T) {
-	red, blue := testPNG(t, color.RGBA{255, 0, 0, 255}), testPNG(t, color.RGBA{0, 0, 255, 255})
+	red, blue := wiretest.PNG(t, color.RGBA{255, 0, 0, 255}), wiretest.PNG(t, color.RGBA{0, 0, 255, 255})
 	f := newFakeAPI(t, &fakeAPI{
 		final:  completedJob("diffusion"),
-		result: diffusionResult(red, blue),
+		result: wiretest.DiffusionResult(red, blue),
 		script: []scheduler.Event{
 			{Type: scheduler.EvModelLoading, Model: "sd", VRAMMB: 8192},
 			{Type: scheduler.EvModelReady, Model: "sd", Seconds: 1.25},
@@ -278,8 +253,8 @@ func TestCLI_SubmitWaitFailedJob(t *testing.T) {
 }
 
 func TestCLI_ResultImages(t *testing.T) {
-	img := testPNG(t, color.RGBA{0, 255, 0, 255})
-	f := newFakeAPI(t, &fakeAPI{result: diffusionResult(img)})
+	img := wiretest.PNG(t, color.RGBA{0, 255, 0, 255})
+	f := newFakeAPI(t, &fakeAPI{result: wiretest.DiffusionResult(img)})
 	dir := t.TempDir()
 	t.Chdir(dir)
 	code, stdout, stderr := runCLI(t, f.srv.URL, "result", fakeID)

@@ -2,13 +2,10 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"image"
 	"image/color"
-	"image/png"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vramcram/vramcram/api/wire/wiretest"
 	"github.com/vramcram/vramcram/cli"
 	"github.com/vramcram/vramcram/scheduler"
 )
@@ -167,7 +165,7 @@ func (f *scriptFake) handler() http.Handler {
 			writeJSON(w, 200, map[string]any{"type": "llm", "text": f.llmText})
 			return
 		}
-		writeJSON(w, 200, diffusionResult(f.image))
+		writeJSON(w, 200, wiretest.DiffusionResult(f.image))
 	})
 	return mux
 }
@@ -216,7 +214,7 @@ func TestScripts_LLMToImage(t *testing.T) {
 	bin, _ := buildBinaries(t)
 	f := &scriptFake{
 		llmText: `"A white lighthouse on a black cliff, dusk sky in violet and orange."` + "\n",
-		image:   testPNG(t, color.RGBA{200, 100, 0, 255}),
+		image:   wiretest.PNG(t, color.RGBA{200, 100, 0, 255}),
 		jobs:    map[string]map[string]any{},
 	}
 	srv := httptest.NewServer(f.handler())
@@ -344,29 +342,4 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-// testPNG is a 4×3 PNG of one colour.
-func testPNG(t *testing.T, c color.RGBA) []byte {
-	t.Helper()
-	img := image.NewRGBA(image.Rect(0, 0, 4, 3))
-	for x := range 4 {
-		for y := range 3 {
-			img.Set(x, y, c)
-		}
-	}
-	var b bytes.Buffer
-	if err := png.Encode(&b, img); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
-}
-
-// diffusionResult is the JSON of a diffusion job's result holding imgs.
-func diffusionResult(imgs ...[]byte) map[string]any {
-	var list []map[string]string
-	for _, b := range imgs {
-		list = append(list, map[string]string{"format": "png", "b64": base64.StdEncoding.EncodeToString(b)})
-	}
-	return map[string]any{"type": "diffusion", "images": list, "width": 4, "height": 3}
 }
