@@ -96,6 +96,11 @@ func (f *fleetNode) beat(ctx context.Context) {
 	}
 }
 
+// beatTTL is how many beat intervals a heartbeat stays: a node that is
+// slow for a few beats (a starved CPU, a slow Redis round trip) stays in the
+// others' view, so they do not load its models a second time.
+const beatTTL = 5
+
 func (f *fleetNode) beatOnce(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, f.interval)
 	defer cancel()
@@ -104,7 +109,7 @@ func (f *fleetNode) beatOnce(ctx context.Context) {
 		return
 	}
 	b, _ := json.Marshal(f.info(snap))
-	if err := f.rs.Heartbeat(ctx, b, 3*f.interval); err != nil {
+	if err := f.rs.Heartbeat(ctx, b, beatTTL*f.interval); err != nil {
 		f.log.Warn("fleet heartbeat", "err", err)
 		return
 	}
