@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
-	"fmt"
 	"image/color"
 	"image/png"
 	"net/http"
@@ -49,42 +48,23 @@ func newFakeAPI(t *testing.T, f *fakeAPI) *fakeAPI {
 	mux.HandleFunc("POST /jobs", f.submit)
 	mux.HandleFunc("GET /jobs/{id}", f.job)
 	mux.HandleFunc("GET /jobs/{id}/result", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, f.result)
+		wiretest.WriteJSON(w, http.StatusOK, f.result)
 	})
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(f.srv.Close)
 	return f
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
 func (f *fakeAPI) events(w http.ResponseWriter, r *http.Request) {
 	if f.noEvents {
-		writeJSON(w, http.StatusNotFound, map[string]any{"error": map[string]string{"code": "not_found", "message": "no such route"}})
+		wiretest.WriteJSON(w, http.StatusNotFound, map[string]any{"error": map[string]string{"code": "not_found", "message": "no such route"}})
 		return
 	}
 	ch := make(chan scheduler.Event, len(f.script)+1)
 	f.mu.Lock()
 	f.subs = append(f.subs, ch)
 	f.mu.Unlock()
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.WriteHeader(http.StatusOK)
-	fmt.Fprint(w, ": connected\n\n")
-	w.(http.Flusher).Flush()
-	for {
-		select {
-		case <-r.Context().Done():
-			return
-		case ev := <-ch:
-			b, _ := json.Marshal(ev)
-			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, b)
-			w.(http.Flusher).Flush()
-		}
-	}
+	wiretest.ServeEvents(w, r, ch)
 }
 
 func (f *fakeAPI) submit(w http.ResponseWriter, r *http.Request) {
@@ -100,22 +80,22 @@ func (f *fakeAPI) submit(w http.ResponseWriter, r *http.Request) {
 	}
 	f.played = true
 	f.mu.Unlock()
-	writeJSON(w, http.StatusAccepted, map[string]string{"job_id": fakeID, "status": "queued"})
+	wiretest.WriteJSON(w, http.StatusAccepted, map[string]string{"job_id": fakeID, "status": "queued"})
 }
 
 func (f *fakeAPI) job(w http.ResponseWriter, r *http.Request) {
 	if r.PathValue("id") != fakeID {
-		writeJSON(w, http.StatusNotFound, map[string]any{"error": map[string]string{"code": "not_found", "message": "no job"}})
+		wiretest.WriteJSON(w, http.StatusNotFound, map[string]any{"error": map[string]string{"code": "not_found", "message": "no job"}})
 		return
 	}
 	f.mu.Lock()
 	played := f.played
 	f.mu.Unlock()
 	if !played {
-		writeJSON(w, http.StatusOK, map[string]any{"job_id": fakeID, "status": "queued", "queue_position": 0})
+		wiretest.WriteJSON(w, http.StatusOK, map[string]any{"job_id": fakeID, "status": "queued", "queue_position": 0})
 		return
 	}
-	writeJSON(w, http.StatusOK, f.final)
+	wiretest.WriteJSON(w, http.StatusOK, f.final)
 }
 
 // runCLI runs a client command in-process against url.

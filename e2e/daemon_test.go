@@ -507,13 +507,7 @@ func TestE2E_ServesThreeModelsInTwoSlotsOfVRAM(t *testing.T) {
 	if procs := engineProcs(engine); len(procs) != 0 {
 		t.Fatalf("engines left after SIGTERM: %v", procs)
 	}
-	peak, over := stopSampling()
-	events.mu.Lock()
-	defer events.mu.Unlock()
-	if len(over)+len(events.over) > 0 {
-		t.Fatalf("budget exceeded: processes %v, ledger %v", over, events.over)
-	}
-	t.Logf("peak VRAM of live engines %d MiB, of the ledger %d MiB, budget %d MiB", peak, events.maxSeen, s.budget)
+	requireWithinBudget(t, stopSampling, events)
 }
 
 func TestE2E_KillNineLosesNoJob(t *testing.T) {
@@ -600,4 +594,18 @@ func TestE2E_ExampleConfigStartsWithoutEngines(t *testing.T) {
 func buildPlainBin(tb testing.TB) string {
 	bin, _ := buildPlain(tb)
 	return bin
+}
+
+// requireWithinBudget stops the process sampler and fails the test if the
+// live engines or the ledger (events) ever went over the budget; it logs
+// the peaks.
+func requireWithinBudget(t *testing.T, stopSampling func() (int, []string), events *eventLog) {
+	t.Helper()
+	peak, over := stopSampling()
+	events.mu.Lock()
+	defer events.mu.Unlock()
+	if len(over)+len(events.over) > 0 {
+		t.Fatalf("budget exceeded: processes %v, ledger %v", over, events.over)
+	}
+	t.Logf("peak VRAM of live engines %d MiB, of the ledger %d MiB, budget %d MiB", peak, events.maxSeen, events.budget)
 }

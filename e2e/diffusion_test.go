@@ -300,13 +300,7 @@ func TestE2E_DiffusionAndLLMShareTheBudget(t *testing.T) {
 	if procs := sdProcs(s.engines); len(procs) != 0 {
 		t.Fatalf("engines left after SIGTERM: %v", procs)
 	}
-	peak, over := stopSampling()
-	events.mu.Lock()
-	defer events.mu.Unlock()
-	if len(over)+len(events.over) > 0 {
-		t.Fatalf("budget exceeded: processes %v, ledger %v", over, events.over)
-	}
-	t.Logf("peak VRAM of live engines %d MiB, of the ledger %d MiB, budget %d MiB", peak, events.maxSeen, s.budget)
+	requireWithinBudget(t, stopSampling, events)
 }
 
 func TestE2E_DiffusionCancelAndFailure(t *testing.T) {

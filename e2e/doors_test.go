@@ -282,17 +282,10 @@ func TestE2E_DoorsAlternateUnderBudget(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	peak, over := stopSampling()
-	evicted := events.ofType("model_evicted")
-	events.mu.Lock()
-	defer events.mu.Unlock()
-	if len(over)+len(events.over) > 0 {
-		t.Fatalf("budget exceeded: processes %v, ledger %v", over, events.over)
-	}
-	if n := len(evicted); n < 1 {
+	requireWithinBudget(t, stopSampling, events)
+	if n := len(events.ofType("model_evicted")); n < 1 {
 		t.Fatalf("%d evictions: the two models never swapped", n)
 	}
-	t.Logf("peak VRAM of live engines %d MiB, budget %d MiB", peak, s.budget)
 }
 
 // TestE2E_RealLlamaServerDoors runs the three official clients through

@@ -569,13 +569,7 @@ func TestE2E_OpenAIRequestWaitsForSwap(t *testing.T) {
 	if len(h.LoadedModels) != 1 || h.LoadedModels[0] != "beta" {
 		t.Fatalf("loaded %v, want [beta]", h.LoadedModels)
 	}
-	peak, over := stopSampling()
-	events.mu.Lock()
-	defer events.mu.Unlock()
-	if len(over)+len(events.over) > 0 {
-		t.Fatalf("budget exceeded: processes %v, ledger %v", over, events.over)
-	}
-	t.Logf("peak VRAM of live engines %d MiB, budget %d MiB", peak, s.budget)
+	requireWithinBudget(t, stopSampling, events)
 }
 
 func TestE2E_OpenAINodeClient(t *testing.T) {

@@ -122,7 +122,7 @@ type scriptFake struct {
 func (f *scriptFake) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /models", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, 200, map[string]any{"models": []map[string]any{
+		wiretest.WriteJSON(w, 200, map[string]any{"models": []map[string]any{
 			{"name": "broken", "type": "llm", "state": "unavailable"},
 			{"name": "writer", "type": "llm", "state": "ready", "vram_mb": 4000},
 			{"name": "painter", "type": "diffusion", "state": "unloaded", "vram_mb": 6000},
@@ -133,19 +133,7 @@ func (f *scriptFake) handler() http.Handler {
 		f.mu.Lock()
 		f.subs = append(f.subs, ch)
 		f.mu.Unlock()
-		w.Header().Set("Content-Type", "text/event-stream")
-		fmt.Fprint(w, ": connected\n\n")
-		w.(http.Flusher).Flush()
-		for {
-			select {
-			case <-r.Context().Done():
-				return
-			case ev := <-ch:
-				b, _ := json.Marshal(ev)
-				fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, b)
-				w.(http.Flusher).Flush()
-			}
-		}
+		wiretest.ServeEvents(w, r, ch)
 	})
 	mux.HandleFunc("POST /jobs", f.submit)
 	mux.HandleFunc("GET /jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
@@ -153,19 +141,19 @@ func (f *scriptFake) handler() http.Handler {
 		body, ok := f.jobs[r.PathValue("id")]
 		f.mu.Unlock()
 		if !ok {
-			writeJSON(w, 404, map[string]any{"error": map[string]string{"code": "not_found", "message": "no job"}})
+			wiretest.WriteJSON(w, 404, map[string]any{"error": map[string]string{"code": "not_found", "message": "no job"}})
 			return
 		}
 		now := time.Now().UTC()
-		writeJSON(w, 200, map[string]any{"job_id": r.PathValue("id"), "status": "completed", "model": body["model"],
+		wiretest.WriteJSON(w, 200, map[string]any{"job_id": r.PathValue("id"), "status": "completed", "model": body["model"],
 			"created_at": now, "started_at": now, "finished_at": now, "attempts": 1, "max_attempts": 3})
 	})
 	mux.HandleFunc("GET /jobs/{id}/result", func(w http.ResponseWriter, r *http.Request) {
 		if r.PathValue("id") == "job00000000000writer" {
-			writeJSON(w, 200, map[string]any{"type": "llm", "text": f.llmText})
+			wiretest.WriteJSON(w, 200, map[string]any{"type": "llm", "text": f.llmText})
 			return
 		}
-		writeJSON(w, 200, wiretest.DiffusionResult(f.image))
+		wiretest.WriteJSON(w, 200, wiretest.DiffusionResult(f.image))
 	})
 	return mux
 }
@@ -194,7 +182,7 @@ func (f *scriptFake) submit(w http.ResponseWriter, r *http.Request) {
 			scheduler.Event{Type: scheduler.EvJobProgress, Model: model, JobID: id, Step: 1, Steps: 2},
 			scheduler.Event{Type: scheduler.EvJobProgress, Model: model, JobID: id, Step: 2, Steps: 2})
 	default:
-		writeJSON(w, 404, map[string]any{"error": map[string]string{"code": "unknown_model", "message": "model: unknown"}})
+		wiretest.WriteJSON(w, 404, map[string]any{"error": map[string]string{"code": "unknown_model", "message": "model: unknown"}})
 		return
 	}
 	evs = append(evs, scheduler.Event{Type: scheduler.EvJobFinished, Model: model, JobID: id, State: "completed"})
@@ -206,7 +194,7 @@ func (f *scriptFake) submit(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	f.mu.Unlock()
-	writeJSON(w, 202, map[string]string{"job_id": id, "status": "queued"})
+	wiretest.WriteJSON(w, 202, map[string]string{"job_id": id, "status": "queued"})
 }
 
 func TestScripts_LLMToImage(t *testing.T) {
@@ -336,10 +324,4 @@ func checkLLMToImage(t *testing.T, d *daemon, text, out, prompt, llm, img string
 	if b := d.checkImages(again, 1, 64, 64); !bytes.Equal(b, raw) {
 		t.Errorf("the %s job did not draw the LLM's text %q (seed %d)", img, prompt, res.Seed)
 	}
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
 }
