@@ -219,9 +219,9 @@ func (s *Server) generateImages(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	var req imagesRequest // the sd path's request; empty when relayed
 	job, relayed, err := s.relayedImagesJob(body)
 	if err == nil && job == nil {
-		var req imagesRequest
 		if err := decodeBody(body, &req); err != nil {
 			return err
 		}
@@ -251,8 +251,6 @@ func (s *Server) generateImages(c echo.Context) error {
 	if relayed {
 		return s.relayedAnswer(c, j)
 	}
-	var req imagesRequest
-	_ = decodeBody(body, &req) // decoded above
 	return s.imagesAnswer(c, j, req.ResponseFormat)
 }
 
