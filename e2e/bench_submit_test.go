@@ -32,7 +32,11 @@ import (
 // time (user and system, from /proc) per accepted job and per refused
 // request, cpu_us/job and cpu_us/refused: on a machine whose CPUs are
 // shared, the rates follow the CPU the daemon gets, while these follow
-// only the work it does. The model's engine takes an hour to
+// only the work it does. idle%_accepting and idle%_refusing are the share
+// of the machine's CPU time (all cores, from /proc/stat) left idle during
+// each kind of round: the refused rounds keep both cores busy, while the
+// accepted ones leave some idle while every client waits for the same
+// commit's fsync. The model's engine takes an hour to
 // load, so nothing else writes while the clients run. Binaries are built
 // without the race detector.
 //
@@ -49,18 +53,19 @@ func BenchmarkSubmit(b *testing.B) {
 			d.start(b)
 			const rounds = 4
 			per := max(1, (b.N+rounds-1)/rounds)
-			var acc, ref, accCPU, refCPU time.Duration
+			var acc, ref time.Duration
+			var accUse, refUse cpuUse
 			accepted, refused := 0, 0
 			b.ResetTimer()
 			for range rounds {
-				cpu0 := d.cpu()
+				m0 := d.mark()
 				acc += d.fire(b, clients, per, "bench", http.StatusAccepted)
-				cpu1 := d.cpu()
+				m1 := d.mark()
 				accepted += per
 				b.StopTimer()
 				ref += d.fire(b, clients, per, "no-such-model", http.StatusNotFound)
 				refused += per
-				accCPU, refCPU = accCPU+cpu1-cpu0, refCPU+d.cpu()-cpu1
+				accUse, refUse = accUse.add(m0, m1), refUse.add(m1, d.mark())
 				b.StartTimer()
 			}
 			b.StopTimer()
@@ -69,10 +74,8 @@ func BenchmarkSubmit(b *testing.B) {
 			b.ReportMetric(jobs, "jobs/s")
 			b.ReportMetric(ceiling, "ceiling_req/s")
 			b.ReportMetric(jobs/ceiling, "ratio")
-			if accCPU > 0 && refCPU > 0 {
-				b.ReportMetric(float64(accCPU.Microseconds())/float64(accepted), "cpu_us/job")
-				b.ReportMetric(float64(refCPU.Microseconds())/float64(refused), "cpu_us/refused")
-			}
+			accUse.report(b, accepted, "job", "idle%_accepting")
+			refUse.report(b, refused, "refused", "idle%_refusing")
 			if commits > 0 {
 				b.ReportMetric(float64(accepted)/float64(commits), "jobs/fsync")
 			}
@@ -172,32 +175,64 @@ func (d *submitDaemon) stopAndReadTxID(b *testing.B) uint64 {
 	return uint64(tx.ID())
 }
 
-// cpu returns the CPU time (user and system, all threads) the daemon has
-// used so far, from /proc; 0 where /proc cannot tell.
-func (d *submitDaemon) cpu() time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", d.cmd.Process.Pid))
-	if err != nil {
+// cpuMark is a reading of the daemon's CPU time (user and system, all
+// threads, from /proc/PID/stat) and of the machine's idle and total CPU
+// time (/proc/stat), in clock ticks of 1/100 s; zero where /proc cannot
+// tell.
+type cpuMark struct{ daemon, idle, total int64 }
+
+func (d *submitDaemon) mark() cpuMark {
+	var m cpuMark
+	if raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", d.cmd.Process.Pid)); err == nil {
+		// The fields after the command name, which is in parentheses: utime
+		// and stime are the 12th and 13th.
+		if i := bytes.LastIndexByte(raw, ')'); i >= 0 {
+			m.daemon = sumFields(strings.Fields(string(raw[i+1:])), 11, 13)
+		}
+	}
+	if raw, err := os.ReadFile("/proc/stat"); err == nil {
+		// "cpu user nice system idle iowait irq softirq steal ...": idle and
+		// iowait are the 4th and 5th numbers.
+		f := strings.Fields(strings.SplitN(string(raw), "\n", 2)[0])
+		if len(f) > 1 {
+			m.idle, m.total = sumFields(f[1:], 3, 5), sumFields(f[1:], 0, len(f)-1)
+		}
+	}
+	return m
+}
+
+// sumFields adds the integers f[from:to]; 0 if any is missing or not one.
+func sumFields(f []string, from, to int) int64 {
+	if len(f) < to {
 		return 0
 	}
-	// The fields after the command name, which is in parentheses: utime and
-	// stime are the 12th and 13th, in clock ticks of 1/100 s.
-	i := bytes.LastIndexByte(raw, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(raw[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	var ticks int64
-	for _, s := range f[11:13] {
+	var sum int64
+	for _, s := range f[from:to] {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
 			return 0
 		}
-		ticks += n
+		sum += n
 	}
-	return time.Duration(ticks) * 10 * time.Millisecond
+	return sum
+}
+
+// cpuUse adds up what the marks around each round show.
+type cpuUse struct{ daemon, idle, total int64 }
+
+func (u cpuUse) add(from, to cpuMark) cpuUse {
+	return cpuUse{u.daemon + to.daemon - from.daemon, u.idle + to.idle - from.idle, u.total + to.total - from.total}
+}
+
+// report adds cpu_us/<per> (the daemon's CPU per request) and idle (the
+// machine's idle share, in percent) to b's metrics, where they are known.
+func (u cpuUse) report(b *testing.B, n int, per, idle string) {
+	if u.daemon > 0 {
+		b.ReportMetric(float64(u.daemon)*1e4/float64(n), "cpu_us/"+per)
+	}
+	if u.total > 0 {
+		b.ReportMetric(100*float64(u.idle)/float64(u.total), idle)
+	}
 }
 
 // fire sends n POST /jobs for model from clients goroutines and returns the
