@@ -212,18 +212,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ro reloadO
 			log.Info("store schema migrated", "from", m.From, "to", m.To, "backup", m.Backup)
 		}
 	}
-	records, err := runner.OpenRecords(filepath.Join(dataDir, "engines"))
+	records, err := openEngineRecords(dataDir, log)
 	if err != nil {
 		return err
 	}
-	orphans, err := records.ReapOrphans(5 * time.Second)
-	for _, o := range orphans {
-		log.Warn("stopped engine left behind by a previous run", "model", o.Model, "pid", o.PID)
-	}
-	if err != nil {
-		log.Warn("reap orphan engines", "err", err)
-	}
-
 	devs, source, err := openDevices(cfg, log.With("component", "vram"))
 	if err != nil {
 		return err
@@ -233,21 +225,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ro reloadO
 		log.Info("GPU", "vram_source", source, "index", d.Index, "id", d.ID(), "name", d.Name, "vram_total_mb", d.TotalMB,
 			"safety_margin_mb", cfg.VRAM.SafetyMarginMB)
 	}
-
-	sc := schedulerConfig(cfg)
-	sc.MaxQueue = cfg.Scheduling.MaxQueue // requests waiting for a slot count too
-	estimateModels(cfg, sc.Models, log)
-	learned, err := st.LearnedVRAM()
-	if err != nil {
-		log.Warn("read learned VRAM figures", "err", err)
-	}
-	applyLearned(cfg, sc.Models, learned, log)
-	sc.Devices = schedulerDevices(devs, source, len(cfg.VRAM.Devices) > 0)
 	reg, err := newRegistry(cfg, records, log)
 	if err != nil {
 		return err
 	}
 	launch := newSwapLauncher(reg) // a reload swaps the registry (reload.go)
+	sc := fullSchedulerConfig(cfg, st, schedulerDevices(devs, source, len(cfg.VRAM.Devices) > 0), log)
 	if fleet != nil {
 		sc.Fleet = fleet
 	}
@@ -257,18 +240,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ro reloadO
 	}
 	met := api.NewMetrics(metricsConfig(cfg, log), sched, st)
 	defer met.Close()
-	sched.Start(ctx)
-	if fleet != nil {
-		fctx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
-		defer stopFleet() // after the scheduler has stopped: its last events reach the fleet
-		fleet.start(fctx, sched)
-	}
-	stopMetrics, err := serveMetrics(cfg, met, log)
+	stopSidecars, err := startScheduler(ctx, cfg, sched, fleet, met, log)
 	if err != nil {
-		_ = sched.Stop(context.Background())
 		return err
 	}
-	defer stopMetrics() // after the scheduler has stopped: scrapes work during the drain
+	defer stopSidecars()
 
 	var batches api.Batches
 	if bolt != nil { // files and batches live in the bbolt file
@@ -302,6 +278,65 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ro reloadO
 	}
 	rl.handler.closeAll()
 	return shutdown(srv, sched, cfg, log, err)
+}
+
+// startScheduler starts sched, its fleet membership (if any) and the
+// metrics listener. The returned func stops the last two: call it after
+// the scheduler has stopped, so that its last events reach the fleet and
+// scrapes work during the drain. On error the scheduler is stopped again.
+func startScheduler(ctx context.Context, cfg *config.Config, sched *scheduler.Scheduler, fleet *fleetNode, met *api.Metrics,
+	log *slog.Logger) (stop func(), err error) {
+	sched.Start(ctx)
+	stopFleet := func() {}
+	if fleet != nil {
+		var fctx context.Context
+		fctx, stopFleet = context.WithCancel(context.WithoutCancel(ctx))
+		fleet.start(fctx, sched)
+	}
+	stopMetrics, err := serveMetrics(cfg, met, log)
+	if err != nil {
+		_ = sched.Stop(context.Background())
+		stopFleet()
+		return nil, err
+	}
+	return func() {
+		stopMetrics()
+		stopFleet()
+	}, nil
+}
+
+// openEngineRecords opens the pid records of the engines under dataDir and
+// stops the engines a previous run left behind.
+func openEngineRecords(dataDir string, log *slog.Logger) (*runner.Records, error) {
+	records, err := runner.OpenRecords(filepath.Join(dataDir, "engines"))
+	if err != nil {
+		return nil, err
+	}
+	orphans, err := records.ReapOrphans(5 * time.Second)
+	for _, o := range orphans {
+		log.Warn("stopped engine left behind by a previous run", "model", o.Model, "pid", o.PID)
+	}
+	if err != nil {
+		log.Warn("reap orphan engines", "err", err)
+	}
+	return records, nil
+}
+
+// fullSchedulerConfig is schedulerConfig with what the running daemon
+// adds: the queue bound for requests waiting for a slot, model sizes
+// estimated from their files, the sizes learned in earlier runs (read from
+// st) and the GPUs.
+func fullSchedulerConfig(cfg *config.Config, st jobQueue, devs []scheduler.Device, log *slog.Logger) scheduler.Config {
+	sc := schedulerConfig(cfg)
+	sc.MaxQueue = cfg.Scheduling.MaxQueue // requests waiting for a slot count too
+	estimateModels(cfg, sc.Models, log)
+	learned, err := st.LearnedVRAM()
+	if err != nil {
+		log.Warn("read learned VRAM figures", "err", err)
+	}
+	applyLearned(cfg, sc.Models, learned, log)
+	sc.Devices = devs
+	return sc
 }
 
 // shutdown stops the API, then the scheduler (which stops the engines). A
