@@ -22,7 +22,7 @@ import (
 // second from create to completed, and the daemon's peak RSS (VmHWM; goal:
 // under 100 MB). Binaries are built without the race detector.
 //
-//	go test -run '^$' -bench Batch10k -benchtime 1x .
+//	go test -run '^$' -bench Batch10k -benchtime 1x ./e2e
 func BenchmarkBatch10k(b *testing.B) {
 	if testing.Short() {
 		b.Skip("builds and starts the daemon")

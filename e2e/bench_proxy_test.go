@@ -23,7 +23,7 @@ import (
 // /v1/messages (messages). It reports the p50 and p99 latency of each path
 // and the difference. Binaries are built without the race detector.
 //
-//	go test -run '^$' -bench ProxyOverhead -benchtime 5000x .
+//	go test -run '^$' -bench ProxyOverhead -benchtime 5000x ./e2e
 func BenchmarkProxyOverhead(b *testing.B) {
 	if testing.Short() {
 		b.Skip("builds and starts the daemon")

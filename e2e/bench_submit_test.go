@@ -40,7 +40,7 @@ import (
 // load, so nothing else writes while the clients run. Binaries are built
 // without the race detector.
 //
-//	go test -run '^$' -bench Submit -benchtime 3s .
+//	go test -run '^$' -bench Submit -benchtime 3s ./e2e
 func BenchmarkSubmit(b *testing.B) {
 	if testing.Short() {
 		b.Skip("builds and starts the daemon")
