@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"runtime/debug"
 	"slices"
 	"time"
 
@@ -166,13 +165,13 @@ func (s *Store) commit(batch []*writeReq) {
 		clear(errs)
 		failIdx := -1
 		var failErr error
-		err := s.db.Update(func(tx *bbolt.Tx) error {
+		err := s.update(func(tx *bbolt.Tx) error {
 			t, err := newTxn(tx)
 			if err != nil {
 				return err
 			}
 			for i, r := range batch {
-				logical, fatal := runOp(r.op, t)
+				logical, fatal := s.runOp(r.op, t)
 				if fatal != nil {
 					failIdx, failErr = i, fatal
 					return fatal
@@ -201,12 +200,24 @@ func (s *Store) commit(batch []*writeReq) {
 	}
 }
 
+// update runs fn in one read-write bbolt transaction under guard: a panic or
+// a memory fault outside the operations (in newTxn, or in bbolt's spill
+// during the commit: a damaged page) becomes ErrCorrupt naming the file,
+// instead of killing the daemon. bbolt rolls the transaction back during
+// the unwind.
+func (s *Store) update(fn func(*bbolt.Tx) error) error {
+	return guard(s.path, "write", func() error { return s.db.Update(fn) })
+}
+
 // runOp runs both phases of op. logical is the check phase's error (nothing
 // written); fatal is an apply error or a panic (the transaction may be dirty).
-func runOp(op txOp, t *txn) (logical, fatal error) {
+// An operation only reads and writes bbolt, so a panic in it (bbolt on a
+// damaged page, or a fault, which guard in update turns into a panic) is
+// reported as ErrCorrupt naming the file.
+func (s *Store) runOp(op txOp, t *txn) (logical, fatal error) {
 	defer func() {
 		if p := recover(); p != nil {
-			fatal = fmt.Errorf("operation panicked: %v\n%s", p, debug.Stack())
+			fatal = corruptError(s.path, fmt.Sprintf("write: bbolt panicked: %v", p))
 		}
 	}()
 	apply, err := op(t)

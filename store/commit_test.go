@@ -57,7 +57,7 @@ func TestCommit_Batch(t *testing.T) {
 				_ = tx.meta.Put([]byte("t-panic"), []byte("half"))
 				panic("bug")
 			}, nil
-		}), "operation panicked: bug"},
+		}), "bbolt panicked: bug"},
 		{"ok2", counted("ok2", put("t-ok2")), ""},
 	}
 	batch := make([]*writeReq, len(ops))

@@ -37,6 +37,11 @@ func rawScan(path string, pageSize int) ([]rawPair, error) {
 		return nil, err
 	}
 	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	pages := info.Size() / int64(pageSize) // whole pages in the file
 	var out []rawPair
 	buf := make([]byte, pageSize)
 	for id := int64(0); id < maxRawScanPages; id++ {
@@ -51,12 +56,15 @@ func rawScan(path string, pageSize int) ([]rawPair, error) {
 		if binary.LittleEndian.Uint64(page[0:]) != uint64(id) || binary.LittleEndian.Uint16(page[8:]) != leafPageFlag {
 			continue
 		}
-		if over := binary.LittleEndian.Uint32(page[12:]); over > 0 {
-			// The page continues over the next pages: read them all.
-			full := make([]byte, (int64(over)+1)*int64(pageSize))
+		if over := int64(binary.LittleEndian.Uint32(page[12:])); over > 0 {
+			// The page continues over the next pages: read them all, but
+			// never past the end of the file (a damaged header may claim
+			// billions of pages).
+			over = min(over, max(0, pages-id-1))
+			full := make([]byte, (over+1)*int64(pageSize))
 			k, _ := f.ReadAt(full, id*int64(pageSize))
 			page = full[:k]
-			id += int64(over)
+			id += over
 		}
 		out = appendLeaf(out, page, 0)
 	}

@@ -428,6 +428,82 @@ func TestStore_DamageWhileOpen(t *testing.T) {
 	}
 }
 
+// TestStore_DamagedWhileOpen_Writes: writes to a store whose pages are
+// damaged under it, through a garbage page (bbolt panics) or a branch page
+// pointing far past the end of the file (a memory fault), return ErrCorrupt
+// naming the file: the committer neither dies nor takes the daemon down,
+// and it still answers after the damage.
+func TestStore_DamagedWhileOpen_Writes(t *testing.T) {
+	for name, fill := range map[string]func(root uint64) func([]byte){
+		"garbage": func(uint64) func([]byte) {
+			return func(b []byte) {
+				for i := range b {
+					b[i] = 0xff
+				}
+			}
+		},
+		"wild branch": func(root uint64) func([]byte) {
+			return func(b []byte) {
+				binary.LittleEndian.PutUint64(b[0:], root)
+				binary.LittleEndian.PutUint16(b[8:], 0x01) // branch page
+				binary.LittleEndian.PutUint16(b[10:], 1)   // one element
+				e := b[pageHeaderLen:]
+				binary.LittleEndian.PutUint32(e[0:], 16)    // key right after the element
+				binary.LittleEndian.PutUint32(e[4:], 1)     // key size
+				binary.LittleEndian.PutUint64(e[8:], 1<<32) // child page: 16 TiB in
+				e[16] = 'j'
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newDamageFixture(t, 120)
+			ps := pageSizeOf(t, f.path)
+			s, err := Open(f.path, Options{NoSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			var root uint64
+			_ = s.db.View(func(tx *bbolt.Tx) error {
+				root = uint64(tx.Bucket(bucketJobs).Root())
+				return nil
+			})
+			overwritePage(t, f.path, root, ps, fill(root))
+			for i := range 2 { // the second write finds the committer alive
+				j := Job{ID: fmt.Sprintf("after-damage-%d", i), Model: "alpha", Type: "llm", Prompt: "p"}
+				wantCorrupt(t, s.Enqueue(context.Background(), &j), f.path)
+			}
+			if _, err := s.Cancel("job-0003"); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("cancel in a damaged store: %v, want ErrCorrupt", err)
+			}
+		})
+	}
+}
+
+// TestSalvage_WildOverflow: a leaf page whose header claims billions of
+// overflow pages makes the page scan read to the end of the file, not try
+// to allocate terabytes; the other leaves' jobs come back.
+func TestSalvage_WildOverflow(t *testing.T) {
+	f := newDamageFixture(t, 120)
+	ps := pageSizeOf(t, f.path)
+	_, leaves := jobsLeaves(t, f.path)
+	bad := leaves[0]
+	page := readPage(t, f.path, bad, ps)
+	binary.LittleEndian.PutUint32(page[12:], 0xfffffff0)
+	overwritePage(t, f.path, bad, ps, func(b []byte) { copy(b, page) })
+	rep, err := Salvage(f.path, time.Now(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for _, n := range rep.Jobs {
+		got += n
+	}
+	if want := len(f.jobs) - len(leafJobIDs(t, rep.Damaged, bad, ps)); got < want {
+		t.Errorf("salvaged %d jobs, want at least %d (all but the damaged leaf's)", got, want)
+	}
+}
+
 // TestCheckFile_Damaged: check reports truncation and damaged pages (and
 // never crashes on them); salvage of a truncated file keeps what it can.
 func TestCheckFile_Damaged(t *testing.T) {
