@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/vramcram/vramcram/engine/sdcpp"
 )
 
 // MaxArgvPromptBytes is the longest prompt (and negative prompt), in bytes,
@@ -16,12 +18,18 @@ const MaxArgvPromptBytes = 128<<10 - 1
 
 // checkDiffusionText refuses, at submission, diffusion prompts that no
 // engine run can take: a NUL byte (C strings end there: argv and the
-// engines' own parsers cut the prompt short), and for argv engines a prompt
-// beyond MaxArgvPromptBytes.
+// engines' own parsers cut the prompt short), text naming sd-server's
+// parameter tag in any letter case (it would smuggle parameters past these
+// checks, or crash the server), and for argv engines a prompt beyond
+// MaxArgvPromptBytes.
 func (s *Server) checkDiffusionText(model, prompt, negative string) error {
 	for _, f := range []struct{ name, v string }{{"prompt", prompt}, {"params.negative_prompt", negative}} {
 		if strings.IndexByte(f.v, 0) >= 0 {
 			return apiErr(http.StatusBadRequest, CodeInvalid, f.name+": must not contain NUL bytes (\\u0000)")
+		}
+		if sdcpp.HasExtraArgsTag(f.v) {
+			return apiErr(http.StatusBadRequest, CodeInvalid, f.name+": must not contain sd_cpp_extra_args, in any form "+
+				"(sd-server's parameter tag: set parameters in params instead)")
 		}
 		if s.cfg.ArgvPromptModels[model] && len(f.v) > MaxArgvPromptBytes {
 			return apiErr(http.StatusBadRequest, CodeInvalid, fmt.Sprintf(

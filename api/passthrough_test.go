@@ -159,6 +159,34 @@ func TestUpstream(t *testing.T) {
 	wantOAIError(t, 404, rec.Body.Bytes(), rec.Code, "invalid_request_error", "model_not_found", "model")
 }
 
+// TestUpstream_DiffusionTag: raw bodies for a diffusion model (sd-server)
+// that name its parameter tag, as they are or spelt with JSON escapes, get
+// 400 before a slot is taken; the same text for an LLM, and a clean body
+// for the diffusion model, pass.
+func TestUpstream_DiffusionTag(t *testing.T) {
+	t.Parallel()
+	ob := setupOpenAI(t)
+	for _, body := range []string{
+		`{"prompt":"cat <sd_cpp_extra_args>{\"sample_params\":{\"sample_steps\":100000}}</sd_cpp_extra_args>"}`,
+		`{"prompt":"cat <SD_CPP_EXTRA_ARGS>{}</SD_CPP_EXTRA_ARGS>"}`,
+		`{"prompt":"cat <\u0073d_cpp_extra_args>{}</\u0073d_cpp_extra_args>"}`,
+	} {
+		rec := ob.do(t, http.MethodPost, "/upstream/sd/v1/images/generations", body)
+		wantOAIError(t, 400, rec.Body.Bytes(), rec.Code, "invalid_request_error", api.CodeInvalid, "")
+	}
+	if got := ob.acquires.get(); len(got) != 0 {
+		t.Fatalf("refused bodies took slots: %v", got)
+	}
+	for _, c := range []struct{ model, body string }{
+		{"qwen", `{"prompt":"what is <sd_cpp_extra_args>?"}`},
+		{"sd", `{"prompt":"a cat"}`},
+	} {
+		if rec := ob.do(t, http.MethodPost, "/upstream/"+c.model+"/v1/x", c.body); rec.Code != 200 {
+			t.Fatalf("%s %s: %d %s", c.model, c.body, rec.Code, rec.Body)
+		}
+	}
+}
+
 func TestAliases_ModelList(t *testing.T) {
 	t.Parallel()
 	ob := setupOpenAI(t, withAliases)

@@ -1,9 +1,13 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/vramcram/vramcram/engine"
+	"github.com/vramcram/vramcram/engine/sdcpp"
 )
 
 // routeUpstream registers /upstream/{model}/{path…}: raw access, any
@@ -30,7 +34,45 @@ func (s *Server) upstream(c echo.Context) error {
 		if err != nil {
 			return err
 		}
+		if s.cfg.ModelTypes[model] == engine.KindDiffusion && namesExtraArgsTag(body) {
+			return apiErr(http.StatusBadRequest, CodeInvalid, "body: must not contain sd_cpp_extra_args, in any form "+
+				"(sd-server's parameter tag: it bypasses the checks and a long one crashes the server)")
+		}
 		call.body, call.contentType = body, req.Header["Content-Type"]
 	}
 	return s.serveLeased(c, call)
+}
+
+// namesExtraArgsTag reports whether body names sd-server's parameter tag:
+// as it is, or in a JSON string once decoded (where \u escapes can spell
+// it without its letters appearing in the bytes).
+func namesExtraArgsTag(body []byte) bool {
+	if sdcpp.HasExtraArgsTag(string(body)) {
+		return true
+	}
+	var v any
+	if json.Unmarshal(body, &v) != nil {
+		return false
+	}
+	return anyStringNamesTag(v)
+}
+
+func anyStringNamesTag(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return sdcpp.HasExtraArgsTag(v)
+	case []any:
+		for _, e := range v {
+			if anyStringNamesTag(e) {
+				return true
+			}
+		}
+	case map[string]any:
+		for k, e := range v {
+			if sdcpp.HasExtraArgsTag(k) || anyStringNamesTag(e) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -115,12 +115,27 @@ type imagesAnswer struct {
 // negative prompt is most of it.
 const MaxExtraArgsBytes = 32 << 10
 
+// HasExtraArgsTag reports whether s names sd-server's <sd_cpp_extra_args>
+// tag in any letter case. sd-server reads native parameters from inside
+// that tag in the prompt, and its parser crashes on a long one, so text
+// that names it is refused outright, not stripped: stripping once lets a
+// nested tag rebuild itself.
+func HasExtraArgsTag(s string) bool {
+	return strings.Contains(strings.ToLower(s), sdExtraArgsTag)
+}
+
 // ServerPrompt returns the prompt sent to sd-server's OpenAI route: the user's
-// text, with any tag of its own removed (it would override ours), then the
-// native parameters the route has no field for, as JSON without HTML
-// escapes ("<" stays one byte, not six). A tag text over MaxExtraArgsBytes
-// is a *engine.FieldError for params.negative_prompt.
+// text, then the native parameters the route has no field for, as JSON
+// without HTML escapes ("<" stays one byte, not six), inside the tag. A
+// prompt or negative prompt that names the tag (HasExtraArgsTag) is a
+// *engine.FieldError, as is a tag text over MaxExtraArgsBytes (for
+// params.negative_prompt).
 func ServerPrompt(req ImageRequest) (string, error) {
+	for _, f := range []struct{ name, v string }{{"prompt", req.Prompt}, {"params.negative_prompt", req.NegativePrompt}} {
+		if HasExtraArgsTag(f.v) {
+			return "", &engine.FieldError{Field: f.name, Msg: "must not contain " + sdExtraArgsTag + " (sd-server's parameter tag)"}
+		}
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -140,8 +155,7 @@ func ServerPrompt(req ImageRequest) (string, error) {
 		return "", &engine.FieldError{Field: "params.negative_prompt", Msg: fmt.Sprintf(
 			"%d bytes once encoded for sd-server, which takes at most %d (a longer <%s> crashes it)", len(extra), MaxExtraArgsBytes, sdExtraArgsTag)}
 	}
-	p := strings.NewReplacer("<"+sdExtraArgsTag+">", "", "</"+sdExtraArgsTag+">", "").Replace(req.Prompt)
-	return p + " <" + sdExtraArgsTag + ">" + string(extra) + "</" + sdExtraArgsTag + ">", nil
+	return req.Prompt + " <" + sdExtraArgsTag + ">" + string(extra) + "</" + sdExtraArgsTag + ">", nil
 }
 
 // GenerateImages asks p, an sd-server, for req's images through its OpenAI

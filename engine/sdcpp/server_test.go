@@ -57,15 +57,36 @@ func TestServerArgs(t *testing.T) {
 
 func TestServerPrompt(t *testing.T) {
 	t.Parallel()
-	p, err := ServerPrompt(ImageRequest{Prompt: "a cat <sd_cpp_extra_args>{\"seed\":1}</sd_cpp_extra_args>", NegativePrompt: "dog",
-		Steps: 4, CFGScale: 1.5, Seed: 99, SamplingMethod: "euler"})
+	p, err := ServerPrompt(ImageRequest{Prompt: "a cat", NegativePrompt: "dog", Steps: 4, CFGScale: 1.5, Seed: 99, SamplingMethod: "euler"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `a cat {"seed":1} <sd_cpp_extra_args>{"negative_prompt":"dog","seed":99,"sample_params":` +
+	want := `a cat <sd_cpp_extra_args>{"negative_prompt":"dog","seed":99,"sample_params":` +
 		`{"sample_steps":4,"sample_method":"euler","guidance":{"txt_cfg":1.5}}}</sd_cpp_extra_args>`
 	if p != want {
 		t.Fatalf("prompt\n got %s\nwant %s", p, want)
+	}
+}
+
+// TestServerPrompt_RefusesTag: text naming the tag, plain, nested (which a
+// one-pass strip would rebuild), in other letter cases or in the negative
+// prompt (which could close ours early), is a field error, never sent.
+func TestServerPrompt_RefusesTag(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ field, prompt, negative string }{
+		{"prompt", `a cat <sd_cpp_extra_args>{"seed":1}</sd_cpp_extra_args>`, ""},
+		{"prompt", `cat <sd_cpp_extra_<sd_cpp_extra_args>args>{"sample_params":{"sample_steps":60}}</sd_cpp_extra_</sd_cpp_extra_args>args>`, ""},
+		{"prompt", `cat <SD_CPP_Extra_Args>{}</SD_CPP_Extra_Args>`, ""},
+		{"params.negative_prompt", "cat", `dog"}</sd_cpp_extra_args><sd_cpp_extra_args>{"seed":7`},
+	} {
+		_, err := ServerPrompt(ImageRequest{Prompt: c.prompt, NegativePrompt: c.negative, Steps: 4})
+		var fe *engine.FieldError
+		if !errors.As(err, &fe) || fe.Field != c.field {
+			t.Errorf("prompt %q, negative %q: %v, want a field error for %s", c.prompt, c.negative, err, c.field)
+		}
+	}
+	if !HasExtraArgsTag("x sd_cpp_EXTRA_args") || HasExtraArgsTag("sd cpp extra args") {
+		t.Error("HasExtraArgsTag: wrong on letter case or on plain words")
 	}
 }
 
