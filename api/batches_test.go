@@ -19,7 +19,7 @@ import (
 // setupBatches is a test server whose batch routes run on a batch manager
 // over a store of its own (its loop is not started: these tests check the
 // routes, the batch package's own tests the progress).
-func setupBatches(t *testing.T, maxFile int64) *testBundle {
+func setupBatches(t *testing.T, maxFile int64, opts ...func(*api.Config)) *testBundle {
 	t.Helper()
 	st, err := store.Open(t.TempDir()+"/batch.db", store.Options{NoSync: true})
 	if err != nil {
@@ -34,7 +34,12 @@ func setupBatches(t *testing.T, maxFile int64) *testBundle {
 	}
 	mgr := batch.New(batch.Config{Dir: t.TempDir(), MaxFileBytes: maxFile,
 		Endpoints: map[string][]string{"llama": {"/v1/chat/completions"}}}, st, sched)
-	return setupWith(t, setupOpts{config: func(c *api.Config) { c.Batches = mgr }})
+	return setupWith(t, setupOpts{config: func(c *api.Config) {
+		c.Batches = mgr
+		for _, o := range opts {
+			o(c)
+		}
+	}})
 }
 
 func upload(t *testing.T, b *testBundle, content, purpose string) *httptest.ResponseRecorder {

@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"net/http"
+	"syscall"
 
 	"github.com/labstack/echo/v4"
 
@@ -68,10 +69,10 @@ func (s *Server) handleError(err error, c echo.Context) {
 	case errors.As(err, &ae):
 	case errors.As(err, &he):
 		ae = fromEchoError(he)
-	case errors.Is(err, store.ErrNoSpace):
+	case errors.Is(err, store.ErrNoSpace), errors.Is(err, syscall.ENOSPC):
 		s.log.Error("request failed: disk full", "method", c.Request().Method, "path", c.Path(), "err", err)
 		ae = apiErr(http.StatusInsufficientStorage, CodeStorageFull,
-			"no space left on the disk holding the job store: free space in the server's storage.data_dir, then retry")
+			"no space left on the disk holding the job store or its files: free space in the server's storage.data_dir, then retry")
 	case errors.Is(err, store.ErrUnavailable):
 		s.log.Warn("store unavailable", "method", c.Request().Method, "path", c.Path(), "err", err)
 		c.Response().Header().Set("Retry-After", "5")
@@ -82,6 +83,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	if ae.Status == http.StatusUnauthorized {
 		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="vramcram"`)
+	}
+	if ae.Code == CodeQueueFull && c.Response().Header().Get("Retry-After") == "" {
+		c.Response().Header().Set("Retry-After", "5") // whichever door and check gave it
 	}
 	body := map[string]any{"error": map[string]string{"code": ae.Code, "message": ae.Message}}
 	for k, v := range ae.Extra {

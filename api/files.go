@@ -42,6 +42,7 @@ func (s *Server) uploadFile(c echo.Context) error {
 		return &Error{Status: http.StatusUnsupportedMediaType, Code: CodeUnsupportedMed,
 			Message: "POST /v1/files takes multipart/form-data with the fields file and purpose"}
 	}
+	streamToDisk(c.Request()) // the file part goes to disk as it arrives
 	mr, err := c.Request().MultipartReader()
 	if err != nil {
 		return fieldErr("file", "malformed multipart body: "+err.Error())
@@ -62,6 +63,9 @@ func (s *Server) uploadFile(c echo.Context) error {
 			break
 		}
 		if err != nil {
+			if ae, ok := s.bodyReadError(c.Response(), err); ok {
+				return fail(ae)
+			}
 			return fail(fieldErr("file", "malformed multipart body: "+err.Error()))
 		}
 		switch p.FormName() {
@@ -77,6 +81,9 @@ func (s *Server) uploadFile(c echo.Context) error {
 			}
 			f, err := s.cfg.Batches.SaveFile(c.Request().Context(), p.FileName(), p)
 			if err != nil {
+				if ae, ok := s.bodyReadError(c.Response(), err); ok {
+					return fail(ae)
+				}
 				return fail(batchError(err))
 			}
 			saved = &f

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"errors"
 	"mime"
 	"net"
 	"net/http"
@@ -117,19 +116,6 @@ func (s *Server) guard(next echo.HandlerFunc) echo.HandlerFunc {
 				"cross-origin "+r.Method+" from "+quote(origin)+" refused; add the origin to server.cors_origins to allow it")
 		}
 		return next(c)
-	}
-}
-
-// retryAfter is echo's Pre middleware that gives every queue_full answer a
-// Retry-After header, whichever door and check gave it.
-func retryAfter(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		err := next(c)
-		var ae *Error
-		if errors.As(err, &ae) && ae.Code == CodeQueueFull && !c.Response().Committed && c.Response().Header().Get("Retry-After") == "" {
-			c.Response().Header().Set("Retry-After", "5")
-		}
-		return err
 	}
 }
 

@@ -56,6 +56,18 @@ type guardedBody struct {
 	budget *byteBudget
 	taken  int64 // bytes charged to budget; the handler's goroutine only
 	ended  bool  // a read returned an error (EOF included)
+	toDisk bool  // the handler copies the body to disk as it arrives
+}
+
+// streamToDisk stops charging r's body to the budget, and gives back what
+// it was charged, for a handler that copies the body to disk as it reads
+// it (a file upload): such a body holds only the copy's buffer, whatever
+// its size. It does nothing to a body limitBodies did not wrap.
+func streamToDisk(r *http.Request) {
+	if b, ok := r.Body.(*guardedBody); ok {
+		b.budget.give(b.taken)
+		b.taken, b.toDisk = 0, true
+	}
 }
 
 func (b *guardedBody) Read(p []byte) (int, error) {
@@ -68,7 +80,7 @@ func (b *guardedBody) Read(p []byte) (int, error) {
 		// going away: it must not time out while a long answer streams.
 		_ = b.rc.SetReadDeadline(time.Time{})
 	}
-	if n > 0 {
+	if n > 0 && !b.toDisk {
 		if !b.budget.take(int64(n)) {
 			return n, errBodyBudget
 		}

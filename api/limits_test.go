@@ -257,3 +257,28 @@ func TestLimitListener_NetHTTPErrorsAreJSON(t *testing.T) {
 		t.Fatalf("health: %d", resp.StatusCode)
 	}
 }
+
+// An upload goes to disk as it arrives, so it holds no share of
+// MaxInflightBodyBytes: a file larger than the whole budget is stored. One
+// that stalls gets 408 body_timeout in OpenAI's shape, not 500.
+func TestLimits_UploadsStreamToDisk(t *testing.T) {
+	t.Parallel()
+	b := setupBatches(t, 1<<20, func(c *api.Config) {
+		c.MaxInflightBodyBytes = 1000
+		c.BodyIdleTimeout = 300 * time.Millisecond
+	})
+	line := `{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"llama","messages":[{"role":"user","content":"hi"}]}}` + "\n"
+	if rec := upload(t, b, strings.Repeat(line, 40), "batch"); rec.Code != http.StatusOK {
+		t.Fatalf("upload of %d bytes against a 1000-byte budget: %d %s", 40*len(line), rec.Code, rec.Body)
+	}
+	addr := serveLimited(t, b, 16, 0)
+	const boundary = "xyz"
+	part := "--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n\r\n" + line
+	head := fmt.Sprintf("POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=%s\r\nContent-Length: %d\r\n\r\n",
+		boundary, 1<<19)
+	resp, body := readAnswer(t, rawRequest(t, addr, head, part))
+	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), `"code":"body_timeout"`) ||
+		!strings.Contains(string(body), `"type":"invalid_request_error"`) {
+		t.Fatalf("stalled upload: %d %s", resp.StatusCode, body)
+	}
+}

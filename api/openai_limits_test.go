@@ -63,9 +63,22 @@ func TestOpenAI_FullLineIs429(t *testing.T) {
 
 // The job doors answer the same when the scheduler's line (queued jobs and
 // waiting requests) is full.
+// With metrics on, as in the daemon: their middleware hands errors to the
+// error handler itself, which must add Retry-After.
 func TestSubmit_FullLineIs429(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	for _, metrics := range []bool{false, true} {
+		t.Run(fmt.Sprintf("metrics=%t", metrics), func(t *testing.T) {
+			b := setup(t)
+			if metrics {
+				withMetrics(t, b)
+			}
+			fullLine(t, b)
+		})
+	}
+}
+
+func fullLine(t *testing.T, b *testBundle) {
 	b.sched.AdmitFunc = func(context.Context, string) error {
 		return fmt.Errorf("%w: 3 jobs and requests waiting (max 3)", store.ErrQueueFull)
 	}

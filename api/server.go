@@ -190,7 +190,7 @@ func New(cfg Config, sched Scheduler, st Store) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
-	e.Pre(retryAfter, s.guard)
+	e.Pre(s.guard)
 	if cfg.Metrics != nil {
 		e.Use(cfg.Metrics.Middleware(e))
 	}
