@@ -50,7 +50,12 @@ func (s *Server) routeBatches(e *echo.Echo) {
 			e.Add(method, path, s.batchesOff)
 		}
 	}
-	e.GET("/batches", s.dashboardBatches)
+	switch {
+	case s.cfg.Batches != nil:
+		e.GET("/batches", s.dashboardBatches)
+	case s.cfg.BatchesOff != "":
+		e.GET("/batches", s.batchesOff)
+	}
 }
 
 // batchError maps the manager's errors onto API errors.

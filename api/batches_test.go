@@ -184,7 +184,14 @@ func TestBatchRoutes_Off(t *testing.T) {
 			t.Fatalf("%s %s: %s", r.method, r.path, rec.Body)
 		}
 	}
-	rec := httptest.NewRecorder() // with neither, no routes
+	// The dashboard's /batches too, in our shape (it panicked on a nil
+	// manager before).
+	rec := httptest.NewRecorder()
+	b.handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/batches", nil))
+	if rec.Code != http.StatusNotImplemented || !strings.Contains(rec.Body.String(), `"code":"not_available"`) {
+		t.Fatalf("GET /batches: %d %s", rec.Code, rec.Body)
+	}
+	rec = httptest.NewRecorder() // with neither, no routes
 	setup(t).handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/batches", nil))
 	if rec.Code != http.StatusNotFound {
 		t.Fatalf("no batches configured: %d %s", rec.Code, rec.Body)

@@ -131,19 +131,20 @@ func (s *Server) withEngine(c echo.Context, x ollamaCall, body any, read func(re
 		return acquireError(x.model, err)
 	}
 	load := s.now().Sub(x.start)
+	outcome := errAbandonedSlot // until the exchange returns: a panic gives the slot back as failed
+	defer func() { sl.finish(outcome) }()
 	ectx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if sl.ctx != nil {
 		defer context.AfterFunc(sl.ctx, cancel)()
 	}
-	outcome := s.engineExchange(c, ectx, sl.url+x.path, b, x.model, func(resp *http.Response) error { return read(resp, load) })
+	outcome = s.engineExchange(c, ectx, sl.url+x.path, b, x.model, func(resp *http.Response) error { return read(resp, load) })
 	if outcome != nil && ctx.Err() == nil && sl.ctx != nil && sl.ctx.Err() != nil {
 		outcome = fmt.Errorf("engine stopped: %v", context.Cause(sl.ctx))
 	}
 	if x.keep.set && sl.keepAlive != nil {
 		sl.keepAlive(x.keep.d)
 	}
-	sl.finish(outcome)
 	var ae *Error
 	if errors.As(outcome, &ae) && !c.Response().Committed {
 		return ae

@@ -152,7 +152,7 @@ func (t *ollamaTranscript) add(ch oaiChunk) error {
 			for len(t.names) <= tc.Index && tc.Index < 128 {
 				t.names, t.args = append(t.names, ""), append(t.args, nil)
 			}
-			if tc.Index < len(t.names) {
+			if tc.Index >= 0 && tc.Index < len(t.names) {
 				t.names[tc.Index] += tc.Function.Name
 				t.args[tc.Index] = append(t.args[tc.Index], tc.Function.Arguments...)
 			}

@@ -110,4 +110,12 @@ func TestOpenAI_PanicGivesTheSlotBack(t *testing.T) {
 	if len(got) != 1 || !strings.HasPrefix(got[0], "failed: ") {
 		t.Fatalf("releases %v, want one failed", got)
 	}
+	// The Ollama door too, in its own error shape.
+	rec = b.do(t, http.MethodPost, "/api/chat", `{"model":"llama","messages":[{"role":"user","content":"hi"}],"stream":false}`)
+	if rec.Code != http.StatusInternalServerError || !strings.HasPrefix(rec.Body.String(), `{"error":"`) {
+		t.Fatalf("ollama door: %d %s", rec.Code, rec.Body)
+	}
+	if got := b.releases.get(); len(got) != 2 || !strings.HasPrefix(got[1], "failed: ") {
+		t.Fatalf("releases %v, want two failed", got)
+	}
 }

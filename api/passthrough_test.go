@@ -157,6 +157,22 @@ func TestUpstream(t *testing.T) {
 	}
 	rec = ob.do(t, http.MethodGet, "/upstream/nope/props", "")
 	wantOAIError(t, 404, rec.Body.Bytes(), rec.Code, "invalid_request_error", "model_not_found", "model")
+	// The path reaches the engine as the client escaped it: an escaped "?"
+	// or "%" stays in the path.
+	for _, c := range []struct{ path, want string }{{"/upstream/qwen/a%3Fb", "/a?b"}, {"/upstream/qwen/%25zz", "/%zz"}} {
+		rec = ob.do(t, http.MethodGet, c.path, "")
+		calls = ob.eng.recorded()
+		if last := calls[len(calls)-1]; rec.Code != 200 || last.path != c.want || last.query != "" {
+			t.Fatalf("%s: %d %s, engine got %+v", c.path, rec.Code, rec.Body, last)
+		}
+	}
+	// A path no engine request can carry is refused before a slot is taken.
+	before := len(ob.acquires.get())
+	rec = ob.do(t, http.MethodGet, "/upstream/qwen/a%0Ab", "")
+	wantOAIError(t, 400, rec.Body.Bytes(), rec.Code, "invalid_request_error", api.CodeInvalid, "")
+	if got := ob.acquires.get(); len(got) != before {
+		t.Fatalf("a refused path took a slot: %v", got)
+	}
 }
 
 // TestUpstream_DiffusionTag: raw bodies for a diffusion model (sd-server)

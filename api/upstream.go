@@ -3,6 +3,8 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -25,7 +27,11 @@ func (s *Server) upstream(c echo.Context) error {
 	if !ok {
 		return s.unknownModel(c.Param("model"))
 	}
-	call := engineCall{model: model, method: req.Method, path: "/" + c.Param("*")}
+	path, err := upstreamPath(req.URL)
+	if err != nil {
+		return err
+	}
+	call := engineCall{model: model, method: req.Method, path: path}
 	if req.URL.RawQuery != "" {
 		call.path += "?" + req.URL.RawQuery
 	}
@@ -75,4 +81,24 @@ func anyStringNamesTag(v any) bool {
 		}
 	}
 	return false
+}
+
+// upstreamPath returns the engine path of an /upstream/{model}/{path…}
+// request as the client escaped it ("%3F" stays an escaped "?", not the
+// start of a query), or a 400 for a path no engine request can carry (a
+// bad escape, a control character), checked before a slot is taken.
+func upstreamPath(u *url.URL) (string, error) {
+	rest := strings.TrimPrefix(u.EscapedPath(), "/upstream/")
+	_, rest, _ = strings.Cut(rest, "/") // past the model's segment
+	bad := func(why string) error {
+		return apiErr(http.StatusBadRequest, CodeInvalid, "path: "+why)
+	}
+	plain, err := url.PathUnescape(rest)
+	if err != nil {
+		return "", bad(err.Error())
+	}
+	if strings.ContainsFunc(plain, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return "", bad("must not contain control characters")
+	}
+	return "/" + rest, nil
 }
