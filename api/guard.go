@@ -119,6 +119,27 @@ func (s *Server) guard(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// refuseForeignLoad refuses, on the routes that take a slot (and so may
+// load a model and evict others), a request a browser made for a page of
+// another site that server.cors_origins does not list. The Origin check in
+// guard covers state-changing methods; this covers the GETs that need no
+// Origin (an <img> or <script> pointing at /upstream/…/health, or a link):
+// browsers label every request with Sec-Fetch-Site, which clients that are
+// not browsers do not send.
+func (s *Server) refuseForeignLoad(c echo.Context) error {
+	r := c.Request()
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "cross-site", "same-site":
+	default: // same-origin (the dashboard), none (typed by the user), absent
+		return nil
+	}
+	if origin := r.Header.Get("Origin"); origin != "" && (s.corsAllowed(origin) || sameOrigin(origin, r.Host)) {
+		return nil
+	}
+	return apiErr(http.StatusForbidden, CodeForbiddenOrigin,
+		"a request from another site's page may not use a model here; add the site's origin to server.cors_origins to allow it")
+}
+
 func quote(s string) string {
 	if len(s) > 200 {
 		s = s[:200] + "…"

@@ -124,6 +124,37 @@ func TestGuard_ForeignOriginCannotChangeState(t *testing.T) {
 	}
 }
 
+// A page of another site may not make the server take a slot (load a
+// model, evict others) with a GET, which carries no Origin (an <img> on
+// /upstream/…, a <script> on /slots): browsers label it Sec-Fetch-Site
+// cross-site or same-site. The dashboard (same-origin), a listed origin and
+// clients that are not browsers keep working.
+func TestGuard_ForeignPageCannotLoadModels(t *testing.T) {
+	t.Parallel()
+	ob := setupOpenAI(t, func(c *api.Config) { c.CORSOrigins = []string{"http://localhost:3000"} })
+	for _, site := range []string{"cross-site", "same-site"} {
+		for _, path := range []string{"/upstream/qwen/health", "/slots?model=qwen", "/props?model=qwen"} {
+			rec := ob.do(t, http.MethodGet, path, "", "Sec-Fetch-Site", site, "Sec-Fetch-Dest", "image")
+			wantOAIError(t, http.StatusForbidden, rec.Body.Bytes(), rec.Code, "permission_error", api.CodeForbiddenOrigin, "")
+		}
+		rec := ob.do(t, http.MethodGet, "/upstream/qwen/health", "", "Sec-Fetch-Site", site, "Origin", "http://attacker.example")
+		wantOAIError(t, http.StatusForbidden, rec.Body.Bytes(), rec.Code, "permission_error", api.CodeForbiddenOrigin, "")
+	}
+	if got := ob.acquires.get(); len(got) != 0 {
+		t.Fatalf("foreign pages took slots: %v", got)
+	}
+	for _, hdr := range [][]string{
+		nil, // curl, the SDKs
+		{"Sec-Fetch-Site", "same-origin"},
+		{"Sec-Fetch-Site", "none"},
+		{"Sec-Fetch-Site", "cross-site", "Origin", "http://localhost:3000"},
+	} {
+		if rec := ob.do(t, http.MethodGet, "/upstream/qwen/health", "", hdr...); rec.Code != http.StatusOK {
+			t.Fatalf("%v: %d %s", hdr, rec.Code, rec.Body)
+		}
+	}
+}
+
 func TestGuard_CORSPreflight(t *testing.T) {
 	t.Parallel()
 	b := setupGuarded(t, nil, []string{"http://localhost:3000", "https://ui.example/"})

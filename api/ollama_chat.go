@@ -123,6 +123,9 @@ func (s *Server) withEngine(c echo.Context, x ollamaCall, body any, read func(re
 	if err != nil {
 		return fmt.Errorf("engine body: %w", err)
 	}
+	if err := s.refuseForeignLoad(c); err != nil {
+		return err
+	}
 	sl, err := s.acquire(ctx, x.model)
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
@@ -194,6 +197,9 @@ func engineErrorMessage(b []byte) string {
 // ollamaLoadOnly answers /api/generate without a prompt: the model is
 // loaded (a slot is taken and given back), or unloaded with keep_alive 0.
 func (s *Server) ollamaLoadOnly(c echo.Context, x ollamaCall) error {
+	if err := s.refuseForeignLoad(c); err != nil {
+		return err
+	}
 	ctx := c.Request().Context()
 	sl, err := s.acquire(ctx, x.model)
 	if err != nil {

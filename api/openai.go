@@ -155,6 +155,9 @@ type engineCall struct {
 // server-sent events) as it comes. The slot goes back on every path with
 // the outcome.
 func (s *Server) serveLeased(c echo.Context, call engineCall) error {
+	if err := s.refuseForeignLoad(c); err != nil {
+		return err
+	}
 	ctx := c.Request().Context()
 	var wait *waitNotes
 	if call.stream {
