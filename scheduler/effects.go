@@ -31,7 +31,8 @@ type effects interface {
 	persistLearned(model, key string, mb int)
 }
 
-// liveEffects runs effects in goroutines against real engines and the store.
+// liveEffects runs effects in goroutines against real engines and the
+// store, counted in Scheduler.effects so that Stop can wait for them.
 type liveEffects struct{ s *Scheduler }
 
 func (fx liveEffects) load(ctx context.Context, i *instance, pids []int) {
@@ -42,7 +43,7 @@ func (fx liveEffects) load(ctx context.Context, i *instance, pids []int) {
 	for k, p := range i.place {
 		meters[k] = s.st.devs[p.Device].Meter
 	}
-	go func() {
+	s.effects.Go(func() {
 		s.waitReleased(ctx, m.Name, pids, m.Placement, meters)
 		eng, err := s.launcher.Launch(ctx, m.spec())
 		if err != nil {
@@ -50,33 +51,35 @@ func (fx liveEffects) load(ctx context.Context, i *instance, pids []int) {
 			return
 		}
 		s.emit(launched{inst: i, eng: eng})
-		go func() {
+		s.effects.Go(func() { // the exit watcher: ends with the process
 			<-eng.Done()
 			s.emit(instExited{inst: i})
-		}()
+		})
 		s.emit(loadDone{inst: i, err: eng.WaitReady(ctx)})
-	}()
+	})
 }
 
 func (fx liveEffects) terminate(i *instance) {
 	s, eng := fx.s, i.eng
-	go func() {
+	s.effects.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		if err := eng.Stop(ctx); err != nil {
 			s.log.Warn("stop engine", "model", i.model.Name, "err", err)
 		}
-	}()
+	})
 }
 
-func (fx liveEffects) runSlot(ctx context.Context, i *instance) { go fx.s.runSlot(ctx, i) }
+func (fx liveEffects) runSlot(ctx context.Context, i *instance) {
+	fx.s.effects.Go(func() { fx.s.runSlot(ctx, i) })
+}
 
 func (fx liveEffects) failQueued(model, reason string) {
 	s := fx.s
-	go func() {
+	s.effects.Go(func() {
 		n := s.failQueuedNow(model, reason)
 		s.emit(failedQueued{model: model, n: n})
-	}()
+	})
 }
 
 func (fx liveEffects) persistLearned(model, key string, mb int) {
@@ -85,11 +88,11 @@ func (fx liveEffects) persistLearned(model, key string, mb int) {
 	if !ok {
 		return
 	}
-	go func() {
+	s.effects.Go(func() {
 		if err := ls.SetLearnedVRAM(key, mb); err != nil {
 			s.log.Warn("persist learned VRAM", "model", model, "err", err)
 		}
-	}()
+	})
 }
 
 // runSlot claims the next job of i's model, runs it and records the outcome.

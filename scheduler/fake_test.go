@@ -33,6 +33,11 @@ type fakeLauncher struct {
 	releaseDelay time.Duration
 	exitedAt     map[*fakeEngine]time.Time
 	launchedAt   map[string][]time.Time
+	// stopHold, when set, keeps each engine's Stop from returning (its
+	// process has exited already) until it is closed; stopsReturned
+	// counts the Stops that have returned.
+	stopHold      chan struct{}
+	stopsReturned int
 }
 
 // held returns MiB held by live engines and by exited ones whose memory has
@@ -158,8 +163,15 @@ func (e *fakeEngine) PID() int              { return e.pid }
 func (e *fakeEngine) Stop(ctx context.Context) error {
 	e.l.mu.Lock()
 	e.l.stops = append(e.l.stops, e.model)
+	hold := e.l.stopHold
 	e.l.mu.Unlock()
 	e.exit(nil)
+	if hold != nil {
+		<-hold
+	}
+	e.l.mu.Lock()
+	e.l.stopsReturned++
+	e.l.mu.Unlock()
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -139,6 +140,9 @@ type Scheduler struct {
 	reqCh chan any
 	evCh  chan any
 	done  chan struct{} // closed when the loop has returned
+	// effects counts the goroutines of liveEffects; Stop waits for them
+	// after the loop (effects.go).
+	effects sync.WaitGroup
 
 	beat    atomic.Int64 // unix nanos of the loop's last iteration
 	started atomic.Bool
@@ -236,20 +240,42 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	select {
 	case s.reqCh <- req:
 	case <-s.done:
-		return nil
+		return s.joinEffects()
 	}
 	select {
 	case <-s.done:
-		return nil
+		return s.joinEffects()
 	case <-ctx.Done():
 		// Force: the loop is told to give up waiting for jobs.
 		select {
 		case s.reqCh <- forceStopReq{}:
 		case <-s.done:
-			return nil
 		}
 		<-s.done
-		return fmt.Errorf("scheduler stop: %w", ctx.Err())
+		return errors.Join(fmt.Errorf("scheduler stop: %w", ctx.Err()), s.joinEffects())
+	}
+}
+
+// effectsJoinTimeout bounds Stop's wait for the effect goroutines once the
+// loop has returned. By then every engine has exited and every job slot
+// has reported, so what is left (an engine's Stop returning, a learned
+// figure being written) ends in moments; the bound only keeps a wedged
+// one from holding the shutdown for ever.
+const effectsJoinTimeout = 30 * time.Second
+
+// joinEffects waits for the effect goroutines, up to effectsJoinTimeout,
+// so that none touches the store or an engine after Stop returns.
+func (s *Scheduler) joinEffects() error {
+	done := make(chan struct{})
+	go func() {
+		s.effects.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(effectsJoinTimeout):
+		return fmt.Errorf("scheduler stop: engine or store work still running after %s", effectsJoinTimeout)
 	}
 }
 

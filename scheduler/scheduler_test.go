@@ -330,6 +330,27 @@ func TestScheduler_ShutdownReleasesRunningJobs(t *testing.T) {
 	}
 }
 
+// Stop returns only once the effect goroutines have ended: here an
+// engine's Stop, whose process exited at once (so the loop is done) but
+// which returns later. Before, Stop returned while such work could still
+// touch the engine or the store.
+func TestScheduler_StopJoinsEffects(t *testing.T) {
+	t.Parallel()
+	sizes := map[string]int{"a": 1000}
+	hold := make(chan struct{})
+	b := setup(t, Config{Models: models(sizes, 1)}, sizes, func(l *fakeLauncher) { l.stopHold = hold })
+	b.wait(b.submit("a", "x", 0), store.JobStateCompleted)
+	time.AfterFunc(300*time.Millisecond, func() { close(hold) })
+	if err := b.sched.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b.l.mu.Lock()
+	defer b.l.mu.Unlock()
+	if len(b.l.stops) != 1 || b.l.stopsReturned != 1 {
+		t.Fatalf("Stop returned with %d engine stops begun and %d returned, want 1 and 1", len(b.l.stops), b.l.stopsReturned)
+	}
+}
+
 func TestScheduler_PriorityFirst(t *testing.T) {
 	t.Parallel()
 	sizes := map[string]int{"a": 1000}
