@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/vramcram/vramcram/vram"
 )
@@ -35,6 +36,47 @@ type devState struct {
 	reading  vram.Reading
 	failures int    // consecutive failed reads
 	lost     string // why the device cannot be used (its meter fails), or ""
+	// hung is the answer channel of a read that passed MeterTimeout and
+	// has not returned yet; no new read starts on the device until it has.
+	hung chan meterAnswer
+}
+
+// meterAnswer is what one meter read returned.
+type meterAnswer struct {
+	r   vram.Reading
+	err error
+}
+
+// boundedRead reads dv's meter in a goroutine of its own and waits for it
+// up to timeout. A read that is still running then (NVML can block in the
+// driver) is left to finish on its own and reported as an error; until it
+// has finished, later reads report the same without starting another.
+func (dv *devState) boundedRead(ctx context.Context, timeout time.Duration) (vram.Reading, error) {
+	if dv.hung != nil {
+		select {
+		case <-dv.hung:
+			dv.hung = nil
+		default:
+			return vram.Reading{}, fmt.Errorf("an earlier read has not returned after %s", timeout)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	answer := make(chan meterAnswer, 1) // the reader never blocks on it
+	m := dv.Meter
+	go func() {
+		defer cancel()
+		r, err := m.Read(ctx)
+		answer <- meterAnswer{r, err}
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case a := <-answer:
+		return a.r, a.err
+	case <-timer.C:
+		dv.hung = answer
+		return vram.Reading{}, fmt.Errorf("read did not return within %s", timeout)
+	}
 }
 
 // budgetOn is what may be reserved on device d now: its capacity, or 0
@@ -281,7 +323,7 @@ func (s *Scheduler) readDevice(ctx context.Context, d int) {
 	if m == nil {
 		return
 	}
-	r, err := m.Read(ctx)
+	r, err := dv.boundedRead(ctx, s.cfg.MeterTimeout)
 	if err != nil {
 		dv.failures++
 		s.log.Warn("read VRAM", "device", dv.ID, "err", err)

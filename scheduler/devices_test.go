@@ -1,9 +1,13 @@
 package scheduler
 
 import (
+	"context"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vramcram/vramcram/vram"
 )
 
 // Several GPUs, driven through the simulation: placement, eviction that
@@ -211,5 +215,64 @@ func TestDevices_StaleReadingEvictsNoMore(t *testing.T) {
 	_, evs := runDevices(t, []int{10000}, models, arr, nil)
 	if ev := evicted(evs); !slices.Equal(ev, []string{"a"}) {
 		t.Fatalf("evictions %v, want only a (the least recently used, and enough)", ev)
+	}
+}
+
+// hangingMeter is a meter whose reads block (as NVML can, in the driver)
+// until release is closed.
+type hangingMeter struct {
+	release chan struct{}
+	calls   atomic.Int32
+}
+
+func (m *hangingMeter) Read(context.Context) (vram.Reading, error) {
+	m.calls.Add(1)
+	<-m.release
+	return vram.Reading{Source: vram.SourceNVML, TotalMB: 10000, FreeMB: 9000}, nil
+}
+
+// A meter read that hangs costs the loop MeterTimeout, not the loop: it
+// counts as a failed read (three make the GPU lost), no second read piles
+// up behind it, and once it returns the device reads again.
+func TestDevices_HungMeterReadIsBounded(t *testing.T) {
+	m := &hangingMeter{release: make(chan struct{})}
+	released := false
+	defer func() {
+		if !released {
+			close(m.release)
+		}
+	}()
+	s, err := New(Config{Models: []Model{{Name: "a", VRAMMB: 1000, Slots: 1}}, MeterTimeout: 50 * time.Millisecond,
+		Devices: []Device{{ID: "0", TotalMB: 10000, Meter: m}}}, nil, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dv := s.st.devs[0]
+	for k := range 3 {
+		returned := make(chan struct{})
+		go func() {
+			s.readDevice(context.Background(), 0)
+			close(returned)
+		}()
+		select {
+		case <-returned:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("read %d still blocked after 5 s", k+1)
+		}
+	}
+	if dv.lost == "" || dv.failures != 3 || m.calls.Load() != 1 {
+		t.Fatalf("after 3 timed-out reads: lost %q, failures %d, meter called %d times; want lost, 3, 1", dv.lost, dv.failures, m.calls.Load())
+	}
+	close(m.release)
+	released = true
+	for deadline := time.Now().Add(5 * time.Second); dv.lost != ""; {
+		s.readDevice(context.Background(), 0)
+		if time.Now().After(deadline) {
+			t.Fatalf("device still lost after the meter came back: %q", dv.lost)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if dv.reading.FreeMB != 9000 {
+		t.Fatalf("reading %+v", dv.reading)
 	}
 }

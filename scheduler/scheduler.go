@@ -89,6 +89,9 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// MeterInterval is how often the meter is read. Default 5s.
 	MeterInterval time.Duration
+	// MeterTimeout bounds one read of a device's meter: a driver call that
+	// hangs counts as a failed read instead of stopping the loop. Default 5s.
+	MeterTimeout time.Duration
 	// ReleaseTimeout bounds the wait, before a load, for the memory of
 	// engines that just exited to show free in the meter. Default 10s.
 	ReleaseTimeout time.Duration
@@ -158,6 +161,9 @@ type Scheduler struct {
 func New(cfg Config, st JobStore, l Launcher, m Meter, log *slog.Logger) (*Scheduler, error) {
 	if cfg.NowFunc == nil {
 		cfg.NowFunc = time.Now
+	}
+	if cfg.MeterTimeout <= 0 {
+		cfg.MeterTimeout = 5 * time.Second
 	}
 	if cfg.MeterInterval <= 0 {
 		cfg.MeterInterval = 5 * time.Second
