@@ -221,8 +221,8 @@ func (s *Store) Heads() (map[string]store.Job, error) {
 	return out, nil
 }
 
-// Position returns the job's 0-based place in its model's queue in key
-// order (aging left out, as in store.Store.Position). Returns
+// Position returns the job's 0-based place in the order Claim will take
+// its model's queue in, aging included (as store.Store.Position). Returns
 // store.ErrStateConflict if the job is not queued, store.ErrNotFound.
 func (s *Store) Position(id string) (int, error) {
 	if !store.ValidID(id) {
@@ -242,14 +242,14 @@ func (s *Store) Position(id string) (int, error) {
 	case st != string(store.JobStateQueued):
 		return 0, fmt.Errorf("position %s: %w: job is %s", id, store.ErrStateConflict, st)
 	}
-	n, err := s.rdb.ZRank(ctx, s.p+"q:"+model, id).Result()
-	if errors.Is(err, redis.Nil) {
-		return 0, fmt.Errorf("position %s: %w: left the queue", id, store.ErrStateConflict)
-	}
+	n, err := scriptPosition.Run(ctx, s.rdb, nil, s.p, model, id, s.now().UnixMilli(), s.aging).Int()
 	if err != nil {
 		return 0, fmt.Errorf("position %s: %w", id, s.wrap(err))
 	}
-	return int(n), nil
+	if n < 0 {
+		return 0, fmt.Errorf("position %s: %w: left the queue", id, store.ErrStateConflict)
+	}
+	return n, nil
 }
 
 // listPage is how many job IDs List reads per round trip.

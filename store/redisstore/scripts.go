@@ -223,3 +223,58 @@ for _, id in ipairs(ids) do
 end
 return {#ids, n}
 `)
+
+// ARGV: P, model, id, now ms, aging ms. Returns id's 0-based place in the
+// order Claim takes model's queue in (head, again and again), or -1 when
+// id is not queued there. Without aging that is its rank; with aging, the
+// priority bands (each in arrival order) are merged as head picks: at each
+// step the band whose oldest job has the highest aged priority, ties to
+// the lower seq. Each band is read 64 jobs at a time, by rank.
+var scriptPosition = redis.NewScript(luaLib + `
+local q = qk(ARGV[2])
+local target, now, aging = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local rank = redis.call('ZRANK', q, target)
+if not rank then return -1 end
+if aging <= 0 then return rank end
+local n = redis.call('ZCARD', q)
+local bands, start = {}, 0
+while start < n do
+  local sc = tonumber(redis.call('ZRANGE', q, start, start, 'WITHSCORES')[2])
+  local b = math.floor(sc / BAND)
+  local stop = redis.call('ZCOUNT', q, '-inf', (b + 1) * BAND - 1)
+  table.insert(bands, {band = b, r = start, stop = stop, buf = {}, i = 1})
+  start = stop
+end
+-- load sets bd's id, seq and aged priority from its job at rank bd.r;
+-- false once the band is used up.
+local function load(bd)
+  if bd.r >= bd.stop then return false end
+  if bd.i > #bd.buf then
+    bd.buf, bd.i = redis.call('ZRANGE', q, bd.r, math.min(bd.r + 63, bd.stop - 1), 'WITHSCORES'), 1
+  end
+  bd.id, bd.seq = bd.buf[bd.i], tonumber(bd.buf[bd.i + 1]) % BAND
+  local prio = 100 - bd.band
+  local c = tonumber(redis.call('HGET', jk(bd.id), 'c') or now)
+  if now > c then prio = prio + math.floor((now - c) / aging) end
+  bd.eff = prio
+  return true
+end
+local live = {}
+for _, bd in ipairs(bands) do
+  if load(bd) then table.insert(live, bd) end
+end
+local pos = 0
+while #live > 0 do
+  local best = 1
+  for k = 2, #live do
+    local a, b = live[k], live[best]
+    if a.eff > b.eff or (a.eff == b.eff and a.seq < b.seq) then best = k end
+  end
+  local bd = live[best]
+  if bd.id == target then return pos end
+  pos = pos + 1
+  bd.r, bd.i = bd.r + 1, bd.i + 2
+  if not load(bd) then table.remove(live, best) end
+end
+return -1
+`)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -163,6 +164,38 @@ func testAging(t *testing.T, h Harness) {
 	}
 	if got := b.claim(t, "m"); got.ID != hi.ID {
 		t.Fatalf("third claim %s, want %s", got.ID, hi.ID)
+	}
+}
+
+// testPositionAging: for random queues with aging, the positions of all
+// queued jobs, read at one instant, are exactly the order in which Claim
+// then takes them (the clock standing still).
+func testPositionAging(t *testing.T, h Harness) {
+	r := rand.New(rand.NewPCG(7, 9))
+	for round := range 6 {
+		b := setup(t, h, func(o *Options) { o.Aging = time.Minute })
+		n := 5 + r.IntN(30)
+		for range n {
+			b.enqueue(t, "m", r.IntN(21)-10)
+			b.clock.Advance(time.Duration(r.IntN(180)) * time.Second)
+		}
+		order := make([]string, n)
+		queued, err := b.q.List(store.ListFilter{Model: "m", State: store.JobStateQueued})
+		if err != nil || len(queued) != n {
+			t.Fatalf("round %d: list: %d jobs, %v", round, len(queued), err)
+		}
+		for _, j := range queued {
+			pos, err := b.q.Position(j.ID)
+			if err != nil || pos < 0 || pos >= n || order[pos] != "" {
+				t.Fatalf("round %d: position of %s: %d, %v (duplicate or out of range)", round, j.ID, pos, err)
+			}
+			order[pos] = j.ID
+		}
+		for k, id := range order {
+			if j := b.claim(t, "m"); j.ID != id {
+				t.Fatalf("round %d: claim %d took %s, positions said %s", round, k, j.ID, id)
+			}
+		}
 	}
 }
 

@@ -102,6 +102,7 @@ func Exercise(t *testing.T, h Harness) {
 		{"EnqueueGet", testEnqueueGet},
 		{"Ordering", testOrdering},
 		{"Aging", testAging},
+		{"PositionFollowsAging", testPositionAging},
 		{"Transitions", testTransitions},
 		{"Retry", testRetry},
 		{"CompleteTwice", testCompleteTwice},
