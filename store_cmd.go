@@ -71,6 +71,15 @@ func storeRecover(path string, stdout, stderr io.Writer) int {
 	if len(rep.ResultsLost) > 0 {
 		fmt.Fprintf(stdout, "%d completed job(s) lost their result and are now failed: %s\n", len(rep.ResultsLost), strings.Join(rep.ResultsLost, " "))
 	}
+	if rep.Batches+rep.Files > 0 {
+		fmt.Fprintf(stdout, "%d batch(es) and %d file record(s) copied\n", rep.Batches, rep.Files)
+	}
+	if rep.Skipped > 0 {
+		fmt.Fprintf(stdout, "%d job record(s) could not be decoded and were left behind\n", rep.Skipped)
+	}
+	for _, p := range rep.Problems {
+		fmt.Fprintln(stdout, "unreadable:", p)
+	}
 	return 0
 }
 

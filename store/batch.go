@@ -109,6 +109,10 @@ type Batch struct {
 	CancelledAt  time.Time `json:"cancelled_at,omitzero"`
 }
 
+// MaxBatchIDLen is the longest batch ID: its jobs' IDs add "-" and a line
+// number of up to 10 digits, and must stay valid job IDs (MaxIDLen).
+const MaxBatchIDLen = MaxIDLen - 11
+
 // BatchJobID is the ID of the job of line k of batch id: deterministic, so
 // a line can never become two jobs.
 func BatchJobID(id string, line int) string { return id + "-" + strconv.Itoa(line) }
@@ -172,8 +176,8 @@ func batchTx(tx *bbolt.Tx, id string) (Batch, error) {
 // CreateBatch records b. Returns ErrInvalid for a bad ID, ErrStateConflict
 // if it exists, ErrClosed or ctx's error.
 func (s *Store) CreateBatch(ctx context.Context, b Batch) error {
-	if !ValidID(b.ID) {
-		return fmt.Errorf("create batch: %w: id %q", ErrInvalid, b.ID)
+	if !ValidID(b.ID) || len(b.ID) > MaxBatchIDLen {
+		return fmt.Errorf("create batch: %w: id %q (at most %d bytes)", ErrInvalid, b.ID, MaxBatchIDLen)
 	}
 	err := s.write(ctx, func(t *txn) (func() error, error) {
 		if _, err := batchTx(t.tx, b.ID); err == nil {

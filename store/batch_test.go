@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -157,5 +158,23 @@ func TestFiles_PutListDelete(t *testing.T) {
 	}
 	if _, err := tb.s.GetFile("nope"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("get unknown: %v", err)
+	}
+}
+
+// A batch ID long enough that its jobs' IDs ("ID-LINE") would pass MaxIDLen
+// is refused at creation: those jobs would be records the store itself
+// cannot read back, and the queue would stick on them.
+func TestBatch_IDLeavesRoomForLineNumbers(t *testing.T) {
+	tb := setup(t)
+	long := Batch{ID: strings.Repeat("b", MaxBatchIDLen+1), Endpoint: "/v1/chat/completions", Status: BatchInProgress}
+	if err := tb.s.CreateBatch(context.Background(), long); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("batch ID of %d bytes: %v, want ErrInvalid", len(long.ID), err)
+	}
+	b := Batch{ID: strings.Repeat("b", MaxBatchIDLen), Endpoint: "/v1/chat/completions", Status: BatchInProgress}
+	if err := tb.s.CreateBatch(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	if !ValidID(BatchJobID(b.ID, 9_999_999_999)) {
+		t.Fatalf("the longest line's job ID %q is not valid", BatchJobID(b.ID, 9_999_999_999))
 	}
 }

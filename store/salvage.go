@@ -105,7 +105,11 @@ type SalvageReport struct {
 	// ResultsLost lists completed jobs whose result could not be read; they
 	// are stored as failed, saying so.
 	ResultsLost []string
-	Skipped     int // records that did not decode
+	Skipped     int // job records that did not decode
+	Batches     int // batch records copied
+	Files       int // file records copied (their contents are files beside the store)
+	// Problems lists what could not be read (at most 100).
+	Problems []string
 }
 
 // Salvage copies every readable job and result of the store file at path
@@ -138,21 +142,26 @@ func Salvage(path string, now time.Time, timeout time.Duration) (SalvageReport, 
 		return rep, fmt.Errorf("salvage %s: scan: %w", path, err)
 	}
 	jobs, results := mergeSalvaged(r, pairs, &rep)
+	rep.Skipped = r.skipped
+	rep.Problems = r.problems[:min(len(r.problems), maxProblems)]
 
 	fresh := path + ".salvage"
 	if err := os.Remove(fresh); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return rep, fmt.Errorf("salvage %s: %w", path, err)
 	}
-	if err := writeSalvaged(fresh, jobs, results, r.learned, &rep); err != nil {
+	if err := writeSalvaged(fresh, jobs, results, r, &rep); err != nil {
 		_ = os.Remove(fresh)
 		return rep, fmt.Errorf("salvage %s: write %s: %w", path, fresh, err)
 	}
-	rep.Damaged = fmt.Sprintf("%s.damaged-%s", path, now.UTC().Format("20060102T150405Z"))
-	if err := os.Rename(path, rep.Damaged); err != nil {
+	rep.Damaged, err = keepDamaged(path, now)
+	if err != nil {
 		return rep, fmt.Errorf("salvage %s: keep the damaged file: %w", path, err)
 	}
+	// One rename replaces the damaged file: at no moment is there no store
+	// at path (a daemon starting then would make an empty one).
 	if err := os.Rename(fresh, path); err != nil {
-		return rep, fmt.Errorf("salvage %s: put the fresh file in place (it is at %s): %w", path, fresh, err)
+		return rep, fmt.Errorf("salvage %s: put the fresh file in place (it is at %s; the damaged one is also at %s): %w",
+			path, fresh, rep.Damaged, err)
 	}
 	if d, err := os.Open(filepath.Dir(path)); err == nil {
 		_ = d.Sync()
@@ -161,20 +170,44 @@ func Salvage(path string, now time.Time, timeout time.Duration) (SalvageReport, 
 	return rep, nil
 }
 
+// keepDamaged links path under a new name, PATH.damaged-TIMESTAMP (with
+// -2, -3, … if that exists: an earlier recovery's backup is never
+// replaced), and returns it. The file stays at path too, until the fresh
+// one replaces it.
+func keepDamaged(path string, now time.Time) (string, error) {
+	base := fmt.Sprintf("%s.damaged-%s", path, now.UTC().Format("20060102T150405Z"))
+	for n := 1; n < 1000; n++ {
+		name := base
+		if n > 1 {
+			name = fmt.Sprintf("%s-%d", base, n)
+		}
+		err := os.Link(path, name)
+		if err == nil {
+			return name, nil
+		}
+		if !errors.Is(err, os.ErrExist) {
+			return "", err
+		}
+	}
+	return "", fmt.Errorf("%s-2 … -999 all exist", base)
+}
+
 // readable is what bbolt could read of a damaged file.
 type readable struct {
 	schema       int
 	jobs         map[string]Job
 	results      map[string][]byte
 	learned      map[string][]byte
-	jobsComplete bool // the walk of the jobs bucket read it to the end
+	side         map[string]*tree // sideBuckets by name
+	skipped      int              // job records that did not decode
+	jobsComplete bool             // the walk of the jobs bucket read it to the end
 	problems     []string
 }
 
 // readReadable reads each bucket under its own guard, so that a damaged page
 // in one loses only the rest of that bucket.
 func readReadable(path string, db *bbolt.DB) readable {
-	r := readable{jobs: map[string]Job{}, results: map[string][]byte{}, learned: map[string][]byte{}}
+	r := readable{jobs: map[string]Job{}, results: map[string][]byte{}, learned: map[string][]byte{}, side: map[string]*tree{}}
 	read := func(what string, fn func(tx *bbolt.Tx) error) bool {
 		err := guard(path, "read "+what, func() error { return db.View(fn) })
 		if err != nil {
@@ -192,12 +225,14 @@ func readReadable(path string, db *bbolt.DB) readable {
 			j, err := decodeJob(k, v)
 			if err != nil {
 				r.problems = append(r.problems, err.Error())
+				r.skipped++
 				return nil
 			}
 			r.jobs[j.ID] = j
 			return nil
 		})
 	})
+	r.readSide(path, db)
 	read("results", func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketResults)
 		if b == nil {
@@ -309,9 +344,9 @@ func mergeSalvaged(r readable, pairs []rawPair, rep *SalvageReport) (map[string]
 	return jobs, results
 }
 
-// writeSalvaged writes jobs, results and learned figures into a new store
-// file, rebuilding the indexes, and checks it.
-func writeSalvaged(path string, jobs map[string]Job, results map[string][]byte, learned map[string][]byte, rep *SalvageReport) error {
+// writeSalvaged writes jobs, results, and r's learned figures and side
+// buckets into a new store file, rebuilding the indexes, and checks it.
+func writeSalvaged(path string, jobs map[string]Job, results map[string][]byte, r readable, rep *SalvageReport) error {
 	s, err := Open(path, Options{})
 	if err != nil {
 		return err
@@ -351,11 +386,18 @@ func writeSalvaged(path string, jobs map[string]Job, results map[string][]byte, 
 			if err := t.jobs.SetSequence(maxSeq); err != nil {
 				return err
 			}
-			for k, v := range learned {
+			for k, v := range r.learned {
 				if err := t.meta.Bucket(bucketLearnedVRAM).Put([]byte(k), v); err != nil {
 					return err
 				}
 			}
+			for name, side := range r.side {
+				if err := writeTree(t.tx, nil, name, side); err != nil {
+					return err
+				}
+			}
+			rep.Batches = r.side[string(bucketBatches)].count()
+			rep.Files = r.side[string(bucketFiles)].count()
 			return nil
 		}, nil
 	})

@@ -539,3 +539,52 @@ func TestCheckFile_Damaged(t *testing.T) {
 		}
 	}
 }
+
+// TestSalvage_KeepsBatchesAndFiles: batch records, their lines and file
+// records come through a recovery with the jobs (they were dropped: the
+// batch then never finished and its files had no record). Two recoveries
+// in one second keep both backups.
+func TestSalvage_KeepsBatchesAndFiles(t *testing.T) {
+	tb := setup(t)
+	ctx := context.Background()
+	f := File{ID: NewSortableID("file-", tb.clock.Now()), Bytes: 42, CreatedAt: tb.clock.Now(), Filename: "in.jsonl", Purpose: "batch"}
+	if err := tb.s.PutFile(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	b := newBatch(t, tb, BatchInProgress)
+	if n, err := tb.s.EnqueueBatchLines(b.ID, 0, batchLines(3, "a"), -10, 2); err != nil || n != 3 {
+		t.Fatalf("enqueue lines: %d %v", n, err)
+	}
+	if err := tb.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var backups []string
+	for range 2 {
+		rep, err := Salvage(tb.path, tb.clock.Now(), time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Batches != 1 || rep.Files != 1 || rep.Jobs[JobStateQueued] != 3 {
+			t.Fatalf("report %+v, want 1 batch, 1 file, 3 queued jobs", rep)
+		}
+		backups = append(backups, rep.Damaged)
+	}
+	if backups[0] == backups[1] {
+		t.Fatalf("two recoveries in one second wrote one backup: %v", backups)
+	}
+	for _, p := range backups {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("backup: %v", err)
+		}
+	}
+	s := openTest(t, tb.path, Options{NoSync: true})
+	if got, err := s.GetFile(f.ID); err != nil || got.Bytes != 42 {
+		t.Fatalf("file after recovery: %+v %v", got, err)
+	}
+	if got, err := s.GetBatch(b.ID); err != nil || got.Enqueued != 3 || got.Status != BatchInProgress {
+		t.Fatalf("batch after recovery: %+v %v", got, err)
+	}
+	if ls, err := s.BatchLines(b.ID, 0, 10); err != nil || len(ls) != 3 || ls[2].CustomID != "req-2" || ls[2].Job.ID != BatchJobID(b.ID, 2) {
+		t.Fatalf("batch lines after recovery: %+v %v", ls, err)
+	}
+}
