@@ -238,15 +238,23 @@ func (s *Server) auth(next echo.HandlerFunc) echo.HandlerFunc {
 		if len(s.cfg.APIKeys) == 0 || publicPath(c.Path()) {
 			return next(c)
 		}
-		// The auth scheme is case-insensitive (RFC 9110 §11.1): "bearer KEY" is fine.
-		scheme, token, ok := strings.Cut(c.Request().Header.Get("Authorization"), " ")
-		bearer := ok && strings.EqualFold(scheme, "Bearer") && s.validKey(strings.TrimSpace(token))
-		// Anthropic's clients send the key as x-api-key; accepted on every route.
-		if xkey := c.Request().Header.Get("X-Api-Key"); !bearer && (xkey == "" || !s.validKey(xkey)) {
+		if !s.hasKey(c.Request()) {
 			return apiErr(http.StatusUnauthorized, CodeUnauthorized, "missing or invalid API key (Authorization: Bearer KEY, or x-api-key: KEY)")
 		}
 		return next(c)
 	}
+}
+
+// hasKey reports whether r carries one of the API keys: as a Bearer token
+// (the scheme is case-insensitive, RFC 9110 §11.1) or, as Anthropic's
+// clients send it, in x-api-key.
+func (s *Server) hasKey(r *http.Request) bool {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if ok && strings.EqualFold(scheme, "Bearer") && s.validKey(strings.TrimSpace(token)) {
+		return true
+	}
+	xkey := r.Header.Get("X-Api-Key")
+	return xkey != "" && s.validKey(xkey)
 }
 
 func (s *Server) validKey(token string) bool {

@@ -14,8 +14,18 @@ import (
 // reports degraded.
 const staleBeat = 5 * time.Second
 
-// health handles GET /health: 200 healthy, 503 degraded.
+// health handles GET /health: 200 healthy, 503 degraded. It needs no key
+// (probes use it); where API keys are set, a request without one gets the
+// status alone, not the models, GPUs, fleet addresses or config errors.
 func (s *Server) health(c echo.Context) error {
+	v, code := s.healthView(c)
+	if len(s.cfg.APIKeys) > 0 && !s.hasKey(c.Request()) {
+		return c.JSON(code, map[string]string{"status": v.Status})
+	}
+	return c.JSON(code, v)
+}
+
+func (s *Server) healthView(c echo.Context) (wire.Health, int) {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
 	now := s.now()
@@ -23,7 +33,7 @@ func (s *Server) health(c echo.Context) error {
 	snap, err := s.sched.Snapshot(ctx)
 	if err != nil {
 		v.Status, v.Reason = "degraded", "scheduler not answering: "+err.Error()
-		return c.JSON(http.StatusServiceUnavailable, v)
+		return v, http.StatusServiceUnavailable
 	}
 	if age := now.Sub(s.sched.LastBeat()); age > staleBeat {
 		v.Status, v.Reason = "degraded", fmt.Sprintf("scheduler loop last ran %s ago", age.Round(time.Second))
@@ -55,7 +65,7 @@ func (s *Server) health(c echo.Context) error {
 	if v.Status != "healthy" {
 		code = http.StatusServiceUnavailable
 	}
-	return c.JSON(code, v)
+	return v, code
 }
 
 // models handles GET /models.

@@ -108,6 +108,7 @@ type daemon struct {
 	url  string
 	logs *syncBuffer
 	done chan struct{}
+	key  string // sent as a Bearer token by do, when set
 }
 
 // startDaemon runs bin with cfgPath on port and waits for /health.
@@ -201,6 +202,9 @@ func (d *daemon) do(method, path string, body any, out any) int {
 	}
 	req, _ := http.NewRequest(method, d.url+path, r)
 	req.Header.Set("Content-Type", "application/json")
+	if d.key != "" {
+		req.Header.Set("Authorization", "Bearer "+d.key)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		d.t.Fatalf("%s %s: %v", method, path, err)

@@ -360,7 +360,9 @@ func TestE2E_FleetProxiesInteractive(t *testing.T) {
 		if err := os.WriteFile(cfg, []byte(keyed), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		nodes = append(nodes, startDaemon(t, bin, cfg, port))
+		d := startDaemon(t, bin, cfg, port)
+		d.key = fleetKey // /health shows the fleet only to a client with a key
+		nodes = append(nodes, d)
 	}
 	// The Batch API needs a bbolt store: a fleet node says so.
 	if code, _, b := keyedCall(t, nodes[0].url+"/v1/batches", "application/json", "Authorization", []byte(`{}`)); code != http.StatusNotImplemented ||

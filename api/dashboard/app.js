@@ -131,7 +131,7 @@ async function api(method, path, body) {
 // shape), or null when the daemon cannot be reached. It needs no key.
 async function fetchHealth() {
   try {
-    const res = await fetch('/health', { cache: 'no-store' });
+    const res = await fetch('/health', { headers: authHeaders(), cache: 'no-store' });
     return await res.json();
   } catch {
     return null;
