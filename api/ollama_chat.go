@@ -1,6 +1,8 @@
 package api
 
 import (
+	"unicode/utf8"
+
 	"github.com/vramcram/vramcram/engine"
 
 	"bytes"
@@ -29,6 +31,9 @@ func (s *Server) ollamaChat(c echo.Context) error {
 		return err
 	}
 	if err := checkOllamaMessages(req.Messages); err != nil {
+		return err
+	}
+	if err := s.checkChars("messages", ollamaChars(req.Messages)); err != nil {
 		return err
 	}
 	body := req.openAIBody(x.name)
@@ -62,6 +67,9 @@ func (s *Server) ollamaGenerate(c echo.Context) error {
 	}
 	if req.Prompt == "" && len(req.Images) == 0 {
 		return s.ollamaLoadOnly(c, x)
+	}
+	if err := s.checkChars("prompt", utf8.RuneCountInString(req.Prompt)+utf8.RuneCountInString(req.System)); err != nil {
+		return err
 	}
 	body := req.openAIBody(x.name)
 	x.path = "/v1/chat/completions"
@@ -107,6 +115,9 @@ func (s *Server) ollamaStart(c echo.Context, req any, cr *ollamaCommon) (ollamaC
 		return x, apiErr(http.StatusBadRequest, CodeWrongModel, fmt.Sprintf("model '%s' is not a language model", cr.Model))
 	}
 	if x.keep, err = parseKeepAlive(cr.KeepAlive); err != nil {
+		return x, err
+	}
+	if err := checkOllamaOptions(cr.Options); err != nil {
 		return x, err
 	}
 	x.name, x.stream, x.raw = cr.Model, cr.stream(), body

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 )
@@ -27,6 +28,9 @@ func (s *Server) ollamaEmbed(c echo.Context) error {
 	}
 	if err := checkTexts("input", req.Input); err != nil {
 		return apiErr(http.StatusBadRequest, CodeInvalid, err.(*Error).Message)
+	}
+	if err := s.checkChars("input", textChars(req.Input)); err != nil {
+		return err
 	}
 	body := map[string]any{"model": x.name, "input": req.Input, "encoding_format": "float"}
 	if req.Dimensions > 0 {
@@ -50,6 +54,9 @@ func (s *Server) ollamaEmbeddings(c echo.Context) error {
 	}
 	if req.Prompt == "" {
 		return apiErr(http.StatusBadRequest, CodeInvalid, "prompt is required")
+	}
+	if err := s.checkChars("prompt", utf8.RuneCountInString(req.Prompt)); err != nil {
+		return err
 	}
 	body := map[string]any{"model": x.name, "input": req.Prompt, "encoding_format": "float"}
 	return s.ollamaEmbedOn(c, x, body, func(vecs [][]float64, _ int, _ time.Duration) any {

@@ -118,6 +118,14 @@ func TestOllama_ModelsAndErrors(t *testing.T) {
 		{"POST", "/api/chat", `{"model":"qwen","keep_alive":"soon"}`, 400, "keep_alive"},
 		{"POST", "/api/pull", `{"model":"llama3"}`, 403, "managed in VramCram's config"},
 		{"DELETE", "/api/delete", `{"model":"qwen"}`, 403, "managed in VramCram's config"},
+		// The limits of the other doors: server.max_prompt_chars (1000 here)
+		// and the sampling ranges.
+		{"POST", "/api/chat", `{"model":"qwen","messages":[{"role":"user","content":"` + strings.Repeat("x", 1001) + `"}]}`, 400, "max_prompt_chars"},
+		{"POST", "/api/generate", `{"model":"qwen","prompt":"` + strings.Repeat("é", 600) + `","system":"` + strings.Repeat("s", 401) + `"}`, 400, "max_prompt_chars"},
+		{"POST", "/api/embeddings", `{"model":"qwen","prompt":"` + strings.Repeat("x", 1001) + `"}`, 400, "max_prompt_chars"},
+		{"POST", "/api/embed", `{"model":"qwen","input":["` + strings.Repeat("x", 600) + `","` + strings.Repeat("x", 401) + `"]}`, 400, "max_prompt_chars"},
+		{"POST", "/api/chat", `{"model":"qwen","messages":[{"role":"user","content":"hi"}],"options":{"temperature":7}}`, 400, "options.temperature"},
+		{"POST", "/api/generate", `{"model":"qwen","prompt":"hi","options":{"top_p":"high"}}`, 400, "options.top_p"},
 	} {
 		rec := ob.do(t, tt.method, tt.path, tt.body)
 		var e map[string]any

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Translation of Ollama's request shapes onto llama-server's OpenAI routes.
@@ -159,6 +160,44 @@ func checkOllamaMessages(msgs []ollamaMessage) error {
 		if m.Role == "" {
 			return apiErr(http.StatusBadRequest, CodeInvalid, fmt.Sprintf("messages[%d].role is required", i))
 		}
+	}
+	return nil
+}
+
+// checkOllamaOptions applies the OpenAI door's sampling ranges to the
+// options that map onto them.
+func checkOllamaOptions(opts map[string]any) error {
+	for _, f := range []struct {
+		name     string
+		min, max float64
+	}{{"temperature", 0, 2}, {"top_p", 0, 1}} {
+		v, ok := opts[f.name]
+		if !ok || v == nil {
+			continue
+		}
+		if n, isNum := v.(float64); !isNum || n < f.min || n > f.max {
+			return apiErr(http.StatusBadRequest, CodeInvalid, fmt.Sprintf("options.%s: must be a number between %g and %g", f.name, f.min, f.max))
+		}
+	}
+	return nil
+}
+
+// ollamaChars counts the characters of a chat's messages (their text; images
+// are not characters).
+func ollamaChars(msgs []ollamaMessage) int {
+	n := 0
+	for _, m := range msgs {
+		n += utf8.RuneCountInString(m.Content)
+	}
+	return n
+}
+
+// checkChars applies server.max_prompt_chars, as the other doors do, to n
+// characters of field.
+func (s *Server) checkChars(field string, n int) error {
+	if n > s.cfg.MaxPromptChars {
+		return apiErr(http.StatusBadRequest, CodeInvalid,
+			fmt.Sprintf("%s: %d characters exceeds the limit of %d (server.max_prompt_chars)", field, n, s.cfg.MaxPromptChars))
 	}
 	return nil
 }
