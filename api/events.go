@@ -31,11 +31,9 @@ const (
 // reconnect, with Last-Event-ID) or one write stalls for
 // eventWriteTimeout. At most MaxEventClients streams are open at once.
 func (s *Server) events(c echo.Context) error {
-	if n := s.eventClients.Add(1); n > int64(s.cfg.MaxEventClients) {
-		s.eventClients.Add(-1)
+	if err := s.takeEventClient(); err != nil {
 		c.Response().Header().Set("Retry-After", "5")
-		return apiErr(http.StatusTooManyRequests, CodeTooManyClients,
-			"too many event streams open ("+strconv.Itoa(s.cfg.MaxEventClients)+", server.max_event_clients); retry later")
+		return err
 	}
 	defer s.eventClients.Add(-1)
 	sub, replay, err := s.subscribeEvents(c) // events_ring.go
@@ -101,4 +99,35 @@ func (e *eventWriter) send(msg string) bool {
 		return false
 	}
 	return e.rc.Flush() == nil
+}
+
+// takeEventClient counts one more subscriber of every event (/events, and
+// a WebSocket's subscribe): a 429 error when MaxEventClients are open. The
+// caller gives it back with s.eventClients.Add(-1).
+func (s *Server) takeEventClient() error {
+	if n := s.eventClients.Add(1); n > int64(s.cfg.MaxEventClients) {
+		s.eventClients.Add(-1)
+		return apiErr(http.StatusTooManyRequests, CodeTooManyClients,
+			"too many event streams open ("+strconv.Itoa(s.cfg.MaxEventClients)+", server.max_event_clients); retry later")
+	}
+	return nil
+}
+
+// jobStreamsPerEventClient sizes the server-wide bound on job streams
+// (GET /jobs/{id}/stream and WebSocket streams): each holds a bus
+// subscription of streamBuffer events, and every event is offered to every
+// subscription.
+const jobStreamsPerEventClient = 4
+
+// takeJobStream counts one more job stream: a 429 error when
+// jobStreamsPerEventClient × MaxEventClients are open. The caller gives it
+// back with s.jobStreams.Add(-1).
+func (s *Server) takeJobStream() error {
+	limit := int64(jobStreamsPerEventClient * s.cfg.MaxEventClients)
+	if n := s.jobStreams.Add(1); n > limit {
+		s.jobStreams.Add(-1)
+		return apiErr(http.StatusTooManyRequests, CodeTooManyClients, fmt.Sprintf(
+			"too many job streams open (%d: %d × server.max_event_clients); retry later, or poll GET /jobs/{id}", limit, jobStreamsPerEventClient))
+	}
+	return nil
 }

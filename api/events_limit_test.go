@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -118,5 +119,67 @@ func TestEvents_MaxClients(t *testing.T) {
 			t.Fatal(errors.New("no place freed by a closed stream"))
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Job streams (SSE and WebSocket) are bounded server-wide at
+// 4 × MaxEventClients, each holding a bus subscription; a WebSocket's
+// event subscription counts as an event client. Past the bounds: 429 JSON
+// with Retry-After (SSE), an error message (WebSocket); a stream that ends
+// frees its place.
+func TestStreams_ServerWideBound(t *testing.T) {
+	t.Parallel()
+	b := setupWith(t, setupOpts{config: func(c *api.Config) { c.MaxEventClients = 1 }})
+	addr := serveLimited(t, b, 64, 0)
+	job := b.enqueue(t, "llama") // stays queued: its streams stay open
+	open := func() *http.Response {
+		t.Helper()
+		resp, err := http.Get("http://" + addr + "/jobs/" + job.ID + "/stream")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	var streams []*http.Response
+	for range 3 {
+		if r := open(); r.StatusCode != 200 {
+			t.Fatalf("stream: %d", r.StatusCode)
+		} else {
+			streams = append(streams, r)
+		}
+	}
+	ws := dialWS(t, &httptest.Server{URL: "http://" + addr})
+	ws.send(map[string]any{"type": "stream", "id": "s1", "job_id": job.ID}) // the 4th: allowed
+	ws.send(map[string]any{"type": "stream", "id": "s2", "job_id": job.ID}) // the 5th: refused
+	for {
+		m := ws.next()
+		if m.ID == "s2" {
+			if m.Type != "error" || !strings.Contains(m.Message, "too many job streams") {
+				t.Fatalf("5th stream over the WebSocket: %+v", m)
+			}
+			break
+		}
+	}
+	r := open()
+	body, _ := io.ReadAll(r.Body)
+	if r.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(body), `"too_many_clients"`) || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("5th stream over SSE: %d %s", r.StatusCode, body)
+	}
+	// The one event client allowed, then none.
+	ws.send(map[string]any{"type": "subscribe", "id": "e1"})
+	other := dialWS(t, &httptest.Server{URL: "http://" + addr})
+	other.send(map[string]any{"type": "subscribe", "id": "e2"})
+	if m := other.next(); m.Type != "error" || !strings.Contains(m.Message, "server.max_event_clients") {
+		t.Fatalf("second event subscription: %+v", m)
+	}
+	streams[0].Body.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if r := open(); r.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no place freed by a closed stream")
+		}
 	}
 }

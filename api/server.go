@@ -147,7 +147,8 @@ type Server struct {
 
 	hosts             *hostGuard    // nil: every Host is answered
 	bodies            *byteBudget   // body bytes held by requests in flight
-	eventClients      atomic.Int64  // /events streams open
+	eventClients      atomic.Int64  // /events streams and WebSocket event subscriptions open
+	jobStreams        atomic.Int64  // job streams open (SSE and WebSocket)
 	eventWriteTimeout time.Duration // one event's write to a client
 }
 

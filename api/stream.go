@@ -50,14 +50,22 @@ var (
 	streamKeepAlive = 15 * time.Second // SSE comment line on an idle stream
 )
 
-// streamBuffer is the bus buffer of one stream: enough for bursts of tokens.
-const streamBuffer = 1024
+// streamBuffer is the bus buffer of one stream: enough for bursts of
+// tokens (a stream that falls further behind fills the gap from the
+// store, see follow), small enough that the server-wide bound on streams
+// bounds their memory (about 70 KiB each).
+const streamBuffer = 256
 
 // streamJob handles GET /jobs/{id}/stream: server-sent events with the
 // text of an LLM job as it is generated (a client that attaches late first
 // gets the text so far in one token event), then a done event with the
 // final status. For a job already final, the whole text and done.
 func (s *Server) streamJob(c echo.Context) error {
+	if err := s.takeJobStream(); err != nil {
+		c.Response().Header().Set("Retry-After", "5")
+		return err
+	}
+	defer s.jobStreams.Add(-1)
 	sub := s.sched.Bus().Subscribe(streamBuffer) // before reading the job: no event falls in between
 	defer sub.Close()
 	j, err := s.loadJob(c)

@@ -169,18 +169,27 @@ func (ss *wsSession) stream(id, jobID string) {
 		ss.fail(id, apiErr(http.StatusTooManyRequests, CodeInvalid, "job_id: too many job streams on this connection"))
 		return
 	}
+	if err := ss.s.takeJobStream(); err != nil {
+		<-ss.streams
+		ss.fail(id, err)
+		return
+	}
+	release := func() {
+		ss.s.jobStreams.Add(-1)
+		<-ss.streams
+	}
 	sub := ss.s.sched.Bus().Subscribe(streamBuffer) // before reading the job
 	j, err := ss.s.jobByID(jobID)
 	if err != nil {
 		sub.Close()
-		<-ss.streams
+		release()
 		ss.fail(id, err)
 		return
 	}
 	ss.wg.Add(1)
 	go func() {
 		defer ss.wg.Done()
-		defer func() { <-ss.streams }()
+		defer release()
 		defer sub.Close()
 		_ = ss.s.follow(ss.ctx, sub, j, func(m streamMsg) error { return ss.send(m) }, nil)
 	}()
@@ -193,6 +202,10 @@ func (ss *wsSession) subscribe(id string) {
 		_ = ss.send(wsReply{Type: "subscribed", ID: id})
 		return
 	}
+	if err := ss.s.takeEventClient(); err != nil {
+		ss.fail(id, err)
+		return
+	}
 	ctx, cancel := context.WithCancel(ss.ctx)
 	ss.events = cancel
 	sub := ss.s.sched.Bus().Subscribe(256)
@@ -200,6 +213,7 @@ func (ss *wsSession) subscribe(id string) {
 	ss.wg.Add(1)
 	go func() {
 		defer ss.wg.Done()
+		defer ss.s.eventClients.Add(-1)
 		defer sub.Close()
 		for {
 			select {
