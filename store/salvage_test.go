@@ -396,22 +396,31 @@ func TestCheckFile_Sound(t *testing.T) {
 	}
 }
 
-// TestStore_DamageWhileOpen: pages damaged under a running daemon (the file
-// is mapped, so the damage shows at once) make the retention cleanup and the
-// reads return ErrCorrupt naming the file instead of panicking.
-func TestStore_DamageWhileOpen(t *testing.T) {
+// openDamageFixture opens a fresh damage fixture as a daemon would and
+// returns it with its page size and the jobs bucket's root page, read after
+// Open (whose recovery rewrites pages). The store closes with the test.
+func openDamageFixture(t *testing.T) (*damageFixture, *Store, int, uint64) {
+	t.Helper()
 	f := newDamageFixture(t, 120)
 	ps := pageSizeOf(t, f.path)
 	s, err := Open(f.path, Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	var root uint64 // Open's recovery rewrote pages: read the root now
+	t.Cleanup(func() { s.Close() })
+	var root uint64
 	_ = s.db.View(func(tx *bbolt.Tx) error {
 		root = uint64(tx.Bucket(bucketJobs).Root())
 		return nil
 	})
+	return f, s, ps, root
+}
+
+// TestStore_DamageWhileOpen: pages damaged under a running daemon (the file
+// is mapped, so the damage shows at once) make the retention cleanup and the
+// reads return ErrCorrupt naming the file instead of panicking.
+func TestStore_DamageWhileOpen(t *testing.T) {
+	f, s, ps, root := openDamageFixture(t)
 	overwritePage(t, f.path, root, ps, func(b []byte) {
 		for i := range b {
 			b[i] = 0xff
@@ -456,18 +465,7 @@ func TestStore_DamagedWhileOpen_Writes(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			f := newDamageFixture(t, 120)
-			ps := pageSizeOf(t, f.path)
-			s, err := Open(f.path, Options{NoSync: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			var root uint64
-			_ = s.db.View(func(tx *bbolt.Tx) error {
-				root = uint64(tx.Bucket(bucketJobs).Root())
-				return nil
-			})
+			f, s, ps, root := openDamageFixture(t)
 			overwritePage(t, f.path, root, ps, fill(root))
 			for i := range 2 { // the second write finds the committer alive
 				j := Job{ID: fmt.Sprintf("after-damage-%d", i), Model: "alpha", Type: "llm", Prompt: "p"}
