@@ -35,11 +35,13 @@ func OpenRecords(dir string) (*Records, error) {
 	return &Records{dir: dir}, nil
 }
 
-// Track writes a record for pid and removes it once done is closed.
+// Track writes a record for pid and removes it once done is closed. The
+// file is named by pid and start time, so that a late removal can never hit
+// the record of a newer engine that got the same pid.
 func (r *Records) Track(model string, pid int, done <-chan struct{}) {
 	st, _ := procStartTime(pid)
 	b, _ := json.Marshal(record{PID: pid, Model: model, StartTime: st})
-	path := filepath.Join(r.dir, strconv.Itoa(pid)+".json")
+	path := filepath.Join(r.dir, strconv.Itoa(pid)+"-"+strconv.FormatUint(st, 10)+".json")
 	if err := os.WriteFile(path, b, 0o640); err != nil {
 		return
 	}
@@ -56,8 +58,9 @@ type Orphan struct {
 }
 
 // ReapOrphans kills the process group of every recorded engine that still
-// runs (same PID and same start time) and removes all records. It waits up to
-// wait for them to be gone.
+// runs (same PID and same start time), or whose leader is gone while
+// members of its group live on (children holding GPU memory), and removes
+// all records. It waits up to wait for them to be gone.
 func (r *Records) ReapOrphans(wait time.Duration) ([]Orphan, error) {
 	entries, err := os.ReadDir(r.dir)
 	if err != nil {
@@ -76,19 +79,67 @@ func (r *Records) ReapOrphans(wait time.Duration) ([]Orphan, error) {
 			continue
 		}
 		var rec record
-		if json.Unmarshal(b, &rec) == nil && rec.PID > 1 {
-			if st, err := procStartTime(rec.PID); err == nil && st == rec.StartTime {
-				_ = syscall.Kill(-rec.PID, syscall.SIGKILL)
-				_ = syscall.Kill(rec.PID, syscall.SIGKILL)
-				waitGone(rec.PID, rec.StartTime, wait)
-				reaped = append(reaped, Orphan{PID: rec.PID, Model: rec.Model})
-			}
+		if json.Unmarshal(b, &rec) == nil && rec.PID > 1 && reapGroup(rec, wait) {
+			reaped = append(reaped, Orphan{PID: rec.PID, Model: rec.Model})
 		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}
 	return reaped, errors.Join(errs...)
+}
+
+// reapGroup kills rec's process group if its leader still runs, or if the
+// leader is gone (no process has its pid) while processes of its group,
+// started no earlier than it, still run: while any process is in a group,
+// Linux gives the group's id to no new process, so those are the engine's.
+// A pid now held by another process (a different start time) is left
+// alone. Reports whether it killed anything.
+func reapGroup(rec record, wait time.Duration) bool {
+	st, err := procStartTime(rec.PID)
+	switch {
+	case err == nil && st == rec.StartTime:
+		_ = syscall.Kill(-rec.PID, syscall.SIGKILL)
+		_ = syscall.Kill(rec.PID, syscall.SIGKILL)
+		waitGone(rec.PID, rec.StartTime, wait)
+		return true
+	case err == nil: // the pid belongs to another process now
+		return false
+	}
+	members := groupMembers(rec.PID, rec.StartTime)
+	if len(members) == 0 {
+		return false
+	}
+	_ = syscall.Kill(-rec.PID, syscall.SIGKILL)
+	for pid, start := range members {
+		waitGone(pid, start, wait)
+	}
+	return true
+}
+
+// groupMembers lists the processes (pid → start time) of process group
+// pgid that started at or after start, from /proc.
+func groupMembers(pgid int, start uint64) map[int]uint64 {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	out := map[int]uint64{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		f, err := procStat(pid)
+		// f[0] is field 3 (state), f[2] field 5 (pgrp), f[19] field 22 (start time).
+		if err != nil || len(f) < 20 || f[0] == "Z" || f[2] != strconv.Itoa(pgid) {
+			continue
+		}
+		if st, err := strconv.ParseUint(f[19], 10, 64); err == nil && st >= start {
+			out[pid] = st
+		}
+	}
+	return out
 }
 
 func waitGone(pid int, start uint64, wait time.Duration) {
