@@ -150,7 +150,7 @@ func (s *Scheduler) split(devs []int, need int) []Placement {
 
 // options lists where m could run with need MiB now: its configured
 // devices (several for a split) unless one is lost, else each usable device
-// alone. A split model of unknown size takes each of its devices whole.
+// alone. A model of unknown size takes each of its devices whole.
 func (s *Scheduler) options(m *modelState, need int) [][]Placement {
 	if len(m.GPUs) > 0 {
 		for _, d := range m.GPUs {
@@ -163,17 +163,18 @@ func (s *Scheduler) options(m *modelState, need int) [][]Placement {
 	var out [][]Placement
 	for d, dv := range s.st.devs {
 		if dv.lost == "" {
-			out = append(out, s.split([]int{d}, need))
+			out = append(out, s.placeOn(m, []int{d}, need))
 		}
 	}
 	return out
 }
 
-// placeOn is m's placement on devs: need split evenly, or for a split model
-// of unknown size each device whole.
+// placeOn is m's placement on devs: need split evenly, or for a model of
+// unknown size each device whole (its own capacity, which on a smaller
+// GPU is less than need, the largest one's).
 func (s *Scheduler) placeOn(m *modelState, devs []int, need int) []Placement {
 	place := s.split(devs, need)
-	if len(devs) > 1 && s.unknownSize(m) {
+	if s.unknownSize(m) {
 		for k := range place {
 			place[k].MB = s.capacityOn(place[k].Device)
 		}
@@ -191,7 +192,7 @@ func (s *Scheduler) fitsAlone(m *modelState, need int) bool {
 		opts = [][]Placement{s.placeOn(m, m.GPUs, need)}
 	} else {
 		for d := range s.st.devs {
-			opts = append(opts, s.split([]int{d}, need))
+			opts = append(opts, s.placeOn(m, []int{d}, need))
 		}
 	}
 	for _, opt := range opts {

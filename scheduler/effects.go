@@ -43,8 +43,9 @@ func (fx liveEffects) load(ctx context.Context, i *instance, pids []int) {
 	for k, p := range i.place {
 		meters[k] = s.st.devs[p.Device].Meter
 	}
+	timeout, poll := s.cfg.ReleaseTimeout, s.cfg.ReleasePoll // read here, in the loop
 	s.effects.Go(func() {
-		s.waitReleased(ctx, m.Name, pids, m.Placement, meters)
+		s.waitReleased(ctx, m.Name, pids, m.Placement, meters, timeout, poll)
 		eng, err := s.launcher.Launch(ctx, m.spec())
 		if err != nil {
 			s.emit(loadDone{inst: i, err: err})

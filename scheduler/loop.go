@@ -53,6 +53,9 @@ func (s *Scheduler) run(ctx context.Context) {
 	defer close(s.done)
 	s.persist.start()
 	defer s.persist.stop() // before done closes: Stop waits for the last try
+	// First of all (defers run last to first): from here on nothing waits
+	// for the loop, so the persister's last try cannot block in Notify.
+	defer close(s.exiting)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	st := s.st
@@ -128,6 +131,8 @@ func (s *Scheduler) handleReq(r any) {
 		run := st.runs[r.id]
 		if run != nil {
 			run.cancel(errCancelled)
+		} else {
+			s.noteEarlyCancel(r.id)
 		}
 		r.reply <- run != nil
 	case snapshotReq:
@@ -185,6 +190,7 @@ func (s *Scheduler) handleEvent(ev any) {
 		st.runs[ev.run.id] = ev.run
 		ev.run.inst.claiming--
 		s.bus.Publish(Event{Type: EvJobStarted, Model: ev.run.model, JobID: ev.run.id})
+		s.cancelIfDue(ev.run)
 	case slotDone:
 		i := ev.inst
 		i.inflight--
@@ -204,6 +210,10 @@ func (s *Scheduler) handleEvent(ev any) {
 		delete(st.runs, ev.run.id)
 		if ev.outcome == store.JobStateQueued {
 			i.model.queued++
+			if i.model.removed { // requeued after the removal failed the queue: fail it too
+				i.model.failing = true
+				s.fx.failQueued(i.model.Name, "model "+i.model.Name+" was removed from the config")
+			}
 		}
 		if ev.outcome == store.JobStateCompleted && !ev.run.started.IsZero() {
 			i.model.avgRun = ewma(i.model.avgRun, now.Sub(ev.run.started).Seconds())

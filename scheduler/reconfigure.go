@@ -157,6 +157,9 @@ func (s *Scheduler) applySettings(c Config) {
 	if c.ReleaseTimeout > 0 {
 		s.cfg.ReleaseTimeout = c.ReleaseTimeout
 	}
+	if c.ReleasePoll > 0 {
+		s.cfg.ReleasePoll = c.ReleasePoll
+	}
 }
 
 // removeModel takes m out of service: waiting requests and queued jobs

@@ -33,11 +33,14 @@ func (s *Scheduler) recentExits() []int {
 //
 // Each device of the placement is checked with its own meter (meters[k]
 // reads place[k]'s device; nil: a static meter, nothing to wait for).
-func (s *Scheduler) waitReleased(ctx context.Context, model string, pids []int, place []Placement, meters []Meter) {
+//
+// timeout and poll are the loop's ReleaseTimeout and ReleasePoll, copied
+// when the load was decided (a reload may change them meanwhile).
+func (s *Scheduler) waitReleased(ctx context.Context, model string, pids []int, place []Placement, meters []Meter, timeout, poll time.Duration) {
 	if len(pids) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReleaseTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := s.now()
 	for d, meter := range meters {
@@ -49,7 +52,7 @@ func (s *Scheduler) waitReleased(ctx context.Context, model string, pids []int, 
 			if k == len(pids)-1 {
 				want = place[d].MB // free memory matters once every victim is gone
 			}
-			err := vram.WaitReleased(ctx, meter, pid, want, s.cfg.ReleasePoll)
+			err := vram.WaitReleased(ctx, meter, pid, want, poll)
 			if errors.Is(err, vram.ErrReleaseTimeout) {
 				s.log.Warn("VRAM not released in time; loading under the ledger", "model", model, "pid", pid, "device", place[d].ID, "err", err)
 				s.bus.Publish(Event{Type: EvReleaseTimeout, Model: model, Device: place[d].ID, Error: err.Error()})

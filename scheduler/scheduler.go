@@ -143,6 +143,9 @@ type Scheduler struct {
 	reqCh chan any
 	evCh  chan any
 	done  chan struct{} // closed when the loop has returned
+	// exiting closes when the loop has stopped taking requests, before it
+	// waits for the persister's last try.
+	exiting chan struct{}
 	// effects counts the goroutines of liveEffects; Stop waits for them
 	// after the loop (effects.go).
 	effects sync.WaitGroup
@@ -215,6 +218,7 @@ func New(cfg Config, st JobStore, l Launcher, m Meter, log *slog.Logger) (*Sched
 		reqCh:    make(chan any),
 		evCh:     make(chan any, 256),
 		done:     make(chan struct{}),
+		exiting:  make(chan struct{}),
 	}
 	s.st = newState(cfg)
 	s.fx = liveEffects{s}
@@ -325,7 +329,7 @@ func (s *Scheduler) Admit(ctx context.Context, model string) error {
 func (s *Scheduler) Notify(model string) {
 	select {
 	case s.reqCh <- queuedReq{model: model}:
-	case <-s.done:
+	case <-s.exiting:
 	}
 }
 

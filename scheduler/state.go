@@ -137,9 +137,13 @@ type exitedEngine struct {
 
 // state is everything the loop owns.
 type state struct {
-	models     map[string]*modelState
-	order      []string // config order, for stable output
-	runs       map[string]*jobRun
+	models map[string]*modelState
+	order  []string // config order, for stable output
+	runs   map[string]*jobRun
+	// early holds cancels of jobs not yet in runs (claimed, their
+	// jobStarted still on the way), by job ID with when they came, so
+	// that jobStarted can apply them (pending.go).
+	early      map[string]time.Time
 	leases     map[string]*Lease
 	waiterSeq  uint64
 	leaseSeq   uint64
@@ -157,7 +161,7 @@ type state struct {
 }
 
 func newState(cfg Config) *state {
-	st := &state{models: map[string]*modelState{}, runs: map[string]*jobRun{}, leases: map[string]*Lease{}}
+	st := &state{models: map[string]*modelState{}, runs: map[string]*jobRun{}, early: map[string]time.Time{}, leases: map[string]*Lease{}}
 	for _, m := range cfg.Models {
 		if m.Slots <= 0 {
 			m.Slots = 1
