@@ -100,7 +100,7 @@ func Complete(ctx context.Context, p *runner.Process, req CompletionRequest, onT
 	err = p.Post(ctx, "/completion", body, func(resp *http.Response) error {
 		if onToken == nil {
 			var c completionChunk
-			if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+			if err := json.NewDecoder(io.LimitReader(resp.Body, maxEventLine)).Decode(&c); err != nil {
 				return fmt.Errorf("decode answer: %w", err)
 			}
 			res.Text = c.Content
@@ -154,7 +154,7 @@ func (r *CompletionResult) apply(c *completionChunk) {
 func readSSE(r io.Reader, fn func(data []byte) (done bool, err error)) error {
 	br := bufio.NewReaderSize(r, 32*1024)
 	for {
-		line, err := br.ReadBytes('\n')
+		line, err := readLine(br, maxEventLine)
 		if err != nil && err != io.EOF {
 			return err
 		}
@@ -171,6 +171,27 @@ func readSSE(r io.Reader, fn func(data []byte) (done bool, err error)) error {
 		}
 		if err == io.EOF {
 			return io.ErrUnexpectedEOF
+		}
+	}
+}
+
+// maxEventLine bounds one line of an engine's event stream: a chunk is a
+// few hundred bytes (a final one with timings and probabilities a few
+// KiB); a line past this is a broken or hostile engine, not an answer.
+const maxEventLine = 16 << 20
+
+// readLine reads one line of br, its newline included, failing once it
+// passes limit bytes instead of buffering it all.
+func readLine(br *bufio.Reader, limit int) ([]byte, error) {
+	var line []byte
+	for {
+		part, err := br.ReadSlice('\n')
+		if len(line)+len(part) > limit {
+			return nil, fmt.Errorf("engine event line longer than %d bytes", limit)
+		}
+		line = append(line, part...)
+		if err != bufio.ErrBufferFull {
+			return line, err
 		}
 	}
 }

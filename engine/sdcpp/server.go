@@ -109,6 +109,9 @@ type imagesAnswer struct {
 	Message string `json:"message"`
 }
 
+// maxErrorMessage caps the text of an error answer kept in a job's error.
+const maxErrorMessage = 64 << 10
+
 // MaxExtraArgsBytes caps the text VramCram puts inside sd-server's
 // <sd_cpp_extra_args> tag. sd-server extracts it with a std::regex whose
 // recursion overflows the stack at about 50 KB and kills the server; the
@@ -211,7 +214,7 @@ func decodeImages(resp *http.Response) ([][]byte, error) {
 	}
 	jerr := json.Unmarshal(raw, &a)
 	if resp.StatusCode != http.StatusOK {
-		e := &runner.HTTPError{StatusCode: resp.StatusCode, Message: strings.TrimSpace(string(raw))}
+		e := &runner.HTTPError{StatusCode: resp.StatusCode, Message: strings.TrimSpace(string(raw[:min(len(raw), maxErrorMessage)]))}
 		if jerr == nil && a.Error != "" {
 			e.Message = a.Error
 			if a.Message != "" {
