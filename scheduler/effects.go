@@ -116,8 +116,14 @@ func (s *Scheduler) runSlot(ctx context.Context, i *instance) {
 	s.persist.claimOK()
 	if engineGone(i) {
 		// The engine died between dispatch and claim: the job never ran, so
-		// it goes back without counting an attempt.
-		s.emit(slotDone{inst: i, err: s.store.Release(job.ID)})
+		// it goes back without counting an attempt. A release the store
+		// refuses is held and retried (the persister tells the loop once
+		// the job is queued again), not left running until a restart.
+		err := s.store.Release(job.ID)
+		if err != nil && s.persist.hold(pendingWrite{kind: writeRelease, id: job.ID, model: job.Model}, err) {
+			err = nil
+		}
+		s.emit(slotDone{inst: i, err: err})
 		return
 	}
 	jctx, cancel := context.WithCancelCause(ctx)

@@ -358,8 +358,8 @@ func (s *Scheduler) finish(ctx context.Context, i *instance, job store.Job, resu
 		log.Info("job cancelled while running")
 		return store.JobStateCancelled, nil
 	case errors.Is(cause, errShutdown):
-		if err := s.store.Release(job.ID); err != nil {
-			log.Error("release job", "err", err)
+		if err := s.store.Release(job.ID); err != nil && !s.persist.hold(pendingWrite{kind: writeRelease, id: job.ID, model: job.Model}, err) {
+			log.Error("release job", "err", err) // still running in the store: the next start requeues it
 		}
 		return store.JobStateQueued, errShutdown
 	}

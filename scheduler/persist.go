@@ -50,6 +50,9 @@ const (
 	writeComplete writeKind = "complete"
 	writeFail     writeKind = "fail"
 	writeRequeue  writeKind = "requeue"
+	// writeRelease puts a job that never ran back in its queue, its attempt
+	// not counted.
+	writeRelease writeKind = "release"
 )
 
 // pendingWrite is one job outcome the store has not taken yet.
@@ -217,6 +220,8 @@ func (p *persister) apply(w pendingWrite) (store.JobState, error) {
 		return store.JobStateFailed, st.Fail(w.id, w.reason)
 	case writeRequeue:
 		return st.Requeue(w.id, w.reason)
+	case writeRelease:
+		return store.JobStateQueued, st.Release(w.id)
 	}
 	return "", fmt.Errorf("held write of job %s: unknown op %q", w.id, w.kind)
 }
