@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -84,18 +85,24 @@ const (
 // Config describes one engine child. Binary and ArgsFunc are required; zero
 // values of the other fields take the defaults noted.
 type Config struct {
-	Name              string                  // model name, for logs and errors
-	Binary            string                  // path, or a name looked up in PATH
-	ArgsFunc          func(port int) []string // argv after the binary, given the chosen port
-	Env               []string                // extra KEY=VALUE appended to os.Environ()
-	ReadyPath         string                  // default "/health"; 200 = ready (503 while loading)
-	ReadyTimeout      time.Duration           // default 60s, counted from Start
-	HeartbeatInterval time.Duration           // default 10s
-	HeartbeatTimeout  time.Duration           // default 30s; no successful heartbeat for this long → SIGKILL group, Err = ErrHeartbeatLost
-	StopGrace         time.Duration           // default 10s; SIGTERM → grace → SIGKILL
-	LogLines          int                     // ring of last output lines (stdout+stderr merged), default 200
-	Logger            *slog.Logger            // default: discard
-	HTTPClient        *http.Client            // default: a keep-alive transport owned by the Process
+	Name      string                  // model name, for logs and errors
+	Binary    string                  // path, or a name looked up in PATH
+	ArgsFunc  func(port int) []string // argv after the binary, given the chosen port
+	Env       []string                // extra KEY=VALUE appended to os.Environ()
+	ReadyPath string                  // default "/health"; 200 = ready (503 while loading)
+	// OwnListener: the binary itself listens on the port (no wrapper that
+	// hands the port to a container runtime), so readiness also requires
+	// the port's listener to belong to the engine's process group. Set it
+	// for engines that bind late (sd-server loads its model first), whose
+	// port another program could take meanwhile.
+	OwnListener       bool
+	ReadyTimeout      time.Duration // default 60s, counted from Start
+	HeartbeatInterval time.Duration // default 10s
+	HeartbeatTimeout  time.Duration // default 30s; no successful heartbeat for this long → SIGKILL group, Err = ErrHeartbeatLost
+	StopGrace         time.Duration // default 10s; SIGTERM → grace → SIGKILL
+	LogLines          int           // ring of last output lines (stdout+stderr merged), default 200
+	Logger            *slog.Logger  // default: discard
+	HTTPClient        *http.Client  // default: a keep-alive transport owned by the Process
 	// SpawnedFunc, if set, is called for every child spawned: once from
 	// Start, again for each respawn after a taken port (so PID changes).
 	// exited is closed once that child has been reaped. Use it for pid
@@ -224,6 +231,8 @@ type Process struct {
 	killCh   chan struct{} // closed to cut the stop grace short
 	killOnce sync.Once
 	wg       sync.WaitGroup // helpers: output readers, stopper, heartbeat
+	// foreignSeen: a foreign listener on the port was logged (ownsPort).
+	foreignSeen atomic.Bool
 
 	mu       sync.Mutex
 	state    State // written under mu
@@ -558,7 +567,7 @@ func (p *Process) WaitReady(ctx context.Context) error {
 			<-p.doneCh
 			return p.Err()
 		}
-		if p.probe(ctx, min(time.Second, time.Until(deadline))) {
+		if p.probe(ctx, min(time.Second, time.Until(deadline))) && p.ownsPort() {
 			if p.markReady() {
 				return nil
 			}
@@ -597,6 +606,23 @@ func (p *Process) markReady() bool {
 	p.wg.Add(1)
 	go p.heartbeat()
 	return true
+}
+
+// ownsPort reports whether the listener that answered on the engine's port
+// is the engine's (listenerOwner), where Config.OwnListener asks; it logs
+// once a listener that is not.
+func (p *Process) ownsPort() bool {
+	if !p.cfg.OwnListener {
+		return true
+	}
+	p.mu.Lock()
+	c := p.child
+	p.mu.Unlock()
+	ours, known := listenerOwner(c.port, c.pid)
+	if known && !ours && p.foreignSeen.CompareAndSwap(false, true) {
+		p.log.Warn("another program answers on the engine's port; waiting for the engine's own listener", "port", c.port)
+	}
+	return ours || !known
 }
 
 // probe GETs ReadyPath once and reports whether it answered 200. The request

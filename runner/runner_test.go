@@ -623,3 +623,28 @@ func TestReadTermLines(t *testing.T) {
 		t.Fatalf("long line: %d lines, first %d bytes", len(got), len(got[0]))
 	}
 }
+
+// Another program answering on the engine's port, while the engine has not
+// bound it yet (sd-server loads its model before it listens), does not make
+// the engine ready: its listener is not the engine's.
+func TestProcess_ForeignListenerIsNotReadiness(t *testing.T) {
+	t.Parallel()
+	p, err := Start(context.Background(), Config{
+		Name: "late-binder", Binary: "/bin/sh", ReadyPath: "/v1/models", ReadyTimeout: 1500 * time.Millisecond, OwnListener: true,
+		ArgsFunc: func(int) []string { return []string{"-c", "sleep 30"} }, // never listens
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Stop(context.Background()) })
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p.Port()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{"data":[]}`)) })}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	if err := p.WaitReady(context.Background()); !errors.Is(err, ErrReadyTimeout) {
+		t.Fatalf("WaitReady = %v with only a foreign listener on the port, want ErrReadyTimeout", err)
+	}
+}

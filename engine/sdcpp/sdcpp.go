@@ -135,6 +135,7 @@ func (l *Launcher) launchServer(ctx context.Context, m engine.Spec, o Options, b
 	cfg.Name = m.Model
 	cfg.Binary = bin
 	cfg.ReadyPath = ServerReadyPath
+	cfg.OwnListener = true // it binds only once its model is loaded: another program could take the port meanwhile
 	cfg.Env = append(append([]string(nil), cfg.Env...), m.DeviceEnv()...)
 	d := o.Defaults
 	cfg.ArgsFunc = ServerArgs(ServerOptions{
