@@ -32,6 +32,7 @@ func (c *Config) Validate() []string {
 	validateScheduling(&p, c.Scheduling)
 	validateLogging(&p, c.Logging)
 	validateModels(&p, c)
+	validateDurations(&p, c)
 	return p
 }
 

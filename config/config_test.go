@@ -737,6 +737,13 @@ func TestConfig_Validate(t *testing.T) {
 		{"DataDirEmpty", func(c *Config) { c.Storage.DataDir = "" }, "storage.data_dir: must not be empty"},
 		{"RetentionForever", func(c *Config) { c.Storage.RetentionHours = 0 }, ""},
 		{"RetentionNegative", func(c *Config) { c.Storage.RetentionHours = -1 }, "storage.retention_hours"},
+		// Past ten years a duration would wrap (99999999 hours became a
+		// negative retention that deleted every finished job).
+		{"RetentionHuge", func(c *Config) { c.Storage.RetentionHours = 99999999 }, "storage.retention_hours: must be at most 87600 (ten years), got 99999999"},
+		{"RetentionTenYears", func(c *Config) { c.Storage.RetentionHours = 87600 }, ""},
+		{"TTLHuge", llm(func(m *LLMModel) { m.TTLSeconds = 18446744074 }), "models.llm[0].ttl_seconds: must be at most"},
+		{"DiffusionTimeoutHuge", diffusion(func(m *DiffusionModel) { m.Config.TimeoutSeconds = 1 << 40 }), "models.diffusion[0].config.timeout_seconds: must be at most"},
+		{"AgingHuge", func(c *Config) { c.Scheduling.AgingSeconds = 1 << 40 }, "scheduling.aging_seconds: must be at most"},
 		{"TotalZero", func(c *Config) { c.VRAM.TotalMB = 0 }, "vram.total_mb: must be more than 0"},
 		{"MarginNegative", func(c *Config) { c.VRAM.SafetyMarginMB = -1 }, "vram.safety_margin_mb: must be 0 or more"},
 		{"MarginZero", func(c *Config) { c.VRAM.SafetyMarginMB = 0 }, ""},
