@@ -31,7 +31,7 @@ type File struct {
 // so a bucket keyed by them lists in creation order. The result passes
 // ValidID when prefix does.
 func NewSortableID(prefix string, now time.Time) string {
-	return fmt.Sprintf("%s%016x%s", prefix, uint64(now.UnixNano()), NewID()[:8])
+	return fmt.Sprintf("%s%016x%s", prefix, uint64(now.UnixNano()), NewID()[idTimeLen:idTimeLen+8])
 }
 
 // PutFile records f. Returns ErrInvalid for a bad ID, ErrStateConflict if

@@ -30,7 +30,7 @@ func (m *Manager) SaveFile(ctx context.Context, filename string, r io.Reader) (s
 	if err != nil {
 		return store.File{}, fmt.Errorf("save file: %w", err)
 	}
-	defer os.Remove(tmp.Name()) // after the rename, a no-op
+	defer os.Remove(tmp.Name()) // the content stays under its ID's name (a link)
 	n, err := io.Copy(tmp, io.LimitReader(r, m.cfg.MaxFileBytes+1))
 	if err == nil && n > m.cfg.MaxFileBytes {
 		err = &Error{Kind: KindTooLarge, Param: "file",
@@ -43,7 +43,9 @@ func (m *Manager) SaveFile(ctx context.Context, filename string, r io.Reader) (s
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), m.path(f.ID))
+		// A link, not a rename: it never replaces a file already there (two
+		// IDs alike would otherwise lose the first upload's content).
+		err = os.Link(tmp.Name(), m.path(f.ID))
 	}
 	var e *Error
 	if errors.As(err, &e) {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/vramcram/vramcram/store"
 )
@@ -50,7 +51,7 @@ func (lr *lineReader) next() (text []byte, end int64, err error) {
 		for {
 			chunk, err := lr.r.ReadSlice('\n')
 			lr.off += int64(len(chunk))
-			if !long && len(line)+len(chunk) <= lr.max+1 {
+			if !long && len(line)+len(chunk) <= lr.max+2 { // the line, then \r\n
 				line = append(line, chunk...)
 			} else {
 				long, line = true, nil
@@ -67,13 +68,37 @@ func (lr *lineReader) next() (text []byte, end int64, err error) {
 			break
 		}
 		lr.number++
-		if long {
+		if long || len(trimNewline(line)) > lr.max {
 			return nil, lr.off, errLineTooLong
 		}
 		if t := bytes.TrimSpace(line); len(t) > 0 {
 			return t, lr.off, nil
 		}
 	}
+}
+
+// maxErrorMessage bounds one line error's message: the messages quote the
+// line's values (a url, a custom_id), and the errors are kept in the batch
+// record, which must not grow with the input file.
+const maxErrorMessage = 300
+
+// clipMessage cuts msg to maxErrorMessage bytes (on a character boundary),
+// marking the cut.
+func clipMessage(msg string) string {
+	if len(msg) <= maxErrorMessage {
+		return msg
+	}
+	cut := maxErrorMessage
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + "…"
+}
+
+// trimNewline is line without its line terminator (\n or \r\n).
+func trimNewline(line []byte) []byte {
+	line = bytes.TrimSuffix(line, []byte("\n"))
+	return bytes.TrimSuffix(line, []byte("\r"))
 }
 
 // parsed is a checked request line.
@@ -139,6 +164,7 @@ func (m *Manager) validateFile(ctx context.Context, r io.Reader, endpoint string
 	var v validation
 	add := func(e store.BatchError) {
 		if len(v.errors) < maxErrors {
+			e.Message = clipMessage(e.Message)
 			v.errors = append(v.errors, e)
 		}
 	}
