@@ -64,6 +64,9 @@ func batchCmd(ctx context.Context, c *client, o *batchOpts, args []string) error
 		if err != nil {
 			return err
 		}
+		if o.poll <= 0 {
+			return usagef("--poll %s: must be more than 0", o.poll)
+		}
 		return batchSubmit(ctx, c, o, file)
 	case "status":
 		id, err := oneArg(args, "BATCH_ID")

@@ -191,7 +191,7 @@ func newClient(rawURL string, cio IO) (*client, error) {
 		return nil, usagef("--url %q: want http://HOST:PORT", rawURL)
 	}
 	return &client{
-		base: strings.TrimRight(u.String(), "/"), key: cio.getenv(EnvAPIKey),
+		base: strings.TrimRight(u.String(), "/"), key: strings.TrimSpace(cio.getenv(EnvAPIKey)), // a stray newline from a file or heredoc
 		http:   &http.Client{Timeout: 30 * time.Second},
 		stream: &http.Client{},
 		IO:     cio,

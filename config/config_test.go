@@ -739,6 +739,7 @@ func TestConfig_Validate(t *testing.T) {
 		{"RetentionNegative", func(c *Config) { c.Storage.RetentionHours = -1 }, "storage.retention_hours"},
 		// Past ten years a duration would wrap (99999999 hours became a
 		// negative retention that deleted every finished job).
+		{"KeyWithNewline", func(c *Config) { c.Server.APIKeys = []string{"secret\n"} }, "server.api_keys[0]: must not start or end with spaces"},
 		{"RetentionHuge", func(c *Config) { c.Storage.RetentionHours = 99999999 }, "storage.retention_hours: must be at most 87600 (ten years), got 99999999"},
 		{"RetentionTenYears", func(c *Config) { c.Storage.RetentionHours = 87600 }, ""},
 		{"TTLHuge", llm(func(m *LLMModel) { m.TTLSeconds = 18446744074 }), "models.llm[0].ttl_seconds: must be at most"},

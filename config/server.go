@@ -3,6 +3,7 @@ package config
 import (
 	"net"
 	"strings"
+	"unicode"
 )
 
 // ServerConfig is the HTTP API listener.
@@ -37,8 +38,14 @@ func validateServer(p *problems, s ServerConfig) {
 		p.addf("server.metrics_port: %d is also server.port; give them different ports (or 0 to disable metrics)", s.MetricsPort)
 	}
 	for i, k := range s.APIKeys {
-		if strings.TrimSpace(k) == "" {
+		switch {
+		case strings.TrimSpace(k) == "":
 			p.addf("server.api_keys[%d]: must not be empty", i)
+		case k != strings.TrimSpace(k) || strings.ContainsFunc(k, unicode.IsControl):
+			// A header cannot carry it, and the server compares trimmed
+			// tokens: such a key could never match (a YAML block scalar
+			// leaves a trailing newline).
+			p.addf("server.api_keys[%d]: must not start or end with spaces or contain control characters (a trailing newline?)", i)
 		}
 	}
 	if s.Host != "" && !isLoopbackHost(s.Host) && len(s.APIKeys) == 0 && !s.AllowInsecureRemote {
