@@ -27,6 +27,7 @@ func startBatches(ctx context.Context, cfg *config.Config, st *store.Store, sche
 		Priority:     cfg.Scheduling.BatchPriority,
 		MaxAttempts:  cfg.Scheduling.MaxAttempts,
 		Endpoints:    ac.Endpoints,
+		Aliases:      ac.Aliases,
 		Kinds:        kinds,
 		Logger:       log.With("component", "batch"),
 	}, st, sched)

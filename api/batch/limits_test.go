@@ -86,3 +86,19 @@ func TestValidate_ErrorMessagesAreClipped(t *testing.T) {
 		t.Fatalf("error messages hold %d bytes", total)
 	}
 }
+
+// A line may name its model by an alias, as the interactive routes take it
+// (it failed with model_not_found); the job is the model's.
+func TestValidate_LineModelByAlias(t *testing.T) {
+	b := setup(t, 0)
+	bt := b.create(b.upload([]string{chatLine("r1", "gpt-4o-mini")}))
+	b.pass()
+	bt = b.get(bt.ID)
+	if bt.Status == store.BatchFailed || len(bt.Errors) > 0 {
+		t.Fatalf("batch %s, errors %+v", bt.Status, bt.Errors)
+	}
+	j, err := b.st.Get(store.BatchJobID(bt.ID, 0))
+	if err != nil || j.Model != "alpha" {
+		t.Fatalf("job of the line: %+v %v; want model alpha", j, err)
+	}
+}

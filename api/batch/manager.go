@@ -62,6 +62,7 @@ type Config struct {
 	Priority     int                 // the jobs' priority (scheduling.batch_priority)
 	MaxAttempts  int                 // stored on each job; default store.DefaultMaxAttempts
 	Endpoints    map[string][]string // model → OpenAI paths its engine serves
+	Aliases      map[string]string   // alias → model, as the interactive routes take them
 	Kinds        map[string]string   // model → job type ("llm", "diffusion")
 	Tick         time.Duration       // progress pass period; default 500ms
 	Chunk        int                 // lines per enqueue transaction; default 256

@@ -72,6 +72,7 @@ func (b *bundle) open() {
 	}
 	endpoints["embedder"] = []string{"/v1/embeddings"}
 	b.m = New(Config{Dir: filepath.Join(b.dir, "files"), Priority: -10, Endpoints: endpoints, Chunk: 4,
+		Aliases: map[string]string{"gpt-4o-mini": "alpha"},
 		NowFunc: func() time.Time { return b.clock }}, st, b.sched)
 }
 

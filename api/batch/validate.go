@@ -140,7 +140,11 @@ func (m *Manager) parseLine(text []byte, endpoint string) (parsed, *store.BatchE
 	if body.Model == nil || *body.Model == "" {
 		return bad("missing_model", "body.model", "body.model: required")
 	}
-	served, ok := m.cfg.Endpoints[*body.Model]
+	model := *body.Model
+	if real, ok := m.cfg.Aliases[model]; ok {
+		model = real
+	}
+	served, ok := m.cfg.Endpoints[model]
 	if !ok {
 		return bad("model_not_found", "body.model", "body.model: unknown model %q", *body.Model)
 	}
@@ -148,7 +152,7 @@ func (m *Manager) parseLine(text []byte, endpoint string) (parsed, *store.BatchE
 		return bad("model_not_supported", "body.model", "body.model: model %q does not serve %s (it serves: %s)",
 			*body.Model, endpoint, strings.Join(served, ", "))
 	}
-	return parsed{customID: *rl.CustomID, model: *body.Model, body: rl.Body}, nil
+	return parsed{customID: *rl.CustomID, model: model, body: rl.Body}, nil
 }
 
 // validation is the outcome of checking a whole input file.
