@@ -55,7 +55,8 @@ type DiffusionEstimate struct {
 // It returns an error matching ErrNoDiffusionEstimate when the model has
 // parts in separate files or its file is not a GGUF diffusion model, and an
 // error wrapping *fs.PathError when the file cannot be read.
-func EstimateDiffusionGGUF(f DiffusionFiles, o DiffusionEstimateOptions) (DiffusionEstimate, error) {
+func EstimateDiffusionGGUF(f DiffusionFiles, o DiffusionEstimateOptions) (est DiffusionEstimate, err error) {
+	defer parserPanic(f.Model, &err)
 	if len(f.Parts) > 0 {
 		return DiffusionEstimate{}, noDiffusionEstimate(f.Model, "its parts are in separate files (diffusion_model, vae, clip_l, t5xxl, …)")
 	}

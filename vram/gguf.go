@@ -86,7 +86,8 @@ type Estimate struct {
 // llama.cpp could load; an error wrapping *fs.PathError when it (or a shard
 // of a split model) cannot be read; and an error naming the option for an
 // unknown cache type.
-func EstimateGGUF(path string, o EstimateOptions) (Estimate, error) {
+func EstimateGGUF(path string, o EstimateOptions) (est Estimate, err error) {
+	defer parserPanic(path, &err)
 	ctk, err := cacheType(o.CacheTypeK)
 	if err != nil {
 		return Estimate{}, fmt.Errorf("estimate %s: cache type K: %w", path, err)
@@ -177,6 +178,7 @@ func llamaContext(ctx, parallel int, unified bool, train uint64) (total, perSlot
 	if n == 0 {
 		n = train
 	}
+	n = min(n, 1<<31) // a file may claim any context_length; past this the sums overflow
 	n = (n + pad - 1) / pad * pad
 	seqs := uint64(max(parallel, 1))
 	if unified {
@@ -215,6 +217,17 @@ func checkModel(gf *gguf.GGUFFile, a gguf.GGUFArchitecture) error {
 
 // parseGGUF parses the file's header. The parser reads untrusted bytes; a
 // panic in it becomes an error.
+// parserPanic turns a panic of the GGUF parser that escaped parseGGUF (its
+// accessors type-check metadata values and panic on a mismatch: a
+// pooling_type stored as int32, an empty head_count array) into an error
+// saying the file is not a model VramCram can read, so that an odd file
+// never takes the daemon down. Deferred by every exported reader.
+func parserPanic(path string, err *error) {
+	if r := recover(); r != nil {
+		*err = notModel(path, fmt.Errorf("parser panic: %v", r))
+	}
+}
+
 func parseGGUF(path string) (gf *gguf.GGUFFile, err error) {
 	defer func() {
 		if r := recover(); r != nil {

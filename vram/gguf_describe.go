@@ -15,13 +15,14 @@ type Description struct {
 
 // DescribeGGUF reads the metadata of the GGUF file at path. Returns an
 // error wrapping ErrNotGGUFModel when the file is not a GGUF model.
-func DescribeGGUF(path string) (Description, error) {
+func DescribeGGUF(path string) (d Description, err error) {
+	defer parserPanic(path, &err)
 	gf, err := parseGGUF(path)
 	if err != nil {
 		return Description{}, err
 	}
 	md := gf.Metadata()
-	d := Description{Architecture: md.Architecture, Quantization: md.FileType.String()}
+	d = Description{Architecture: md.Architecture, Quantization: md.FileType.String()}
 	if d.Quantization != "" {
 		d.Quantization = strings.TrimPrefix(strings.ToUpper(d.Quantization), "MOSTLY_")
 	}

@@ -14,7 +14,8 @@ var poolingNames = []string{"none", "mean", "cls", "last", "rank"}
 // "<arch>.pooling_type" key ("none", "mean", "cls", "last" or "rank"), or
 // "" when it declares none (a model meant for generation). Errors: the file
 // cannot be read or is not a GGUF.
-func PoolingType(path string) (string, error) {
+func PoolingType(path string) (_ string, err error) {
+	defer parserPanic(path, &err)
 	gf, err := parseGGUF(path)
 	if err != nil {
 		return "", fmt.Errorf("read GGUF %s: %w", path, err)
