@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -189,6 +190,7 @@ func (r *reloader) reload(ctx context.Context, why string) (reloadReport, error)
 		r.log.Info("config reloaded: nothing changed", "trigger", why)
 		return reloadReport{Status: "unchanged", configDiff: d}, nil
 	}
+	keepRestartKeys("", reflect.ValueOf(next).Elem(), reflect.ValueOf(r.boot).Elem())
 	models := r.models(next)
 	reg, err := newRegistry(next, r.records, r.log)
 	if err != nil {
@@ -196,7 +198,9 @@ func (r *reloader) reload(ctx context.Context, why string) (reloadReport, error)
 	}
 	old := r.launch.reg.Swap(reg)
 	sc := schedulerConfig(next)
-	res, err := r.sched.Reconfigure(ctx, scheduler.Reconfig{Models: models, Restart: d.Changed, Settings: sc})
+	// Not bounded by the caller: once the loop has the change it applies it,
+	// and a client that leaves meanwhile must not get "rejected" for it.
+	res, err := r.sched.Reconfigure(context.WithoutCancel(ctx), scheduler.Reconfig{Models: models, Restart: d.Changed, Settings: sc})
 	if err != nil {
 		r.launch.reg.Store(old)
 		return r.reject(why, err)

@@ -128,3 +128,31 @@ func modelOrder(c *config.Config) []string {
 	}
 	return out
 }
+
+// keepRestartKeys sets every key of next that takes effect only after a
+// restart back to its value in boot (what the daemon runs with), so that a
+// reload applies the live keys alone: a changed server.host must not turn
+// the Host guard off while the listener stays where it is, and a changed
+// storage.data_dir must not move images away from their retention.
+func keepRestartKeys(prefix string, next, boot reflect.Value) {
+	t := next.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("koanf"), ",")
+		if name == "" || name == "-" || !f.IsExported() {
+			continue
+		}
+		key := prefix + name
+		if key == "models" {
+			continue
+		}
+		fn, fb := next.Field(i), boot.Field(i)
+		if f.Type.Kind() == reflect.Struct {
+			keepRestartKeys(key+".", fn, fb)
+			continue
+		}
+		if !liveKey(key) {
+			fn.Set(fb)
+		}
+	}
+}
