@@ -44,7 +44,7 @@ func openQueue(ctx context.Context, cfg *config.Config, log *slog.Logger) (jobQu
 	}
 	r := cfg.Storage.Redis
 	f := &fleetNode{log: log.With("component", "fleet"), maxWait: seconds(cfg.Scheduling.MaxWaitSeconds),
-		url: fmt.Sprintf("http://%s:%d", cfg.Server.Host, cfg.Server.Port)}
+		url: advertiseURL(cfg)}
 	lease := seconds(r.LeaseSeconds)
 	f.interval = min(max(lease/6, 500*time.Millisecond), 5*time.Second)
 	rs, err := redisstore.Open(ctx, redisstore.Options{

@@ -22,6 +22,10 @@ type RedisConfig struct {
 	LeaseSeconds int    `koanf:"lease_seconds"` // a dead node's jobs requeue after this; default 30
 	Node         string `koanf:"node"`          // this node's name in the fleet; default the host name
 	Prefix       string `koanf:"prefix"`        // key prefix; default "vramcram:"
+	// AdvertiseURL is how the other nodes reach this one (they relay
+	// interactive requests to it); default http://server.host:server.port,
+	// a wildcard host replaced by the address this machine reaches Redis from.
+	AdvertiseURL string `koanf:"advertise_url"`
 }
 
 // validateStorage checks storage.*.
@@ -65,5 +69,11 @@ func validateBackend(s StorageConfig, p *problems) {
 	}
 	if strings.ContainsAny(r.Node, " \t\n/") || len(r.Node) > 128 {
 		p.addf("storage.redis.node: must be at most 128 characters without spaces or '/', got %q", r.Node)
+	}
+	if a := r.AdvertiseURL; a != "" {
+		u, err := url.Parse(a)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" || u.Path != "" && u.Path != "/" {
+			p.addf("storage.redis.advertise_url: want http://HOST:PORT as the other nodes reach this one, got %q", a)
+		}
 	}
 }

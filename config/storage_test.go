@@ -13,6 +13,8 @@ func TestLoadConfig_StorageBackendProblems(t *testing.T) {
 		{"storage: {backend: redis, redis: {url: 'http://x:6379'}}", `storage.redis.url: want redis://host:port/db`},
 		{"storage: {backend: redis, redis: {lease_seconds: 1}}", "storage.redis.lease_seconds: must be at least 3"},
 		{"storage: {backend: redis, redis: {node: 'a b'}}", "storage.redis.node: must be at most 128 characters"},
+		{"storage: {backend: redis, redis: {advertise_url: 'gpu-box-1:8000'}}", "storage.redis.advertise_url: want http://HOST:PORT"},
+		{"storage: {backend: redis, redis: {advertise_url: 'http://gpu-box-1'}}", "storage.redis.advertise_url: want http://HOST:PORT"},
 	} {
 		problems := loadProblems(t, tc.yaml, nil)
 		found := false
@@ -28,6 +30,7 @@ func TestLoadConfig_StorageBackendProblems(t *testing.T) {
 	for _, body := range []string{
 		"storage: {backend: bbolt, redis: {lease_seconds: 1}}",
 		"storage: {backend: redis, redis: {url: 'redis://10.0.0.5:6379/0', lease_seconds: 30, node: gpu-1}}",
+		"storage: {backend: redis, redis: {url: 'redis://10.0.0.5:6379/0', advertise_url: 'http://10.0.0.7:8000'}}",
 	} {
 		if _, err := Load(writeConfig(t, body), nil); err != nil {
 			t.Errorf("%s: %v", body, err)
