@@ -106,3 +106,25 @@ func TestOpenDevices_WithoutNVMLUsesConfiguredSizes(t *testing.T) {
 }
 
 func nil2() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// One GPU that cannot be read (fallen off the bus) is left out; the others
+// keep their NVML meters (NVML was dropped for all of them, and with
+// vram.devices naming the healthy one the daemon did not start).
+func TestOpenDevices_OneLostGPULeavesTheOthers(t *testing.T) {
+	s := dgx(2)
+	s.Devices[1].(*dgxa100.Device).GetMemoryInfoFunc = func() (nvml.Memory, nvml.Return) { return nvml.Memory{}, nvml.ERROR_GPU_IS_LOST }
+	log := slog.New(slog.DiscardHandler)
+	open := func(*slog.Logger) ([]Device, error) { return OpenAllNVML(s, log) }
+	for _, specs := range [][]DeviceSpec{{{Index: 0}}, nil} {
+		devs, src, err := openDevices(specs, 40960, log, open)
+		if err != nil || src != SourceNVML || len(devs) != 1 || devs[0].Index != 0 {
+			t.Errorf("specs %v: %d devices, source %q, %v; want GPU 0 on NVML", specs, len(devs), src, err)
+		}
+		for _, d := range devs {
+			_ = d.Meter.Close()
+		}
+	}
+	if _, _, err := openDevices([]DeviceSpec{{Index: 1}}, 0, log, open); err == nil {
+		t.Error("vram.devices naming the lost GPU: no error")
+	}
+}

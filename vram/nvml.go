@@ -197,7 +197,8 @@ func (n *NVML) UUID() string { return n.uuid }
 func openAllNVML(log *slog.Logger) ([]Device, error) { return OpenAllNVML(nil, log) }
 
 // OpenAllNVML opens every device lib lists (nil: the system's library) and
-// reads each once for its size. On error, those already opened are closed.
+// reads each once for its size. A device that cannot be opened or read is
+// left out (logged); an error only when none can be.
 func OpenAllNVML(lib nvml.Interface, log *slog.Logger) ([]Device, error) {
 	if lib == nil {
 		lib = nvml.New()
@@ -214,6 +215,7 @@ func OpenAllNVML(lib nvml.Interface, log *slog.Logger) ([]Device, error) {
 		return nil, fmt.Errorf("%w: no GPU", ErrNVMLUnavailable)
 	}
 	var devs []Device
+	var firstErr error
 	for i := range count {
 		n, err := OpenNVML(lib, i, log)
 		if err == nil {
@@ -224,10 +226,16 @@ func OpenAllNVML(lib nvml.Interface, log *slog.Logger) ([]Device, error) {
 			}
 			_ = n.Close()
 		}
-		for _, d := range devs {
-			_ = d.Meter.Close()
+		// One GPU that cannot be read (fallen off the bus) must not take
+		// NVML away from the others: it is left out, and a config that
+		// names it gets an error naming it.
+		log.Warn("GPU cannot be read; leaving it out", "index", i, "err", err)
+		if firstErr == nil {
+			firstErr = err
 		}
-		return nil, err
+	}
+	if len(devs) == 0 {
+		return nil, firstErr
 	}
 	return devs, nil
 }
