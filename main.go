@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -203,6 +204,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ro reloadO
 			log.Error("close store", "err", err)
 		}
 	}()
+	// Background work on the store (batches, retention) ends before it
+	// closes, whichever way serve returns.
+	bgCtx, stopBackground := context.WithCancel(ctx)
+	var background sync.WaitGroup
+	defer func() {
+		stopBackground()
+		background.Wait()
+	}()
 	if n := st.Recovered(); n > 0 {
 		log.Warn("requeued jobs left running by a previous run", "jobs", n)
 	}
@@ -250,7 +259,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ro reloadO
 	if bolt != nil { // files and batches live in the bbolt file
 		ac := apiConfig(cfg, reg, log)
 		ac.Metrics = met
-		batches = startBatches(ctx, cfg, bolt, sched, &ac, log)
+		batches = startBatches(bgCtx, &background, cfg, bolt, sched, &ac, log)
 	} else {
 		log.Warn(batchesOffReason)
 	}
@@ -268,7 +277,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ro reloadO
 	log.Info("vramcram listening", "addr", "http://"+ln.Addr().String(), "version", version, "models", len(cfg.Models.LLM)+len(cfg.Models.Diffusion))
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
-	go retention(ctx, st, cfg.Storage.RetentionHours, imageDir(cfg), log)
+	background.Go(func() { retention(bgCtx, st, cfg.Storage.RetentionHours, imageDir(cfg), log) })
 
 	select {
 	case <-ctx.Done():

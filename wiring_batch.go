@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"path/filepath"
+	"sync"
 
 	"github.com/vramcram/vramcram/config"
 
@@ -13,9 +14,9 @@ import (
 	"github.com/vramcram/vramcram/store"
 )
 
-// startBatches builds the OpenAI batch manager from the config and runs it
-// until ctx ends. Its files live in DATA_DIR/files.
-func startBatches(ctx context.Context, cfg *config.Config, st *store.Store, sched *scheduler.Scheduler, ac *api.Config, log *slog.Logger) *batch.Manager {
+// startBatches builds the OpenAI batch manager from the config and runs it,
+// counted in wg, until ctx ends. Its files live in DATA_DIR/files.
+func startBatches(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, st *store.Store, sched *scheduler.Scheduler, ac *api.Config, log *slog.Logger) *batch.Manager {
 	kinds := map[string]string{}
 	for name, k := range ac.ModelTypes {
 		kinds[name] = string(k)
@@ -34,6 +35,6 @@ func startBatches(ctx context.Context, cfg *config.Config, st *store.Store, sche
 	if ac.Metrics != nil {
 		ac.Metrics.RegisterBatches(m)
 	}
-	go m.Run(ctx)
+	wg.Go(func() { m.Run(ctx) })
 	return m
 }
