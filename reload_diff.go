@@ -78,8 +78,18 @@ func diffConfigs(old, cur *config.Config) configDiff {
 }
 
 // changedKeys appends the key paths (koanf names) of the leaves that differ
-// between a and b, structs walked field by field; models are diffed apart.
+// between a and b; models are diffed apart.
 func changedKeys(prefix string, a, b reflect.Value, out *[]string) {
+	walkKeys(prefix, a, b, func(key string, fa, fb reflect.Value) {
+		if !reflect.DeepEqual(fa.Interface(), fb.Interface()) {
+			*out = append(*out, key)
+		}
+	})
+}
+
+// walkKeys calls fn with the key path (koanf names) and the two values of
+// every leaf of a and b, structs walked field by field, models left out.
+func walkKeys(prefix string, a, b reflect.Value, fn func(key string, fa, fb reflect.Value)) {
 	t := a.Type()
 	for i := range t.NumField() {
 		f := t.Field(i)
@@ -91,14 +101,11 @@ func changedKeys(prefix string, a, b reflect.Value, out *[]string) {
 		if key == "models" {
 			continue
 		}
-		fa, fb := a.Field(i), b.Field(i)
 		if f.Type.Kind() == reflect.Struct {
-			changedKeys(key+".", fa, fb, out)
+			walkKeys(key+".", a.Field(i), b.Field(i), fn)
 			continue
 		}
-		if !reflect.DeepEqual(fa.Interface(), fb.Interface()) {
-			*out = append(*out, key)
-		}
+		fn(key, a.Field(i), b.Field(i))
 	}
 }
 
@@ -135,24 +142,9 @@ func modelOrder(c *config.Config) []string {
 // the Host guard off while the listener stays where it is, and a changed
 // storage.data_dir must not move images away from their retention.
 func keepRestartKeys(prefix string, next, boot reflect.Value) {
-	t := next.Type()
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("koanf"), ",")
-		if name == "" || name == "-" || !f.IsExported() {
-			continue
-		}
-		key := prefix + name
-		if key == "models" {
-			continue
-		}
-		fn, fb := next.Field(i), boot.Field(i)
-		if f.Type.Kind() == reflect.Struct {
-			keepRestartKeys(key+".", fn, fb)
-			continue
-		}
+	walkKeys(prefix, next, boot, func(key string, fn, fb reflect.Value) {
 		if !liveKey(key) {
 			fn.Set(fb)
 		}
-	}
+	})
 }

@@ -13,21 +13,8 @@ import (
 // loop's applySettings races with nothing (-race).
 func TestReconfigure_ReloadWhileLoadWaitsForMemory(t *testing.T) {
 	sizes := map[string]int{"a": 6000, "b": 6000}
-	st, err := store.Open(t.TempDir()+"/q.db", store.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	l := newFakeLauncher(10000, sizes)
-	l.releaseDelay = 500 * time.Millisecond
-	meter := &fakeMeter{l: l, totalMB: 10000}
-	s, err := New(Config{Models: models(sizes, 1), TotalMB: 10000, Policy: PolicyFIFO, ReleasePoll: 10 * time.Millisecond}, st, l, meter, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start(context.Background())
-	defer s.Stop(context.Background())
-	b := &bundle{t: t, st: st, l: l, sched: s}
+	b := releaseRig(t, 500*time.Millisecond)
+	s := b.sched
 	b.wait(b.submit("a", "x", 0), store.JobStateCompleted)
 	id := b.submit("b", "y", 0)
 	for k := 0; k < 20; k++ {

@@ -521,23 +521,31 @@ func TestScheduler_LoadFailureBacksOff(t *testing.T) {
 
 func TestScheduler_LoadWaitsForEvictedMemory(t *testing.T) {
 	t.Parallel()
+	b := releaseRig(t, 300*time.Millisecond)
+	b.wait(b.submit("a", "x", 0), store.JobStateCompleted)
+	b.wait(b.submit("b", "y", 0), store.JobStateCompleted)
+	b.l.checkWaitedForRelease(t, "a", "b")
+}
+
+// releaseRig runs two models of 6000 MiB on 10000 (so each evicts the
+// other) under the FIFO policy, with engines whose memory comes back
+// releaseDelay after they exit, read by a meter that sees it.
+func releaseRig(t *testing.T, releaseDelay time.Duration) *bundle {
+	t.Helper()
 	sizes := map[string]int{"a": 6000, "b": 6000}
 	st, err := store.Open(t.TempDir()+"/q.db", store.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { _ = st.Close() })
 	l := newFakeLauncher(10000, sizes)
-	l.releaseDelay = 300 * time.Millisecond
+	l.releaseDelay = releaseDelay
 	meter := &fakeMeter{l: l, totalMB: 10000}
 	s, err := New(Config{Models: models(sizes, 1), TotalMB: 10000, Policy: PolicyFIFO, ReleasePoll: 10 * time.Millisecond}, st, l, meter, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Start(context.Background())
-	defer s.Stop(context.Background())
-	b := &bundle{t: t, st: st, l: l, sched: s}
-	b.wait(b.submit("a", "x", 0), store.JobStateCompleted)
-	b.wait(b.submit("b", "y", 0), store.JobStateCompleted)
-	l.checkWaitedForRelease(t, "a", "b")
+	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+	return &bundle{t: t, st: st, l: l, sched: s}
 }

@@ -1,76 +1,9 @@
 package vram
 
 import (
-	"bytes"
-	"encoding/binary"
-	"os"
 	"path/filepath"
 	"testing"
 )
-
-// writeGGUF64 is writeGGUF with uint64 values (type 10).
-func writeGGUF64(t *testing.T, path string, kvs []ggufKV, tensors []ggufTensor) {
-	t.Helper()
-	const align = 32
-	var b bytes.Buffer
-	le := func(v any) { _ = binary.Write(&b, binary.LittleEndian, v) }
-	str := func(s string) { le(uint64(len(s))); b.WriteString(s) }
-	b.WriteString("GGUF")
-	le(uint32(3))
-	le(uint64(len(tensors)))
-	le(uint64(len(kvs)))
-	for _, kv := range kvs {
-		str(kv.key)
-		switch v := kv.val.(type) {
-		case uint64:
-			le(uint32(10))
-			le(v)
-		case uint32:
-			le(uint32(ggufUint32))
-			le(v)
-		case int32:
-			le(uint32(ggufInt32))
-			le(v)
-		case float32:
-			le(uint32(ggufFloat32))
-			le(v)
-		case string:
-			le(uint32(ggufString))
-			str(v)
-		case []string:
-			le(uint32(ggufArray))
-			le(uint32(ggufString))
-			le(uint64(len(v)))
-			for _, s := range v {
-				str(s)
-			}
-		case []float32:
-			le(uint32(ggufArray))
-			le(uint32(ggufFloat32))
-			le(uint64(len(v)))
-			le(v)
-		case []int32:
-			le(uint32(ggufArray))
-			le(uint32(ggufInt32))
-			le(uint64(len(v)))
-			le(v)
-		}
-	}
-	var offset uint64
-	for _, ti := range tensors {
-		str(ti.name)
-		le(uint32(len(ti.dims)))
-		le(ti.dims)
-		le(ti.typ)
-		le(offset)
-		offset += (ti.size() + align - 1) / align * align
-	}
-	b.Write(make([]byte, (align-b.Len()%align)%align))
-	b.Write(make([]byte, offset))
-	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func withKV(kvs []ggufKV, key string, v any) []ggufKV {
 	out := []ggufKV{}
@@ -105,7 +38,7 @@ func TestGGUF_OddMetadataIsAnErrorNotAPanic(t *testing.T) {
 	}
 	for _, c := range cases {
 		path := filepath.Join(t.TempDir(), "m.gguf")
-		writeGGUF64(t, path, c.kvs, tinyLlamaTensors())
+		writeGGUF(t, path, c.kvs, tinyLlamaTensors())
 		if p := catch(func() { _, _ = EstimateGGUF(path, EstimateOptions{GPULayers: -1}) }); p != nil {
 			t.Errorf("%s: EstimateGGUF panicked: %v", c.name, p)
 		}
@@ -126,7 +59,7 @@ func TestGGUF_OddMetadataIsAnErrorNotAPanic(t *testing.T) {
 func TestEstimateGGUF_HugeContextLength(t *testing.T) {
 	for _, c := range []uint64{1 << 40, 1 << 63, 1<<64 - 1} {
 		path := filepath.Join(t.TempDir(), "m.gguf")
-		writeGGUF64(t, path, withKV(tinyLlamaKVs(), "llama.context_length", c), tinyLlamaTensors())
+		writeGGUF(t, path, withKV(tinyLlamaKVs(), "llama.context_length", c), tinyLlamaTensors())
 		e, err := EstimateGGUF(path, EstimateOptions{GPULayers: -1})
 		if err != nil || e.ContextSize <= 0 || e.SlotContext <= 0 || e.VRAMMB <= 0 {
 			t.Errorf("context_length %d: %+v, %v", c, e, err)

@@ -73,6 +73,9 @@ func writeGGUF(t *testing.T, path string, kvs []ggufKV, tensors []ggufTensor) {
 		case uint32:
 			le(uint32(ggufUint32))
 			le(v)
+		case uint64:
+			le(uint32(10)) // GGUF uint64
+			le(v)
 		case int32:
 			le(uint32(ggufInt32))
 			le(v)
