@@ -106,7 +106,6 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 		return
 	}
 	heads := s.headsFunc()
-	cands = slices.DeleteFunc(cands, func(c candidate) bool { return s.deferLoad(st.models[c.Model], heads(c.Model)) })
 	prior := st.meanFigures()
 	for k := range cands {
 		c := &cands[k]
@@ -127,16 +126,22 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 	}
 	setDue(cands, s.cfg.MaxWait, s.lanes(cands))
 	orderCandidates(cands)
+	// The fleet is asked (deferLoad, which takes the fleet's load claim)
+	// only for a model this node is about to load or make room for: a
+	// claim taken for a model that does not fit here kept the other nodes
+	// from loading it until max_wait.
 	for _, c := range cands {
 		m := st.models[c.Model]
 		opts := s.options(m, s.reservation(m))
 		if place, ok := s.fitNow(opts); ok {
-			s.startLoad(ctx, m, place)
+			if !s.deferLoad(m, heads(c.Model)) {
+				s.startLoad(ctx, m, place)
+			}
 			continue
 		}
 		if !c.HasHead {
 			// A load wish displaces only idle instances with nothing queued.
-			if r, ok := s.makeRoom(m, opts, evictRule{scope: scopeIdleNoWork}); ok && !r.wait {
+			if r, ok := s.makeRoom(m, opts, evictRule{scope: scopeIdleNoWork}); ok && !r.wait && !s.deferLoad(m, heads(c.Model)) {
 				for _, v := range r.victims {
 					s.evict(v, m.Name)
 				}
@@ -144,6 +149,9 @@ func (s *Scheduler) planLoads(ctx context.Context, now time.Time) {
 			continue
 		}
 		r, ok := s.makeRoom(m, opts, ruleFor(s.cfg.Policy, c, now))
+		if ok && s.deferLoad(m, heads(c.Model)) {
+			continue // another node serves it: make no room here
+		}
 		if ok && r.wait {
 			return // memory is already on its way back; wait for it
 		}
