@@ -148,9 +148,8 @@ func (s *Server) validateSubmit(req submitRequest) (*store.Job, error) {
 	if req.Prompt == nil || strings.TrimSpace(*req.Prompt) == "" {
 		return nil, apiErr(http.StatusBadRequest, CodeInvalid, "prompt: required, a non-empty string (or endpoint and body)")
 	}
-	if n := utf8.RuneCountInString(*req.Prompt); n > s.cfg.MaxPromptChars {
-		return nil, apiErr(http.StatusBadRequest, CodeInvalid,
-			fmt.Sprintf("prompt: %d characters exceeds the limit of %d (server.max_prompt_chars)", n, s.cfg.MaxPromptChars))
+	if err := s.checkChars("prompt", utf8.RuneCountInString(*req.Prompt)); err != nil {
+		return nil, err
 	}
 	prio, err := priority(req.Priority)
 	if err != nil {

@@ -191,13 +191,3 @@ func ollamaChars(msgs []ollamaMessage) int {
 	}
 	return n
 }
-
-// checkChars applies server.max_prompt_chars, as the other doors do, to n
-// characters of field.
-func (s *Server) checkChars(field string, n int) error {
-	if n > s.cfg.MaxPromptChars {
-		return apiErr(http.StatusBadRequest, CodeInvalid,
-			fmt.Sprintf("%s: %d characters exceeds the limit of %d (server.max_prompt_chars)", field, n, s.cfg.MaxPromptChars))
-	}
-	return nil
-}

@@ -103,6 +103,12 @@ func (s *Server) checkPromptChars(k openAIKind, req openAIRequest) error {
 	case kindEmbedding:
 		field, n = "input", textChars(req.Input)
 	}
+	return s.checkChars(field, n)
+}
+
+// checkChars applies server.max_prompt_chars to n characters of field, for
+// every door.
+func (s *Server) checkChars(field string, n int) error {
 	if n > s.cfg.MaxPromptChars {
 		return fieldErr(field, fmt.Sprintf("%d characters exceeds the limit of %d (server.max_prompt_chars)", n, s.cfg.MaxPromptChars))
 	}
