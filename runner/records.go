@@ -17,7 +17,8 @@ import (
 // killer) the next start can find the engines it left behind and stop them
 // before they hold VRAM and ports forever.
 type Records struct {
-	dir string
+	dir       string
+	startTime func(pid int) (uint64, error) // procStartTime; tests stand in for pid reuse
 }
 
 // record is the content of one pid file.
@@ -32,14 +33,14 @@ func OpenRecords(dir string) (*Records, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("pid records: %w", err)
 	}
-	return &Records{dir: dir}, nil
+	return &Records{dir: dir, startTime: procStartTime}, nil
 }
 
 // Track writes a record for pid and removes it once done is closed. The
 // file is named by pid and start time, so that a late removal can never hit
 // the record of a newer engine that got the same pid.
 func (r *Records) Track(model string, pid int, done <-chan struct{}) {
-	st, _ := procStartTime(pid)
+	st, _ := r.startTime(pid)
 	b, _ := json.Marshal(record{PID: pid, Model: model, StartTime: st})
 	path := filepath.Join(r.dir, strconv.Itoa(pid)+"-"+strconv.FormatUint(st, 10)+".json")
 	if err := os.WriteFile(path, b, 0o640); err != nil {

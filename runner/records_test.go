@@ -55,34 +55,29 @@ func TestRecords_ReapsGroupWhoseLeaderIsGone(t *testing.T) {
 }
 
 // A record is named by pid and start time: the late cleanup of an engine
-// that exited leaves the record of a newer engine given the same pid.
+// that exited leaves the record of a newer engine given the same pid (both
+// were PID.json, and the old cleanup deleted the new record).
 func TestRecords_LateCleanupKeepsNewerRecord(t *testing.T) {
 	r, err := OpenRecords(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := os.Getpid()
-	st, err := procStartTime(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	r.Track("old", pid, done)
-	newer := filepath.Join(r.dir, strconv.Itoa(pid)+"-"+strconv.FormatUint(st+1, 10)+".json")
-	if err := os.WriteFile(newer, []byte(`{"pid":1,"model":"new"}`), 0o640); err != nil {
-		t.Fatal(err)
-	}
-	close(done)
+	pid, start := os.Getpid(), uint64(100)
+	r.startTime = func(int) (uint64, error) { return start, nil }
+	oldDone, newDone := make(chan struct{}), make(chan struct{})
+	r.Track("old", pid, oldDone)
+	start = 200 // the pid, reused by a newer engine
+	r.Track("new", pid, newDone)
+	close(oldDone)
+	want := strconv.Itoa(pid) + "-200.json"
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		left, _ := os.ReadDir(r.dir)
-		if len(left) == 1 {
-			if left[0].Name() != filepath.Base(newer) {
-				t.Fatalf("left %s, want the newer record", left[0].Name())
-			}
-			return
+		if len(left) == 1 && left[0].Name() == want {
+			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("records %v", left)
+			t.Fatalf("records %v, want only %s", left, want)
 		}
 	}
+	close(newDone)
 }
